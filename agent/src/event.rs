@@ -1,0 +1,274 @@
+//! The event model: the contract every sink, test and user relies on.
+//!
+//! One JSON object per event. Fields may be added; none is renamed or removed
+//! without bumping [`SCHEMA_VERSION`]. See docs/events.md.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Event kinds, as written in `kind`.
+pub mod kind {
+    pub const LLM_CALL: &str = "llm.call";
+    pub const TOOL_CALL: &str = "tool.call";
+    pub const PROCESS_EXEC: &str = "process.exec";
+    pub const PROCESS_EXIT: &str = "process.exit";
+    pub const FILE_OPEN: &str = "file.open";
+    pub const NET_CONNECT: &str = "net.connect";
+    pub const FINDING: &str = "finding";
+    pub const AGENT_HEALTH: &str = "agent.health";
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub id: String,
+}
+
+/// The process an event belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub comm: String,
+    pub exe: String,
+    pub args: Vec<String>,
+    /// Stable and unique for one exec of one process on one host boot.
+    pub exec_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_exec_id: Option<String>,
+}
+
+/// One event. Exactly one of the kind-specific members is set, the one
+/// `kind` names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub v: u32,
+    /// Unique; the idempotency key.
+    pub id: String,
+    /// RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    pub kind: String,
+    pub host: Host,
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<FindingInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// Which side of TLS we watched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Client,
+    Server,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemPrompt {
+    pub text: String,
+    /// sha256 of `text`, lowercase hex.
+    pub sha256: String,
+}
+
+/// One message of the request's history, flattened to text.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user`, `assistant`, `tool` (OpenAI's tool results; Anthropic
+    /// `tool_result` blocks are given this role too).
+    pub role: String,
+    pub content: String,
+    /// For `tool` messages: the tool call this is the result of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For `assistant` messages: the tool calls it asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallSpec>,
+    /// For `tool` messages: the client marked the result as an error
+    /// (Anthropic `is_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+}
+
+/// A tool call as the model asked for it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallSpec {
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them (a JSON text for both providers).
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    pub tool_calls: Vec<ToolCallSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+}
+
+/// `llm` of an `llm.call` event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmCall {
+    /// openai, anthropic, …
+    pub provider: String,
+    /// chat, messages, …
+    pub operation: String,
+    pub role: Role,
+    pub server: Server,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub stream: bool,
+    /// HTTP status; absent when no response was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemPrompt>,
+    pub messages: Vec<Message>,
+    /// Declared tool names.
+    pub tools: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_user: Option<String>,
+    /// Fingerprint of the API key (`sk-…cdef#a1b2c3d4`); never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
+    pub output: Output,
+    pub usage: Usage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    /// Some part of the exchange was cut (caps) or missing (loss, timeout).
+    pub truncated: bool,
+    /// The provider's error, for 4xx/5xx answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `tool` of a `tool.call` event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+    /// The result the agent sent back to the model, from the next request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Ids of the exec/file/net events this call caused.
+    pub effects: Vec<String>,
+    /// 0..=1: how sure the effect links are.
+    pub confidence: f64,
+    /// Why the effects were linked (argument match, lineage, time window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecInfo {
+    pub filename: String,
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, for `process.exit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_truncated: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub path: String,
+    /// `O_*` names, e.g. `["O_RDONLY", "O_CLOEXEC"]`.
+    pub flags: Vec<String>,
+    /// fd on success, `-errno` on failure.
+    pub result: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetInfo {
+    /// `ipv4`, `ipv6`, `unix`, or `af_N`.
+    pub family: String,
+    pub address: String,
+    pub port: u16,
+    /// 0 on success, `-errno` on failure.
+    pub result: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FindingInfo {
+    pub rule: String,
+    pub title: String,
+    pub evidence: Vec<String>,
+}
+
+/// `health` of an `agent.health` event: counters since start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub uptime_s: u64,
+    pub events_emitted: u64,
+    pub records_received: u64,
+    /// Drops and parse failures, by cause. Every loss has a counter here.
+    pub dropped: std::collections::BTreeMap<String, u64>,
+    /// Other counters (kernel-side, parsers, attach).
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub bytes_shipped: u64,
+    pub spool_depth: u64,
+}

@@ -1,0 +1,18 @@
+//! aitrail: the host daemon's stages, one module per pipeline stage.
+//!
+//! capture → streams → http → llm → correlate → sinks, with procs keeping the
+//! process tree. Parsers and redaction are pure; only `capture` touches the
+//! kernel and only `sinks` touch disk or the network.
+
+pub mod capture;
+pub mod config;
+pub mod correlate;
+pub mod event;
+pub mod http;
+pub mod llm;
+pub mod pipeline;
+pub mod procs;
+pub mod redact;
+pub mod sinks;
+pub mod streams;
+pub mod util;
