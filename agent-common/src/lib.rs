@@ -63,6 +63,8 @@ pub mod tls_flags {
 pub const TLS_CHUNK_DATA: usize = 16 * 1024;
 /// Default cap of plaintext copied from one `SSL_*` call.
 pub const DEFAULT_TLS_CAP: u32 = 256 * 1024;
+/// Largest cap the kernel programs can honour (their chunk loop is bounded).
+pub const MAX_TLS_CAP: u32 = 256 * 1024;
 
 /// Plaintext moved by one `SSL_read`/`SSL_write` (or their `_ex` variants),
 /// or one chunk of it.
@@ -126,7 +128,7 @@ const _: () = assert!(size_of::<ExecRaw>() == 32 + 32 + 16 + 512 + 4096);
 /// A new process (not a thread): `sched_process_fork` where the child leads
 /// its own thread group.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForkRaw {
     pub hdr: RecordHeader,
     pub parent_tgid: u32,
@@ -134,12 +136,13 @@ pub struct ForkRaw {
 }
 const _: () = assert!(size_of::<ForkRaw>() == 40);
 
-/// A process ended: its thread-group leader ran `do_exit`.
+/// A process ended: its last thread exited (`sched_process_exit` with
+/// `group_dead`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitRaw {
     pub hdr: RecordHeader,
-    /// The `code` argument of `do_exit`: `(status << 8) | signal`.
+    /// `task_struct.exit_code` of the last thread: `(status << 8) | signal`.
     pub code: u32,
     pub _pad: u32,
 }
@@ -257,7 +260,7 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub bprm_filename: u32,
-    pub _pad: u32,
+    pub task_exit_code: u32,
 }
 
 #[cfg(feature = "user")]

@@ -1,1 +1,194 @@
-//! Configuration (in progress).
+//! Configuration: a serde layer that mirrors config/agent.toml (unknown keys
+//! are errors), validated into the runtime [`Config`]. Command-line options
+//! add to the file (sinks, pids, cgroups) or override it (caps).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sinks::SinkSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("config: {field} {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+/// `[scope]`: empty means the whole host.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSection {
+    /// Processes watched with all their descendants.
+    #[serde(default)]
+    pub pids: Vec<u32>,
+    /// cgroup v2 directories whose subtrees are watched.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// `[capture]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSection {
+    /// Plaintext bytes copied from one SSL call at most (default 256 KiB).
+    pub tls_cap_bytes: u32,
+    /// Kernel → userspace ring buffer (default 8 MiB; a power of two).
+    pub ringbuf_bytes: u32,
+    /// Process names watched from their exec on (file and network events).
+    pub watch_comm: Vec<String>,
+    /// Executables watched from their exec on.
+    pub watch_exe: Vec<PathBuf>,
+    /// Watch every process in scope (tests, small scopes).
+    pub watch_all_in_scope: bool,
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        Self {
+            tls_cap_bytes: agent_common::DEFAULT_TLS_CAP,
+            ringbuf_bytes: 8 * 1024 * 1024,
+            watch_comm: Vec::new(),
+            watch_exe: Vec::new(),
+            watch_all_in_scope: false,
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// An unanswered request is emitted as truncated after this long.
+    pub idle_timeout_secs: u64,
+    /// Decoded body bytes kept per message.
+    pub max_body_bytes: usize,
+    /// How long a tool call waits for its result before it is emitted.
+    pub tool_effect_window_secs: u64,
+    /// Period of `agent.health` events (one is always sent at shutdown).
+    pub health_interval_secs: u64,
+    /// TLS connections tracked at once.
+    pub max_connections: usize,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 120,
+            max_body_bytes: 16 * 1024 * 1024,
+            tool_effect_window_secs: 300,
+            health_interval_secs: 60,
+            max_connections: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub scope: ScopeSection,
+    #[serde(default)]
+    pub capture: CaptureSection,
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    /// `stdout` or `file:PATH`.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub scope: ScopeSection,
+    pub capture: CaptureSection,
+    pub pipeline: PipelineSection,
+    pub sinks: Vec<SinkSpec>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source,
+        })
+    }
+
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let c = &self.capture;
+        if !(4096..=agent_common::MAX_TLS_CAP).contains(&c.tls_cap_bytes) {
+            return Err(ConfigError::Invalid {
+                field: "capture.tls_cap_bytes",
+                problem: format!("is {}, must be 4096..={}", c.tls_cap_bytes, agent_common::MAX_TLS_CAP),
+            });
+        }
+        if !c.ringbuf_bytes.is_power_of_two() || c.ringbuf_bytes < 65536 {
+            return Err(ConfigError::Invalid {
+                field: "capture.ringbuf_bytes",
+                problem: format!("is {}, must be a power of two ≥ 65536", c.ringbuf_bytes),
+            });
+        }
+        if let Some(long) = c.watch_comm.iter().find(|n| n.len() > 15) {
+            return Err(ConfigError::Invalid {
+                field: "capture.watch_comm",
+                problem: format!("{long:?} is longer than the kernel's 15-byte comm"),
+            });
+        }
+        let mut sinks = Vec::new();
+        for s in &self.sinks {
+            sinks.push(s.parse::<SinkSpec>().map_err(|e| ConfigError::Invalid {
+                field: "sinks",
+                problem: format!("{s:?}: {e}"),
+            })?);
+        }
+        Ok(Config {
+            scope: self.scope,
+            capture: self.capture,
+            pipeline: self.pipeline,
+            sinks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent.toml");
+        let cfg = FileConfig::load(Path::new(path)).expect("config/agent.toml parses");
+        cfg.validate().expect("config/agent.toml is valid");
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = FileConfig::parse("", "x").unwrap().validate().unwrap();
+        assert_eq!(c.capture.tls_cap_bytes, 262_144);
+        assert!(c.sinks.is_empty());
+        assert!(FileConfig::parse("[capture]\nbogus = 1\n", "x").is_err());
+        let bad = FileConfig::parse("[capture]\ntls_cap_bytes = 10\n", "x").unwrap();
+        assert!(bad.validate().is_err());
+        let bad = FileConfig::parse("sinks = [\"ftp:x\"]\n", "x").unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,1 +1,143 @@
-fn main(){}
+//! `aitrail`: the host daemon and its command line.
+
+use std::{
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc},
+};
+
+use aitrail::{
+    capture::{Capture, CaptureConfig},
+    config::FileConfig,
+    pipeline::Pipeline,
+    sinks::{SinkSpec, Sinks},
+};
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "aitrail", version, about = "See what AI agents on this host really say and do")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the capture daemon.
+    Agent(AgentArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// TOML configuration (see config/agent.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where events go: `stdout` or `file:PATH` (repeatable; adds to the config's).
+    #[arg(long = "sink")]
+    sinks: Vec<SinkSpec>,
+    /// Capture only this process and its descendants (repeatable).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Capture only this cgroup v2 subtree (repeatable).
+    #[arg(long = "cgroup")]
+    cgroups: Vec<PathBuf>,
+    /// Plaintext bytes copied from one SSL call at most.
+    #[arg(long)]
+    tls_cap: Option<u32>,
+    /// Watch processes with this name from their exec on (repeatable).
+    #[arg(long = "watch-comm")]
+    watch_comm: Vec<String>,
+    /// Watch every process in scope (file and network events for all).
+    #[arg(long)]
+    watch_all: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AITRAIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Agent(args) => run_agent(args),
+    }
+}
+
+fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let mut file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    file.scope.pids.extend(&args.pids);
+    file.scope.cgroups.extend(args.cgroups.iter().cloned());
+    if let Some(cap) = args.tls_cap {
+        file.capture.tls_cap_bytes = cap;
+    }
+    file.capture.watch_comm.extend(args.watch_comm.iter().cloned());
+    file.capture.watch_all_in_scope |= args.watch_all;
+    let mut cfg = file.validate()?;
+    cfg.sinks.extend(args.sinks.iter().cloned());
+    if cfg.sinks.is_empty() {
+        cfg.sinks.push(SinkSpec::Stdout);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!("not running as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON");
+    }
+    if cfg.scope.pids.is_empty() && cfg.scope.cgroups.is_empty() {
+        tracing::warn!("no --pid or --cgroup: capturing the whole host");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
+    }
+
+    let sinks = Sinks::start(&cfg.sinks)?;
+    let capture_cfg = CaptureConfig {
+        scope_pids: cfg.scope.pids.clone(),
+        scope_cgroups: cfg.scope.cgroups.clone(),
+        tls_cap: cfg.capture.tls_cap_bytes,
+        ringbuf_bytes: cfg.capture.ringbuf_bytes,
+        watch_all: cfg.capture.watch_all_in_scope,
+        watch_comm: cfg.capture.watch_comm.clone(),
+        watch_exe: cfg.capture.watch_exe.clone(),
+    };
+    let (rec_tx, rec_rx) = flume::bounded(65536);
+    let (cmd_tx, cmd_rx) = flume::unbounded();
+    let (kc_tx, kc_rx) = flume::bounded(16);
+    let (ready_tx, ready_rx) = flume::bounded(1);
+    let cap_stop = Arc::clone(&stop);
+    let capture = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || match Capture::load(capture_cfg) {
+            Ok(c) => {
+                let _ = ready_tx.send(Ok(()));
+                c.run(&rec_tx, &cmd_rx, &cap_stop, &kc_tx);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .context("spawn capture thread")?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = capture.join();
+            return Err(anyhow::Error::new(e).context("cannot start capture"));
+        }
+        Err(_) => bail!("capture thread ended before it was ready"),
+    }
+    let mut pipeline = Pipeline::new(&cfg, sinks, cmd_tx);
+    pipeline.seed(&aitrail::capture::descendants(&cfg.scope.pids));
+    tracing::info!("probes attached; capturing");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let result = pipeline.run(&rec_rx, &kc_rx);
+    let _ = capture.join();
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,512 @@
-//! capture stage (in progress).
+//! The kernel side, seen from userspace: load the programs, set the scope,
+//! attach, read the ring buffer.
+//!
+//! Attach policy (DESIGN principle 5): tracing programs (exec, fork, exit,
+//! openat, connect) are attached once, host-wide, and filter in the kernel.
+//! TLS uprobes are attached *per process* (perf pid filter), so processes that
+//! are not watched never hit them:
+//! - with a scope, every in-scope process is attached when it is seen (at
+//!   start, at fork, at exec). A probe bound to a task survives its exec, so a
+//!   child attached at fork is covered before it runs its first TLS call;
+//! - on a whole host, a process is attached at its first `connect()` (the
+//!   kernel sends one `CONNECT_HINT` per process) or at exec when its
+//!   command matches the configured watch list.
+//!
+//! Everything runs on one capture thread: it drains the ring buffer, acts on
+//! process records at once (attach latency is what decides whether a short
+//! client's first request is seen), and hands decoded records to the pipeline
+//! through a bounded channel. A full channel blocks this thread, the ring
+//! buffer then fills and the kernel counts what it drops: loss is never
+//! silent.
+
+mod attach;
+pub mod btf;
+pub mod records;
+pub mod targets;
+
+use std::{
+    collections::HashSet,
+    fs,
+    num::NonZeroU32,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use agent_common::{counter, scope_flags, CgroupScope, MAX_CGROUPS};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+
+pub use self::records::Record;
+use self::attach::Attacher;
+
+/// The eBPF object built by agent/build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("this binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it")]
+    NoObject,
+    #[error("kernel BTF")]
+    Btf(#[from] btf::BtfError),
+    #[error("cannot load kernel BTF for fentry/fexit and BTF tracepoints")]
+    AyaBtf(#[source] aya::BtfError),
+    #[error("loading the eBPF object failed")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("program {name}: {action} failed")]
+    Program {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("map {name} missing or of the wrong type")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Option<aya::maps::MapError>,
+    },
+    #[error("cgroup {path}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("too many cgroups in the scope (at most {max})")]
+    TooManyCgroups { max: u32 },
+    #[error("process {pid} of the scope does not exist")]
+    NoSuchProcess { pid: u32 },
+}
+
+/// What the kernel side is told at load.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureConfig {
+    pub scope_pids: Vec<u32>,
+    pub scope_cgroups: Vec<PathBuf>,
+    pub tls_cap: u32,
+    pub ringbuf_bytes: u32,
+    pub watch_all: bool,
+    /// comm names (≤ 15 bytes) watched from their exec on.
+    pub watch_comm: Vec<String>,
+    /// Executable paths watched from their exec on.
+    pub watch_exe: Vec<PathBuf>,
+}
+
+impl CaptureConfig {
+    pub fn scoped(&self) -> bool {
+        !self.scope_pids.is_empty() || !self.scope_cgroups.is_empty()
+    }
+}
+
+/// Loaded and attached programs plus the maps userspace drives.
+pub struct Capture {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    watched: BpfHashMap<MapData, u32, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    attacher: Attacher,
+    cfg: CaptureConfig,
+}
+
+/// Sum of the kernel's per-CPU counters, by name.
+pub type KernelCounters = Vec<(&'static str, u64)>;
+
+/// A message from the pipeline back to the capture thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Watch this process (LLM traffic seen): file and net events from now on.
+    Watch(u32),
+}
+
+impl Capture {
+    /// Loads the programs, sets the scope and attaches everything that is not
+    /// per process. Tracefs is mounted if missing.
+    pub fn load(cfg: CaptureConfig) -> Result<Self, CaptureError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(CaptureError::NoObject);
+        }
+        mount_tracefs();
+        let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+        let mut flags = 0u32;
+        if !cfg.scope_pids.is_empty() {
+            flags |= scope_flags::PIDS;
+        }
+        if !cfg.scope_cgroups.is_empty() {
+            flags |= scope_flags::CGROUPS;
+        }
+        if cfg.watch_all {
+            flags |= scope_flags::WATCH_ALL;
+        }
+        // LIB_OPEN costs a path read per open of in-scope processes: only
+        // worth it when the scope is small.
+        let lib_open = u32::from(cfg.scoped());
+        let tls_cap = cfg.tls_cap.clamp(1, agent_common::MAX_TLS_CAP);
+        let ring_bytes = cfg.ringbuf_bytes.max(4096).next_power_of_two();
+        let ebpf = EbpfLoader::new()
+            .override_global("SCOPE_FLAGS", &flags, true)
+            .override_global("TLS_CAP", &tls_cap, true)
+            .override_global("LIB_OPEN_ENABLED", &lib_open, true)
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| CaptureError::Load(Box::new(e)))?;
+        let mut cap = Self::from_loaded(ebpf, cfg)?;
+        cap.seed_scope()?;
+        cap.attach_tracing()?;
+        Ok(cap)
+    }
+
+    fn from_loaded(mut ebpf: Ebpf, cfg: CaptureConfig) -> Result<Self, CaptureError> {
+        fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
+            move |e| CaptureError::Map {
+                name,
+                source: Some(e),
+            }
+        }
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(CaptureError::Map { name, source: None })
+        };
+        let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
+        let watched =
+            BpfHashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_err("WATCHED"))?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
+        let scope = BpfHashMap::try_from(take(&mut ebpf, "SCOPE")?).map_err(map_err("SCOPE"))?;
+        let cgroups = Array::try_from(take(&mut ebpf, "CGROUPS")?).map_err(map_err("CGROUPS"))?;
+        let attacher = Attacher::new(&mut ebpf, scope, cgroups)?;
+        Ok(Self {
+            ebpf,
+            ring,
+            watched,
+            counters,
+            attacher,
+            cfg,
+        })
+    }
+
+    /// Fills the scope maps: the given pids and their living descendants,
+    /// the given cgroups.
+    fn seed_scope(&mut self) -> Result<(), CaptureError> {
+        let mut cgroups = Vec::new();
+        for path in &self.cfg.scope_cgroups {
+            cgroups.push(cgroup_scope(path)?);
+        }
+        if cgroups.len() > MAX_CGROUPS as usize {
+            return Err(CaptureError::TooManyCgroups { max: MAX_CGROUPS });
+        }
+        for (i, cg) in cgroups.iter().enumerate() {
+            self.attacher.set_cgroup(i as u32, *cg)?;
+        }
+        for &pid in &self.cfg.scope_pids {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(CaptureError::NoSuchProcess { pid });
+            }
+        }
+        let pids: Vec<u32> = descendants(&self.cfg.scope_pids);
+        for pid in pids {
+            self.attacher.add_scope_pid(pid);
+        }
+        Ok(())
+    }
+
+    fn attach_tracing(&mut self) -> Result<(), CaptureError> {
+        let btf = Btf::from_sys_fs().map_err(CaptureError::AyaBtf)?;
+        let prog_err = |name: &'static str, action: &'static str| {
+            move |e| CaptureError::Program {
+                name,
+                action,
+                source: Box::new(e),
+            }
+        };
+        for (name, tp) in [
+            ("proc_fork", "sched_process_fork"),
+            ("proc_exec", "sched_process_exec"),
+            ("proc_exit", "sched_process_exit"),
+        ] {
+            let p: &mut BtfTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::Map { name, source: None })?
+                .try_into()
+                .map_err(prog_err(name, "lookup"))?;
+            p.load(tp, &btf).map_err(prog_err(name, "load"))?;
+            p.attach().map_err(prog_err(name, "attach"))?;
+        }
+        for (name, category, tp) in [
+            ("file_sys_enter_openat", "syscalls", "sys_enter_openat"),
+            ("file_sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+            ("file_sys_exit_openat", "syscalls", "sys_exit_openat"),
+            ("file_sys_exit_openat", "syscalls", "sys_exit_openat2"),
+            ("net_sys_enter_connect", "syscalls", "sys_enter_connect"),
+            ("net_sys_exit_connect", "syscalls", "sys_exit_connect"),
+        ] {
+            let p: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::Map { name, source: None })?
+                .try_into()
+                .map_err(prog_err(name, "lookup"))?;
+            // One program serves both exits of openat and openat2.
+            if p.fd().is_err() {
+                p.load().map_err(prog_err(name, "load"))?;
+            }
+            p.attach(category, tp).map_err(prog_err(name, "attach"))?;
+        }
+        tracing::info!("process, file and network programs attached");
+        self.attacher.load_tls(&mut self.ebpf)?;
+        self.attacher.targets_mut().discover_host();
+        // Attach TLS probes to every process already in scope.
+        if self.cfg.scoped() {
+            let pids = self.attacher.scope_pids();
+            for pid in pids {
+                self.attacher.discover_and_attach(&mut self.ebpf, pid);
+            }
+            for pid in cgroup_pids(&self.cfg.scope_cgroups) {
+                self.attacher.discover_and_attach(&mut self.ebpf, pid);
+            }
+        }
+        tracing::info!(
+            targets = self.attacher.targets().len(),
+            processes = self.attacher.attached_processes(),
+            "TLS probes ready"
+        );
+        Ok(())
+    }
+
+    /// Sums of the kernel's per-CPU counters.
+    pub fn kernel_counters(&self) -> KernelCounters {
+        let mut out = Vec::new();
+        for (i, name) in counter::NAMES.iter().enumerate() {
+            let sum = self
+                .counters
+                .get(&(i as u32), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0);
+            out.push((*name, sum));
+        }
+        out.extend(self.attacher.counters());
+        out
+    }
+
+    /// Runs the capture loop until `stop` is set and the ring buffer is
+    /// drained. Records go to `out`; commands come from `commands`.
+    pub fn run(
+        mut self,
+        out: &flume::Sender<Record>,
+        commands: &flume::Receiver<Command>,
+        stop: &Arc<AtomicBool>,
+        counters_out: &flume::Sender<KernelCounters>,
+    ) {
+        let fd = self.ring.as_raw_fd();
+        let mut decode_errors: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        let mut last_counters = Instant::now();
+        let watch_comm: HashSet<String> = self.cfg.watch_comm.iter().cloned().collect();
+        let watch_exe: HashSet<PathBuf> = self.cfg.watch_exe.iter().cloned().collect();
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&raw mut pfd, 1, if stopping { 0 } else { 100 }) };
+            let mut batch = Vec::new();
+            while let Some(item) = self.ring.next() {
+                match records::decode(&item) {
+                    Ok(r) => batch.push(r),
+                    Err(e) => *decode_errors.entry(e.name()).or_default() += 1,
+                }
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+            let drained = batch.is_empty();
+            for rec in batch {
+                self.on_record(&rec, &watch_comm, &watch_exe);
+                if out.send(rec).is_err() {
+                    return;
+                }
+            }
+            while let Ok(cmd) = commands.try_recv() {
+                match cmd {
+                    Command::Watch(pid) => self.watch(pid, agent_common::watch::MARKED),
+                }
+            }
+            if last_counters.elapsed() >= Duration::from_secs(1) || (stopping && drained) {
+                let mut c = self.kernel_counters();
+                c.extend(decode_errors.iter().map(|(k, v)| (*k, *v)));
+                let _ = counters_out.send(c);
+                last_counters = Instant::now();
+            }
+            if stopping && drained {
+                break;
+            }
+        }
+        self.attacher.detach_all(&mut self.ebpf);
+    }
+
+    fn watch(&mut self, pid: u32, why: u8) {
+        if self.watched.get(&pid, 0).is_err() {
+            let _ = self.watched.insert(pid, why, 0);
+        }
+    }
+
+    /// Acts on process records before the pipeline sees them: attach TLS
+    /// probes to new processes, learn new TLS libraries, detach the dead.
+    fn on_record(&mut self, rec: &Record, watch_comm: &HashSet<String>, watch_exe: &HashSet<PathBuf>) {
+        let scoped = self.cfg.scoped();
+        match rec {
+            Record::Fork(f) => {
+                if scoped {
+                    self.attacher.attach_process(&mut self.ebpf, f.child_tgid);
+                }
+            }
+            Record::Exec(e) => {
+                let pid = rec.tgid();
+                if watch_comm.contains(&e.comm) || watch_exe.contains(Path::new(&e.filename)) {
+                    self.watch(pid, agent_common::watch::MARKED);
+                    if !scoped {
+                        self.attacher.discover_and_attach(&mut self.ebpf, pid);
+                    }
+                }
+                if scoped {
+                    // Probes attached at fork (or at start) survive exec;
+                    // only a new executable that embeds OpenSSL is new here.
+                    self.attacher.attach_process(&mut self.ebpf, pid);
+                    self.attacher.attach_exe(&mut self.ebpf, pid);
+                }
+            }
+            Record::Exit(_) => self.attacher.detach_process(&mut self.ebpf, rec.tgid()),
+            Record::LibOpen(f) | Record::FileOpen(f) => {
+                if f.ret >= 0 && targets::is_libssl_name(Path::new(&f.path)) {
+                    let pid = rec.tgid();
+                    self.attacher.learn_and_attach(&mut self.ebpf, pid, &f.path);
+                }
+            }
+            Record::ConnectHint(_) => {
+                self.attacher.discover_and_attach(&mut self.ebpf, rec.tgid());
+            }
+            Record::Tls(_) | Record::Connect(_) => {}
+        }
+    }
+}
+
+/// Mounts tracefs where aya expects it, when it is not mounted yet.
+fn mount_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() {
+        return;
+    }
+    tracing::info!("tracefs is not mounted: mounting it on /sys/kernel/tracing");
+    let rc = nix::mount::mount(
+        Some("nodev"),
+        dir,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+    if let Err(e) = rc {
+        tracing::warn!(error = %e, "mounting tracefs failed");
+    }
+}
+
+/// Id and depth of a cgroup v2 directory.
+fn cgroup_scope(path: &Path) -> Result<CgroupScope, CaptureError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |source| CaptureError::Cgroup {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(err)?;
+    let canon = fs::canonicalize(path).map_err(err)?;
+    let root = cgroup2_root(&canon).ok_or_else(|| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not inside a cgroup v2 mount",
+        ))
+    })?;
+    let level = canon
+        .strip_prefix(&root)
+        .map(|rel| rel.components().count())
+        .unwrap_or(0);
+    Ok(CgroupScope {
+        id: meta.ino(),
+        level: u32::try_from(level).unwrap_or(u32::MAX),
+        _pad: 0,
+    })
+}
+
+/// The cgroup2 mount point that contains `path`.
+fn cgroup2_root(path: &Path) -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let mp = it.nth(1)?;
+            let fstype = it.next()?;
+            (fstype == "cgroup2").then(|| PathBuf::from(mp))
+        })
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.as_os_str().len())
+}
+
+/// Every process in the given cgroup subtrees.
+fn cgroup_pids(roots: &[PathBuf]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = roots.to_vec();
+    while let Some(dir) = stack.pop() {
+        if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The given pids and all their living descendants (from /proc).
+pub fn descendants(roots: &[u32]) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = crate::procs::read_ppid(pid) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<u32> = roots.to_vec();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        out.push(p);
+        if let Some(c) = children.get(&p) {
+            stack.extend(c);
+        }
+    }
+    out
+}
+
+pub(crate) fn nonzero(pid: u32) -> Option<NonZeroU32> {
+    NonZeroU32::new(pid)
+}

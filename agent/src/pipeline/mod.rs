@@ -1,1 +1,339 @@
-//! pipeline stage (in progress).
+//! The userspace pipeline: records in, events out.
+//!
+//! One thread owns the process table, the TLS streams and the correlator,
+//! so nothing here needs a lock. It turns kernel records into events, runs
+//! the HTTP and LLM decoders, links effects to tool calls, and hands events
+//! to the sinks. Every loss it sees (record gaps, parse failures, evictions)
+//! is counted and reported in `agent.health`.
+
+mod convert;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    capture::{Command, KernelCounters, Record},
+    config::Config,
+    correlate::{Correlator, Effect, LlmObservation},
+    event::{kind, Event, ExecInfo, Health},
+    http::{HttpOutput, Limits},
+    procs::ProcTable,
+    sinks::Sinks,
+    streams::{StreamOutput, Streams},
+    util::{boot_ns, Envelope},
+};
+
+pub struct Pipeline {
+    procs: ProcTable,
+    streams: Streams,
+    corr: Correlator,
+    env: Envelope,
+    sinks: Sinks,
+    commands: flume::Sender<Command>,
+    /// Pids already reported to the kernel as watched.
+    watched: HashSet<u32>,
+    /// Trace and parent span of each process's exec event, for its exit.
+    exec_place: HashMap<u32, (String, Option<String>)>,
+    last_seq: HashMap<u32, u64>,
+    dropped: BTreeMap<String, u64>,
+    counters: BTreeMap<String, u64>,
+    kernel: KernelCounters,
+    events_emitted: u64,
+    records_received: u64,
+    started: Instant,
+    last_health: Instant,
+    last_tick: Instant,
+    idle_ns: u64,
+    health_every: Duration,
+}
+
+impl Pipeline {
+    pub fn new(cfg: &Config, sinks: Sinks, commands: flume::Sender<Command>) -> Self {
+        let env = Envelope::new();
+        let limits = Limits {
+            max_body_bytes: cfg.pipeline.max_body_bytes,
+            ..Limits::default()
+        };
+        Self {
+            procs: ProcTable::new(),
+            streams: Streams::new(limits, cfg.pipeline.max_connections),
+            corr: Correlator::new(
+                env.clone(),
+                cfg.pipeline.tool_effect_window_secs.saturating_mul(1_000_000_000),
+            ),
+            env,
+            sinks,
+            commands,
+            watched: HashSet::new(),
+            exec_place: HashMap::new(),
+            last_seq: HashMap::new(),
+            dropped: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            kernel: Vec::new(),
+            events_emitted: 0,
+            records_received: 0,
+            started: Instant::now(),
+            last_health: Instant::now(),
+            last_tick: Instant::now(),
+            idle_ns: cfg.pipeline.idle_timeout_secs.saturating_mul(1_000_000_000),
+            health_every: Duration::from_secs(cfg.pipeline.health_interval_secs.max(1)),
+        }
+    }
+
+    /// Seeds the process table with processes older than the daemon.
+    pub fn seed(&mut self, pids: &[u32]) {
+        for &p in pids {
+            self.procs.seed(p);
+        }
+    }
+
+    /// Runs until the capture side hangs up, then drains and flushes.
+    pub fn run(
+        mut self,
+        records: &flume::Receiver<Record>,
+        kernel: &flume::Receiver<KernelCounters>,
+    ) -> Result<(), crate::sinks::SinkError> {
+        loop {
+            match records.recv_timeout(Duration::from_millis(200)) {
+                Ok(r) => self.on_record(r),
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(k) = kernel.try_recv() {
+                self.kernel = k;
+            }
+            if self.last_tick.elapsed() >= Duration::from_millis(500) {
+                self.tick();
+            }
+        }
+        while let Ok(k) = kernel.try_recv() {
+            self.kernel = k;
+        }
+        // Drain: what is in flight is finished, not lost.
+        let now = boot_ns();
+        let mut outs = Vec::new();
+        self.streams.finish_all(now, &mut outs);
+        self.on_stream_outputs(outs);
+        for ev in self.corr.flush(now, None) {
+            self.emit(ev);
+        }
+        let health = self.health_event();
+        self.emit(health);
+        let stats = self.sinks.shutdown()?;
+        tracing::info!(events = self.events_emitted, ?stats, "pipeline drained");
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        self.last_tick = Instant::now();
+        let now = boot_ns();
+        let mut outs = Vec::new();
+        self.streams.expire(now, self.idle_ns, &mut outs);
+        self.on_stream_outputs(outs);
+        for ev in self.corr.expire(now) {
+            self.emit(ev);
+        }
+        if self.last_health.elapsed() >= self.health_every {
+            let h = self.health_event();
+            self.emit(h);
+            self.last_health = Instant::now();
+        }
+    }
+
+    fn count(&mut self, name: &str) {
+        *self.counters.entry(name.to_owned()).or_default() += 1;
+    }
+
+    fn drop_one(&mut self, name: &str) {
+        *self.dropped.entry(name.to_owned()).or_default() += 1;
+    }
+
+    fn emit(&mut self, ev: Event) {
+        self.events_emitted += 1;
+        self.sinks.send(&ev);
+    }
+
+    fn on_record(&mut self, r: Record) {
+        self.records_received += 1;
+        let h = *r.header();
+        // The kernel numbers records per CPU before it tries to send them:
+        // a gap is records the ring buffer could not take.
+        if let Some(last) = self.last_seq.insert(h.cpu, h.seq) {
+            if h.seq > last + 1 {
+                *self.dropped.entry("ringbuf_records_lost".into()).or_default() += h.seq - last - 1;
+            }
+        }
+        let tgid = r.tgid();
+        match r {
+            Record::Tls(c) => {
+                let mut outs = Vec::new();
+                self.streams.on_chunk(&c, &mut outs);
+                self.on_stream_outputs(outs);
+            }
+            Record::Exec(e) => {
+                let info = self.procs.on_exec(
+                    tgid, e.ppid, e.uid, &e.comm, &e.filename, &e.args, h.ktime_ns,
+                );
+                let mut ev = self.env.event(kind::PROCESS_EXEC, h.ktime_ns, Some(info));
+                ev.exec = Some(ExecInfo {
+                    filename: e.filename.clone(),
+                    args: e.args.clone(),
+                    args_truncated: e.flags & agent_common::exec_flags::ARGS_TRUNCATED != 0,
+                    ..ExecInfo::default()
+                });
+                let anc = self.procs.ancestors(tgid);
+                self.corr.place(
+                    &mut ev,
+                    tgid,
+                    &anc,
+                    h.ktime_ns,
+                    &Effect::Exec {
+                        filename: &e.filename,
+                        args: &e.args,
+                    },
+                );
+                self.exec_place
+                    .insert(tgid, (ev.trace_id.clone(), ev.parent_span_id.clone()));
+                self.emit(ev);
+            }
+            Record::Fork(f) => {
+                self.procs.on_fork(f.parent_tgid, f.child_tgid, h.ktime_ns);
+                self.corr.on_fork(f.parent_tgid, f.child_tgid);
+                if let Some(p) = self.exec_place.get(&f.parent_tgid).cloned() {
+                    self.exec_place.insert(f.child_tgid, p);
+                }
+            }
+            Record::Exit(x) => self.on_exit(tgid, x.code, h.ktime_ns),
+            Record::FileOpen(f) => {
+                let path = convert::absolute_path(tgid, f.dfd, &f.path);
+                let proc = self.procs.get(tgid).map(|p| p.info.clone());
+                let mut ev = self.env.event(kind::FILE_OPEN, h.ktime_ns, proc);
+                ev.file = Some(convert::file_info(&path, f.flags, f.ret));
+                let anc = self.procs.ancestors(tgid);
+                self.corr
+                    .place(&mut ev, tgid, &anc, h.ktime_ns, &Effect::File { path: &path });
+                self.emit(ev);
+            }
+            Record::Connect(c) => {
+                let net = convert::net_info(&c.addr, c.ret);
+                let proc = self.procs.get(tgid).map(|p| p.info.clone());
+                let mut ev = self.env.event(kind::NET_CONNECT, h.ktime_ns, proc);
+                let anc = self.procs.ancestors(tgid);
+                let (address, port) = (net.address.clone(), net.port);
+                ev.net = Some(net);
+                self.corr.place(
+                    &mut ev,
+                    tgid,
+                    &anc,
+                    h.ktime_ns,
+                    &Effect::Connect {
+                        address: &address,
+                        port,
+                    },
+                );
+                self.emit(ev);
+            }
+            Record::LibOpen(_) => self.count("tls_library_opens"),
+            Record::ConnectHint(_) => self.count("connect_hints"),
+        }
+    }
+
+    fn on_exit(&mut self, tgid: u32, code: u32, ktime_ns: u64) {
+        let mut outs = Vec::new();
+        self.streams.close_process(tgid, ktime_ns, &mut outs);
+        self.on_stream_outputs(outs);
+        if let Some(info) = self.procs.on_exit(tgid) {
+            let mut ev = self.env.event(kind::PROCESS_EXIT, ktime_ns, Some(info.clone()));
+            let status = (code >> 8) & 0xff;
+            let signal = code & 0x7f;
+            ev.exec = Some(ExecInfo {
+                filename: info.exe.clone(),
+                args: info.args.clone(),
+                exit_code: Some(i32::try_from(status).unwrap_or(0)),
+                signal: (signal != 0).then(|| i32::try_from(signal).unwrap_or(0)),
+                args_truncated: false,
+            });
+            if let Some((trace, parent)) = self.exec_place.remove(&tgid) {
+                ev.trace_id = trace;
+                ev.parent_span_id = parent;
+            }
+            self.emit(ev);
+        }
+        if self.corr.is_caller(tgid) {
+            for ev in self.corr.flush(ktime_ns, Some(tgid)) {
+                self.emit(ev);
+            }
+            self.corr.forget_process(tgid);
+        }
+        self.corr.on_exit(tgid);
+        self.watched.remove(&tgid);
+    }
+
+    fn on_stream_outputs(&mut self, outs: Vec<StreamOutput>) {
+        for (key, o) in outs {
+            match o {
+                HttpOutput::Exchange(ex) => {
+                    self.count("http_exchanges");
+                    match crate::llm::decode(&ex) {
+                        Ok(Some(call)) => {
+                            self.count("llm_calls");
+                            if self.watched.insert(key.tgid) {
+                                let _ = self.commands.send(Command::Watch(key.tgid));
+                            }
+                            let process = self.procs.get(key.tgid).map(|p| p.info.clone());
+                            let obs = LlmObservation {
+                                call,
+                                process,
+                                tgid: key.tgid,
+                                start_ns: ex.t_request_start,
+                                end_ns: ex.t_response_end.unwrap_or(ex.t_request_end),
+                            };
+                            for ev in self.corr.on_llm_call(obs) {
+                                self.emit(ev);
+                            }
+                        }
+                        Ok(None) => self.count("http_exchanges_not_llm"),
+                        Err(e) => self.drop_one(e.name()),
+                    }
+                }
+                HttpOutput::Error(e) => self.drop_one(e.name()),
+            }
+        }
+    }
+
+    fn health_event(&mut self) -> Event {
+        let stats = self.sinks.stats();
+        let mut dropped = self.dropped.clone();
+        let mut counters = self.counters.clone();
+        for (name, v) in &self.kernel {
+            let key = format!("kernel_{name}");
+            if matches!(*name, "ringbuf_full" | "tls_bytes_lost" | "read_failed" | "tls_no_entry" | "tls_args_full" | "scope_full")
+                || name.starts_with("record_")
+            {
+                dropped.insert(key, *v);
+            } else {
+                counters.insert(key, *v);
+            }
+        }
+        dropped.insert("stream_gap_bytes".into(), self.streams.gap_bytes);
+        dropped.insert("streams_evicted".into(), self.streams.evicted);
+        dropped.insert("tool_calls_dropped".into(), self.corr.dropped_pending);
+        dropped.insert("procs_evicted".into(), self.procs.evicted());
+        dropped.insert("sink_lines_dropped".into(), stats.lines_dropped());
+        counters.insert("tls_chunks_not_http".into(), self.streams.skipped_not_http);
+        counters.insert("open_connections".into(), self.streams.len() as u64);
+        let mut ev = self.env.event(kind::AGENT_HEALTH, boot_ns(), None);
+        ev.health = Some(Health {
+            uptime_s: self.started.elapsed().as_secs(),
+            events_emitted: self.events_emitted,
+            records_received: self.records_received,
+            dropped,
+            counters,
+            bytes_shipped: stats.sinks.iter().map(|s| s.bytes_written).sum(),
+            spool_depth: 0,
+        });
+        ev
+    }
+}

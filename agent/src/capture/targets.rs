@@ -1,0 +1,310 @@
+//! Where OpenSSL lives on this host: shared libraries (`libssl.so.*`, in the
+//! system, venvs, conda, /opt) and executables that link it statically and
+//! export its symbols (node).
+//!
+//! A target is resolved once: the file offsets of the four hooked functions
+//! are read from its ELF symbol tables, so attaching to one more process costs
+//! no ELF parsing (node is ~100 MB).
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use object::{Object, ObjectSection, ObjectSymbol};
+
+/// The hooked functions, in the order of [`TlsTarget::offsets`].
+pub const FUNCTIONS: [&str; 4] = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsTarget {
+    pub path: PathBuf,
+    /// (device, inode): one file reached by several paths is one target.
+    pub id: (u64, u64),
+    /// File offsets of [`FUNCTIONS`], where present.
+    pub offsets: [Option<u64>; 4],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not an ELF object we can parse")]
+    Parse {
+        path: String,
+        #[source]
+        source: object::Error,
+    },
+    #[error("{path} exports no SSL_write/SSL_read")]
+    NoSymbols { path: String },
+}
+
+/// Reads `path` and returns it as a target if it exports OpenSSL's I/O
+/// functions (dynamic symbols first, then the full symbol table).
+pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
+    let read_err = |source| TargetError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(read_err)?;
+    let file = fs::File::open(path).map_err(read_err)?;
+    // SAFETY: the mapping is read-only and private; a file changed under us
+    // at worst yields wrong offsets, which attach then rejects.
+    let map = unsafe { memmap_ro(&file) }.map_err(read_err)?;
+    let obj = object::File::parse(&*map).map_err(|source| TargetError::Parse {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut offsets = [None; 4];
+    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        let Ok(name) = sym.name() else { continue };
+        let Some(i) = FUNCTIONS.iter().position(|f| *f == name) else {
+            continue;
+        };
+        if offsets[i].is_some() || sym.address() == 0 || !sym.is_definition() {
+            continue;
+        }
+        let Some(section) = sym.section_index().and_then(|i| obj.section_by_index(i).ok()) else {
+            continue;
+        };
+        let Some((file_off, _)) = section.file_range() else {
+            continue;
+        };
+        offsets[i] = Some(sym.address() - section.address() + file_off);
+    }
+    if offsets[0].is_none() && offsets[2].is_none() {
+        return Err(TargetError::NoSymbols {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(TlsTarget {
+        path: path.to_path_buf(),
+        id: (meta.dev(), meta.ino()),
+        offsets,
+    })
+}
+
+/// A read-only view of a whole file.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` maps `len` readable bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmaps what `memmap_ro` mapped.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+unsafe fn memmap_ro(file: &fs::File) -> std::io::Result<Mapped> {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+    if len == 0 {
+        return Ok(Mapped {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        });
+    }
+    // SAFETY: a fresh private read-only mapping of an open file.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Mapped { ptr, len })
+}
+
+/// Does this file name look like an OpenSSL `libssl`?
+pub fn is_libssl_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("libssl") && n.contains(".so"))
+}
+
+/// The set of known targets, by file identity.
+#[derive(Default)]
+pub struct Targets {
+    by_id: HashMap<(u64, u64), TlsTarget>,
+    /// Files already checked and found not to be targets (path → (dev, ino)).
+    rejected: HashMap<PathBuf, (u64, u64)>,
+}
+
+impl Targets {
+    pub fn all(&self) -> impl Iterator<Item = &TlsTarget> {
+        self.by_id.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Resolves `path` if it is new; returns the target when it is one.
+    pub fn learn(&mut self, path: &Path) -> Option<TlsTarget> {
+        let meta = fs::metadata(path).ok()?;
+        let id = (meta.dev(), meta.ino());
+        if let Some(t) = self.by_id.get(&id) {
+            return Some(t.clone());
+        }
+        if self.rejected.get(path) == Some(&id) {
+            return None;
+        }
+        match resolve(path) {
+            Ok(t) => {
+                tracing::info!(path = %path.display(), functions = ?present(&t), "TLS library found");
+                self.by_id.insert(id, t.clone());
+                Some(t)
+            }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "not a TLS target");
+                if self.rejected.len() < 65536 {
+                    self.rejected.insert(path.to_path_buf(), id);
+                }
+                None
+            }
+        }
+    }
+
+    /// Seeds the set from the usual library directories and from the
+    /// executables of well-known runtimes that link OpenSSL statically.
+    pub fn discover_host(&mut self) {
+        for dir in [
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/lib64",
+            "/usr/lib",
+            "/usr/local/lib",
+            "/usr/local/lib64",
+            "/usr/local/ssl/lib",
+        ] {
+            let Ok(entries) = fs::read_dir(dir) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                if is_libssl_name(&p) {
+                    self.learn(&p);
+                }
+            }
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path).chain(
+            ["/usr/bin", "/usr/local/bin"]
+                .iter()
+                .map(PathBuf::from),
+        ) {
+            for exe in ["node", "nodejs"] {
+                let p = dir.join(exe);
+                if p.is_file() {
+                    self.learn(&p);
+                }
+            }
+        }
+    }
+
+    /// Learns the TLS files a process has mapped (libssl copies) and its
+    /// executable when it exports OpenSSL.
+    pub fn discover_process(&mut self, pid: u32) -> Vec<TlsTarget> {
+        let mut found = Vec::new();
+        if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
+            for line in maps.lines() {
+                let Some(path) = line.split_whitespace().nth(5) else {
+                    continue;
+                };
+                let p = Path::new(path);
+                if path.starts_with('/') && is_libssl_name(p) {
+                    // Through the process's root, so containers work too.
+                    let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
+                    let p = if via_root.exists() { via_root } else { p.to_path_buf() };
+                    if let Some(t) = self.learn(&p) {
+                        found.push(t);
+                    }
+                }
+            }
+        }
+        if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
+            let via_root = PathBuf::from(format!("/proc/{pid}/exe"));
+            let _ = exe;
+            if let Some(t) = self.learn(&via_root) {
+                found.push(t);
+            }
+        }
+        found
+    }
+}
+
+fn present(t: &TlsTarget) -> Vec<&'static str> {
+    FUNCTIONS
+        .iter()
+        .zip(t.offsets)
+        .filter(|(_, o)| o.is_some())
+        .map(|(f, _)| *f)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libssl_names() {
+        assert!(is_libssl_name(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3")));
+        assert!(is_libssl_name(Path::new("/opt/venv/lib/libssl.so.1.1")));
+        assert!(!is_libssl_name(Path::new("/usr/lib/libssl.a")));
+        assert!(!is_libssl_name(Path::new("/usr/lib/libcrypto.so.3")));
+    }
+
+    #[test]
+    fn a_file_without_openssl_is_no_target() {
+        let exe = std::env::current_exe().unwrap();
+        assert!(matches!(resolve(&exe), Err(TargetError::NoSymbols { .. })));
+        assert!(matches!(
+            resolve(Path::new("/proc/self/status")),
+            Err(TargetError::Parse { .. } | TargetError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn system_libssl_resolves_when_present() {
+        let mut t = Targets::default();
+        t.discover_host();
+        let Some(lib) = t
+            .all()
+            .find(|t| t.path.to_string_lossy().contains("libssl.so.3"))
+        else {
+            eprintln!("no libssl.so.3 on this machine");
+            return;
+        };
+        assert!(lib.offsets.iter().all(Option::is_some), "{lib:?}");
+    }
+}

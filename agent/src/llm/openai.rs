@@ -1,0 +1,266 @@
+//! OpenAI chat completions (`POST …/chat/completions`), as spoken by
+//! OpenAI, Azure OpenAI and most compatible servers (vLLM, Ollama,
+//! LiteLLM, DeepSeek, …).
+//!
+//! Request: `model`, `messages[]` (`role`, `content` as a string or parts,
+//! assistant `tool_calls[]`, tool `tool_call_id`), `tools[].function.name`
+//! (legacy `functions[].name`), `user`, `stream`.
+//! Response: `choices[0].message` with `content`, `refusal`, `tool_calls`;
+//! `finish_reason`; `usage.prompt_tokens` / `completion_tokens`.
+//! Stream: `data: {chat.completion.chunk}` events whose `choices[].delta`
+//! carry fragments — tool calls arrive by `index`, the id and name in the
+//! first fragment, the arguments spread over the following ones — then an
+//! optional usage-only chunk (`stream_options.include_usage`) and
+//! `data: [DONE]`.
+
+#![expect(
+    clippy::doc_markdown,
+    reason = "provider and product names are prose, not code"
+)]
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{
+    array_at, compact, event_json, push_opt, str_at, system_prompt, tool_call, u64_at, StreamEnd,
+};
+use crate::event::{LlmCall, Message, ToolCallSpec, Usage};
+use crate::http::sse::SseEvent;
+
+/// Where a legacy streamed `function_call` is kept among indexed tool calls.
+const LEGACY_FUNCTION_INDEX: u64 = u64::MAX;
+
+pub(super) fn fill_request(v: &Value, call: &mut LlmCall) {
+    call.model = str_at(v, "model").map(str::to_owned);
+    call.stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    call.api_user = str_at(v, "user")
+        .or_else(|| str_at(v, "safety_identifier"))
+        .map(str::to_owned);
+
+    let mut system = Vec::new();
+    for m in array_at(v, "messages") {
+        let role = str_at(m, "role").unwrap_or_default().to_owned();
+        let content = flatten_content(m.get("content").unwrap_or(&Value::Null));
+        if role == "system" || role == "developer" {
+            system.push(content.clone());
+        }
+        let mut tool_calls: Vec<ToolCallSpec> =
+            array_at(m, "tool_calls").iter().map(spec_of).collect();
+        if let Some(fc) = m.get("function_call").filter(|f| f.is_object()) {
+            tool_calls.push(tool_call(
+                "",
+                str_at(fc, "name").unwrap_or_default(),
+                arguments_of(fc),
+            ));
+        }
+        call.messages.push(Message {
+            role,
+            content,
+            tool_call_id: str_at(m, "tool_call_id").map(str::to_owned),
+            tool_calls,
+            is_error: None,
+        });
+    }
+    if !system.is_empty() {
+        call.system = Some(system_prompt(system.join("\n")));
+    }
+
+    for t in array_at(v, "tools") {
+        // `{"type":"function","function":{"name"}}`, or a custom tool.
+        let name = t
+            .get("function")
+            .and_then(|f| str_at(f, "name"))
+            .or_else(|| t.get("custom").and_then(|c| str_at(c, "name")))
+            .or_else(|| str_at(t, "name"));
+        if let Some(name) = name {
+            call.tools.push(name.to_owned());
+        }
+    }
+    for f in array_at(v, "functions") {
+        if let Some(name) = str_at(f, "name") {
+            call.tools.push(name.to_owned());
+        }
+    }
+}
+
+pub(super) fn fill_response(v: &Value, call: &mut LlmCall) {
+    if call.model.is_none() {
+        call.model = str_at(v, "model").map(str::to_owned);
+    }
+    if let Some(usage) = v.get("usage") {
+        call.usage = usage_of(usage);
+    }
+    let Some(choice) = first_choice(v) else {
+        return;
+    };
+    let out = &mut call.output;
+    out.finish_reason = str_at(choice, "finish_reason").map(str::to_owned);
+    let Some(message) = choice.get("message") else {
+        return;
+    };
+    out.text = flatten_content(message.get("content").unwrap_or(&Value::Null));
+    out.refusal = str_at(message, "refusal").map(str::to_owned);
+    out.reasoning = str_at(message, "reasoning_content")
+        .or_else(|| str_at(message, "reasoning"))
+        .map(str::to_owned);
+    out.tool_calls = array_at(message, "tool_calls")
+        .iter()
+        .map(spec_of)
+        .collect();
+    if let Some(fc) = message.get("function_call").filter(|f| f.is_object()) {
+        out.tool_calls.push(tool_call(
+            "",
+            str_at(fc, "name").unwrap_or_default(),
+            arguments_of(fc),
+        ));
+    }
+}
+
+pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd {
+    let mut end = StreamEnd::default();
+    let mut tools: BTreeMap<u64, ToolCallSpec> = BTreeMap::new();
+    let out = &mut call.output;
+    for (i, ev) in events.iter().enumerate() {
+        let data = ev.data.trim();
+        if data == "[DONE]" {
+            end.ended = true;
+            continue;
+        }
+        if data.is_empty() {
+            continue;
+        }
+        // Only `[DONE]` proves nothing follows: a cut after the
+        // finish_reason chunk (usage chunk, `[DONE]`) is still a cut.
+        let Some(chunk) = event_json(events, i, end.ended, &mut end) else {
+            continue;
+        };
+        if let Some(msg) = super::error_message(&chunk) {
+            // A mid-stream error ends the stream.
+            call.error = Some(msg);
+            end.ended = true;
+        }
+        if call.model.is_none() {
+            call.model = str_at(&chunk, "model").map(str::to_owned);
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            call.usage = usage_of(usage);
+        }
+        for choice in array_at(&chunk, "choices") {
+            // Only the first choice (n > 1 is rare, and one answer is
+            // what an agent acts on).
+            if u64_at(choice, "index").unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Some(reason) = str_at(choice, "finish_reason") {
+                out.finish_reason = Some(reason.to_owned());
+            }
+            let Some(delta) = choice.get("delta") else {
+                continue;
+            };
+            if let Some(s) = str_at(delta, "content") {
+                out.text.push_str(s);
+            }
+            if let Some(s) = str_at(delta, "refusal") {
+                push_opt(&mut out.refusal, s);
+            }
+            if let Some(s) =
+                str_at(delta, "reasoning_content").or_else(|| str_at(delta, "reasoning"))
+            {
+                push_opt(&mut out.reasoning, s);
+            }
+            for (pos, tc) in array_at(delta, "tool_calls").iter().enumerate() {
+                let index = u64_at(tc, "index").unwrap_or(pos as u64);
+                merge_fragment(
+                    tools.entry(index).or_default(),
+                    tc.get("id"),
+                    tc.get("function"),
+                );
+            }
+            if let Some(fc) = delta.get("function_call").filter(|f| f.is_object()) {
+                merge_fragment(
+                    tools.entry(LEGACY_FUNCTION_INDEX).or_default(),
+                    None,
+                    Some(fc),
+                );
+            }
+        }
+    }
+    out.tool_calls = tools.into_values().collect();
+    // A finish_reason says the answer is complete even if `[DONE]` was
+    // not captured.
+    end.ended |= out.finish_reason.is_some();
+    end
+}
+
+/// Adds one streamed tool-call fragment. The id and name come once (some
+/// servers repeat them in every fragment, so they are set, not appended);
+/// arguments are appended.
+fn merge_fragment(spec: &mut ToolCallSpec, id: Option<&Value>, function: Option<&Value>) {
+    if let Some(id) = id.and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        if spec.id.is_empty() {
+            id.clone_into(&mut spec.id);
+        }
+    }
+    let Some(f) = function else { return };
+    if let Some(name) = str_at(f, "name").filter(|s| !s.is_empty()) {
+        if spec.name.is_empty() {
+            name.clone_into(&mut spec.name);
+        }
+    }
+    if let Some(args) = str_at(f, "arguments") {
+        spec.arguments.push_str(args);
+    }
+}
+
+fn first_choice(v: &Value) -> Option<&Value> {
+    let choices = array_at(v, "choices");
+    choices
+        .iter()
+        .find(|c| u64_at(c, "index") == Some(0))
+        .or_else(|| choices.first())
+}
+
+/// `{"id","type":"function","function":{"name","arguments"}}`.
+fn spec_of(tc: &Value) -> ToolCallSpec {
+    let f = tc.get("function").unwrap_or(&Value::Null);
+    tool_call(
+        str_at(tc, "id").unwrap_or_default(),
+        str_at(f, "name").unwrap_or_default(),
+        arguments_of(f),
+    )
+}
+
+/// Arguments are a JSON text; a server that sends an object gets it
+/// serialised.
+fn arguments_of(f: &Value) -> String {
+    match f.get("arguments") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => compact(other),
+    }
+}
+
+fn usage_of(u: &Value) -> Usage {
+    Usage {
+        input_tokens: u64_at(u, "prompt_tokens").or_else(|| u64_at(u, "input_tokens")),
+        output_tokens: u64_at(u, "completion_tokens").or_else(|| u64_at(u, "output_tokens")),
+    }
+}
+
+/// A content string, or the text of its parts joined by `\n`; images,
+/// audio and files are skipped.
+fn flatten_content(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| match p {
+                Value::String(s) => Some(s.as_str()),
+                _ => str_at(p, "text").or_else(|| str_at(p, "refusal")),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}

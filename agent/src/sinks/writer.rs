@@ -1,0 +1,109 @@
+//! The writer thread of one sink: batches queued lines, writes whole
+//! batches, counts what was written and what was lost.
+
+use std::{io, sync::Arc, time::Instant};
+
+use super::{Counters, Line, BATCH_BYTES, FLUSH_INTERVAL};
+
+/// Where a writer thread puts its lines.
+pub(super) trait Output: Send {
+    /// Writes one batch of whole lines and flushes it out of any user-space
+    /// buffer. On error, as little of the batch as possible is left behind.
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()>;
+    /// Makes what was written durable (fsync for files); called once, last.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Runs until every sender is gone and the queue is empty, then writes the
+/// last batch and finishes the output.
+pub(super) fn run(
+    name: &str,
+    mut output: Box<dyn Output>,
+    rx: &flume::Receiver<Line>,
+    counters: &Arc<Counters>,
+) -> io::Result<()> {
+    let mut batch = Batch {
+        buf: Vec::with_capacity(BATCH_BYTES),
+        lines: 0,
+        failing: false,
+    };
+    // When the oldest unwritten line must be written at the latest.
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let next = match deadline {
+            None => rx
+                .recv()
+                .map_err(|flume::RecvError::Disconnected| flume::RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_deadline(at),
+        };
+        match next {
+            Ok(line) => {
+                if batch.lines == 0 {
+                    deadline = Some(Instant::now() + FLUSH_INTERVAL);
+                }
+                batch.buf.extend_from_slice(&line);
+                batch.lines += 1;
+                // Write when caught up (low latency when quiet) or when the
+                // batch is big (few syscalls under load).
+                if batch.buf.len() >= BATCH_BYTES || rx.is_empty() {
+                    batch.write(name, output.as_mut(), counters);
+                    deadline = None;
+                }
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {
+                batch.write(name, output.as_mut(), counters);
+                deadline = None;
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    batch.write(name, output.as_mut(), counters);
+    output.finish()
+}
+
+struct Batch {
+    buf: Vec<u8>,
+    lines: u64,
+    /// The last write failed: further failures are logged at debug only.
+    failing: bool,
+}
+
+impl Batch {
+    fn write(&mut self, name: &str, output: &mut dyn Output, counters: &Counters) {
+        if self.lines == 0 {
+            return;
+        }
+        let bytes = self.buf.len() as u64;
+        match output.write_batch(&self.buf) {
+            Ok(()) => {
+                Counters::add(&counters.lines_written, self.lines);
+                Counters::add(&counters.bytes_written, bytes);
+                if self.failing {
+                    tracing::info!(sink = %name, "sink writes again");
+                    self.failing = false;
+                }
+            }
+            Err(error) => {
+                Counters::add(&counters.write_errors, 1);
+                Counters::add(&counters.lines_dropped, self.lines);
+                if self.failing {
+                    tracing::debug!(sink = %name, %error, lines = self.lines, "sink write failed again; lines dropped");
+                } else {
+                    tracing::warn!(
+                        sink = %name,
+                        %error,
+                        lines = self.lines,
+                        "sink write failed; lines dropped and counted (further failures at debug level)"
+                    );
+                    self.failing = true;
+                }
+            }
+        }
+        self.buf.clear();
+        self.lines = 0;
+        // One huge event must not pin a huge buffer for the daemon's life.
+        if self.buf.capacity() > 4 * BATCH_BYTES {
+            self.buf = Vec::with_capacity(BATCH_BYTES);
+        }
+    }
+}
