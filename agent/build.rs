@@ -8,7 +8,8 @@ use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {
     let out_dir = std::env::var("OUT_DIR").context("OUT_DIR")?;
-    let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let skip =
+        std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         std::fs::write(format!("{out_dir}/agent-ebpf"), b"").context("write placeholder")?;
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");

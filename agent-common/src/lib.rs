@@ -57,6 +57,8 @@ pub mod tls_flags {
     pub const LAST: u8 = 2;
     /// `bpf_probe_read_user` failed for this chunk: `data_len` bytes are zero.
     pub const READ_FAILED: u8 = 4;
+    /// `SSL_free`: the connection is gone (no data).
+    pub const CLOSE: u8 = 8;
 }
 
 /// Bytes of plaintext carried by one TLS chunk record at most.

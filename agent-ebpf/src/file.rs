@@ -107,7 +107,11 @@ fn exit(ctx: &TracePointContext) -> u32 {
         if !watched && !is_tls_library(&(*rec).path, len) {
             return 0;
         }
-        (*rec).hdr = header(if watched { kind::FILE_OPEN } else { kind::LIB_OPEN });
+        (*rec).hdr = header(if watched {
+            kind::FILE_OPEN
+        } else {
+            kind::LIB_OPEN
+        });
         (*rec).ret = ret;
         (*rec).dfd = a.dfd as i32;
         (*rec).path_len = len as u32;

@@ -12,8 +12,8 @@
 //! Tested on Linux 6.18.
 
 use agent_common::{
-    counter, exec_flags, kind, watch, ExecRaw, ExitRaw, ForkRaw, EXEC_ARGS_MAX, EXEC_FIXED,
-    EXEC_FILENAME_MAX,
+    counter, exec_flags, kind, watch, ExecRaw, ExitRaw, ForkRaw, EXEC_ARGS_MAX, EXEC_FILENAME_MAX,
+    EXEC_FIXED,
 };
 use aya_ebpf::{
     cty::c_void,
@@ -86,7 +86,10 @@ pub fn proc_fork(ctx: BtfTracePointContext) -> i32 {
         parent_tgid,
         child_tgid: tgid,
     };
-    emit((&raw const rec).cast::<u8>(), core::mem::size_of::<ForkRaw>());
+    emit(
+        (&raw const rec).cast::<u8>(),
+        core::mem::size_of::<ForkRaw>(),
+    );
     0
 }
 
@@ -143,7 +146,11 @@ pub fn proc_exec(ctx: BtfTracePointContext) -> i32 {
                 (*rec).flags |= exec_flags::ARGS_TRUNCATED;
             }
             let len = len & (EXEC_ARGS_MAX as u64 * 2 - 1);
-            let len = if len > EXEC_ARGS_MAX as u64 { EXEC_ARGS_MAX as u64 } else { len };
+            let len = if len > EXEC_ARGS_MAX as u64 {
+                EXEC_ARGS_MAX as u64
+            } else {
+                len
+            };
             let rc = bpf_probe_read_user(
                 (*rec).args.as_mut_ptr().cast::<c_void>(),
                 len as u32,
@@ -157,7 +164,11 @@ pub fn proc_exec(ctx: BtfTracePointContext) -> i32 {
             }
         }
         let args_len = ((*rec).args_len as usize) & (EXEC_ARGS_MAX * 2 - 1);
-        let args_len = if args_len > EXEC_ARGS_MAX { EXEC_ARGS_MAX } else { args_len };
+        let args_len = if args_len > EXEC_ARGS_MAX {
+            EXEC_ARGS_MAX
+        } else {
+            args_len
+        };
         emit(rec.cast::<u8>(), EXEC_FIXED + args_len);
     }
     0
@@ -182,7 +193,10 @@ pub fn proc_exit(ctx: BtfTracePointContext) -> i32 {
         code,
         _pad: 0,
     };
-    emit((&raw const rec).cast::<u8>(), core::mem::size_of::<ExitRaw>());
+    emit(
+        (&raw const rec).cast::<u8>(),
+        core::mem::size_of::<ExitRaw>(),
+    );
     let _ = SCOPE.remove(&tgid);
     let _ = WATCHED.remove(&tgid);
     let _ = HINTED.remove(&tgid);

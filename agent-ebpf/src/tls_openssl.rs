@@ -23,13 +23,16 @@ use agent_common::{
 };
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        generated::bpf_probe_read_user,
+    },
     macros::{map, uprobe, uretprobe},
     maps::{HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::{count, global_u32, header, in_scope, COUNTERS, EVENTS, SEQ, TLS_CAP, WATCHED};
+use crate::{count, global_u32, in_scope, COUNTERS, EVENTS, SEQ, TLS_CAP, WATCHED};
 
 /// Arguments saved at entry, keyed by thread.
 #[repr(C)]
@@ -145,7 +148,16 @@ fn capture(ctx: &RetProbeContext) -> u32 {
     ) else {
         return 0;
     };
-    let hdr = header(kind::TLS_CHUNK);
+    // The sequence number is taken per chunk below, so it has no gaps.
+    let hdr = RecordHeader {
+        kind: kind::TLS_CHUNK,
+        // SAFETY: helpers with no arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        seq: 0,
+        // SAFETY: as above.
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid_tgid,
+    };
     let trunc_flag = if truncated { tls_flags::TRUNCATED } else { 0 };
     // The loop body is kept free of branches but the chunk-size choice: the
     // verifier walks every iteration, and each branch would double its work.
@@ -179,8 +191,7 @@ fn capture(ctx: &RetProbeContext) -> u32 {
             );
             let failed = u8::from(rc != 0);
             *read_failed += u64::from(failed);
-            (*rec).flags =
-                last * (tls_flags::LAST | trunc_flag) | failed * tls_flags::READ_FAILED;
+            (*rec).flags = last * (tls_flags::LAST | trunc_flag) | failed * tls_flags::READ_FAILED;
             let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), TLS_CHUNK_FIXED + n as usize);
             let ok = u64::from(EVENTS.output::<[u8]>(bytes, 0).is_ok());
             *sent += ok;
@@ -204,15 +215,40 @@ fn mark_if_request(pid_tgid: u64, buf: u64) {
     }
     let mut head = [0u8; 4];
     // SAFETY: reads 4 bytes of the caller's buffer through the helper.
-    let rc = unsafe {
-        bpf_probe_read_user(head.as_mut_ptr().cast::<c_void>(), 4, buf as *const c_void)
-    };
+    let rc =
+        unsafe { bpf_probe_read_user(head.as_mut_ptr().cast::<c_void>(), 4, buf as *const c_void) };
     if rc != 0 {
         return;
     }
     if &head == b"POST" || &head == b"PRI " {
         let _ = WATCHED.insert(&tgid, &watch::TLS_REQUEST, 0);
     }
+}
+
+/// `void SSL_free(SSL *ssl)`: tells userspace the connection is gone, so a
+/// response that ends with the connection is finished at once.
+#[uprobe]
+pub fn tls_openssl_ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !in_scope((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let Some(rec) = TLS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `rec` is this CPU's scratch value.
+    unsafe {
+        (*rec).hdr = crate::header(kind::TLS_CHUNK);
+        (*rec).conn = ctx.arg(0).unwrap_or(0);
+        (*rec).offset = 0;
+        (*rec).total_len = 0;
+        (*rec).data_len = 0;
+        (*rec).fd = -1;
+        (*rec).dir = dir::READ;
+        (*rec).flags = tls_flags::CLOSE | tls_flags::LAST;
+    }
+    crate::emit(rec.cast::<u8>(), TLS_CHUNK_FIXED);
+    0
 }
 
 #[uprobe]

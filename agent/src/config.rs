@@ -23,7 +23,10 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     #[error("config: {field} {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// `[scope]`: empty means the whole host.
@@ -138,7 +141,11 @@ impl FileConfig {
         if !(4096..=agent_common::MAX_TLS_CAP).contains(&c.tls_cap_bytes) {
             return Err(ConfigError::Invalid {
                 field: "capture.tls_cap_bytes",
-                problem: format!("is {}, must be 4096..={}", c.tls_cap_bytes, agent_common::MAX_TLS_CAP),
+                problem: format!(
+                    "is {}, must be 4096..={}",
+                    c.tls_cap_bytes,
+                    agent_common::MAX_TLS_CAP
+                ),
             });
         }
         if !c.ringbuf_bytes.is_power_of_two() || c.ringbuf_bytes < 65536 {

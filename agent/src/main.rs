@@ -15,7 +15,11 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "aitrail", version, about = "See what AI agents on this host really say and do")]
+#[command(
+    name = "aitrail",
+    version,
+    about = "See what AI agents on this host really say and do"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -76,7 +80,9 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(cap) = args.tls_cap {
         file.capture.tls_cap_bytes = cap;
     }
-    file.capture.watch_comm.extend(args.watch_comm.iter().cloned());
+    file.capture
+        .watch_comm
+        .extend(args.watch_comm.iter().cloned());
     file.capture.watch_all_in_scope |= args.watch_all;
     let mut cfg = file.validate()?;
     cfg.sinks.extend(args.sinks.iter().cloned());

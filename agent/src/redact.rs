@@ -195,3 +195,115 @@ mod tests {
         assert!(fp.is_none());
     }
 }
+
+/// Header-like arguments (`Authorization: Bearer …`) and flags that carry a
+/// credential (`--api-key VALUE`, `--token=VALUE`).
+fn arg_patterns() -> &'static [regex::Regex; 3] {
+    static P: std::sync::OnceLock<[regex::Regex; 3]> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        [
+            // A header given on a command line (curl -H, httpie).
+            regex::Regex::new(
+                r"(?i)^\s*(authorization|proxy-authorization|x-api-key|api-key|x-goog-api-key)\s*:\s*(?:(?:bearer|basic)\s+)?(.+?)\s*$",
+            )
+            .expect("static regex"),
+            // NAME=VALUE where NAME says it is a secret (env-style or --flag=).
+            regex::Regex::new(
+                r"(?i)^(-{0,2}[a-z0-9_.-]*(?:api[_-]?key|token|secret|password|passwd)[a-z0-9_.-]*)=(.+)$",
+            )
+            .expect("static regex"),
+            // Provider key shapes anywhere in an argument.
+            regex::Regex::new(
+                r"\b(sk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,})",
+            )
+            .expect("static regex"),
+        ]
+    })
+}
+
+/// Is this argument a flag whose next argument is a credential?
+fn is_secret_flag(arg: &str) -> bool {
+    let a = arg.trim_start_matches('-').to_ascii_lowercase();
+    arg.starts_with('-')
+        && [
+            "api-key",
+            "api_key",
+            "apikey",
+            "token",
+            "password",
+            "secret",
+            "auth-token",
+        ]
+        .iter()
+        .any(|k| a == *k || a.ends_with(&format!("-{k}")))
+}
+
+/// Replaces credentials in a command line by their fingerprints, in place:
+/// header arguments, `--api-key VALUE` pairs, `NAME=VALUE` secrets, and
+/// provider key shapes anywhere. argv is captured from every exec, so this
+/// runs before any process event is stored.
+pub fn redact_args(args: &mut [String]) {
+    let [header, assign, shapes] = arg_patterns();
+    let mut next_is_secret = false;
+    for a in args.iter_mut() {
+        if next_is_secret {
+            next_is_secret = false;
+            *a = fingerprint_key(a);
+            continue;
+        }
+        if is_secret_flag(a) {
+            next_is_secret = true;
+            continue;
+        }
+        if let Some(c) = header.captures(a) {
+            let name = c.get(1).map_or("", |m| m.as_str());
+            let value = c.get(2).map_or("", |m| m.as_str());
+            *a = format!("{name}: {}", fingerprint_key(value));
+            continue;
+        }
+        if let Some(c) = assign.captures(a) {
+            let name = c.get(1).map_or("", |m| m.as_str()).to_owned();
+            let value = c.get(2).map_or("", |m| m.as_str());
+            *a = format!("{name}={}", fingerprint_key(value));
+            continue;
+        }
+        if shapes.is_match(a) {
+            *a = shapes
+                .replace_all(a, |c: &regex::Captures<'_>| fingerprint_key(&c[0]))
+                .into_owned();
+        }
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+
+    #[test]
+    fn command_line_secrets_are_fingerprinted() {
+        let key = "sk-test-AITRAIL-SECRET-0123456789abcdef";
+        let mut a: Vec<String> = [
+            "curl",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            "--api-key",
+            "hunter2hunter2",
+            "OPENAI_API_KEY=abcdefabcdef1234",
+            &format!("https://x/?k={key}"),
+            "-X",
+            "POST",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        redact_args(&mut a);
+        let joined = a.join(" ");
+        assert!(!joined.contains("AITRAIL-SECRET"), "{joined}");
+        assert!(!joined.contains("hunter2"), "{joined}");
+        assert!(!joined.contains("abcdefabcdef1234"), "{joined}");
+        assert!(joined.contains("Authorization: sk-…cdef#"), "{joined}");
+        assert_eq!(a[0], "curl");
+        assert_eq!(a[7], "-X");
+        assert_eq!(a[8], "POST");
+    }
+}

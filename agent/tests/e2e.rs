@@ -235,6 +235,7 @@ fn robustness_garbage_and_non_llm_traffic() {
                 "http_error",
                 "bad_request",
                 "garbage",
+                "not_http",
             ];
             let counted: Vec<(&String, &u64)> = hh
                 .dropped

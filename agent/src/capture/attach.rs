@@ -22,16 +22,29 @@ use aya::{
 
 use super::{
     nonzero,
-    targets::{TlsTarget, Targets, FUNCTIONS},
+    targets::{Targets, TlsTarget, FUNCTIONS},
     CaptureError,
 };
 
 /// (function index in `FUNCTIONS`, entry program, return program).
-const TLS_PROGRAMS: [(usize, &str, &str); 4] = [
-    (0, "tls_openssl_ssl_write", "tls_openssl_ssl_write_ret"),
-    (1, "tls_openssl_ssl_write_ex", "tls_openssl_ssl_write_ex_ret"),
-    (2, "tls_openssl_ssl_read", "tls_openssl_ssl_read_ret"),
-    (3, "tls_openssl_ssl_read_ex", "tls_openssl_ssl_read_ex_ret"),
+const TLS_PROGRAMS: [(usize, &str, Option<&str>); 5] = [
+    (
+        0,
+        "tls_openssl_ssl_write",
+        Some("tls_openssl_ssl_write_ret"),
+    ),
+    (
+        1,
+        "tls_openssl_ssl_write_ex",
+        Some("tls_openssl_ssl_write_ex_ret"),
+    ),
+    (2, "tls_openssl_ssl_read", Some("tls_openssl_ssl_read_ret")),
+    (
+        3,
+        "tls_openssl_ssl_read_ex",
+        Some("tls_openssl_ssl_read_ex_ret"),
+    ),
+    (4, "tls_openssl_ssl_free", None),
 ];
 
 pub struct Attacher {
@@ -67,7 +80,7 @@ impl Attacher {
     /// Loads the eight TLS programs (attached later, per process).
     pub fn load_tls(&mut self, ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         for (_, entry, ret) in TLS_PROGRAMS {
-            for name in [entry, ret] {
+            for name in std::iter::once(entry).chain(ret) {
                 let p: &mut UProbe = ebpf
                     .program_mut(name)
                     .ok_or(CaptureError::Map { name, source: None })?
@@ -96,12 +109,10 @@ impl Attacher {
     }
 
     pub fn set_cgroup(&mut self, i: u32, cg: CgroupScope) -> Result<(), CaptureError> {
-        self.cgroups
-            .set(i, cg, 0)
-            .map_err(|e| CaptureError::Map {
-                name: "CGROUPS",
-                source: Some(e),
-            })
+        self.cgroups.set(i, cg, 0).map_err(|e| CaptureError::Map {
+            name: "CGROUPS",
+            source: Some(e),
+        })
     }
 
     pub fn add_scope_pid(&mut self, pid: u32) {
@@ -172,7 +183,7 @@ impl Attacher {
         let mut made = Vec::new();
         for (i, entry, ret) in TLS_PROGRAMS {
             let Some(off) = t.offsets[i] else { continue };
-            for name in [entry, ret] {
+            for name in std::iter::once(entry).chain(ret) {
                 let Some(prog) = ebpf.program_mut(name) else {
                     continue;
                 };

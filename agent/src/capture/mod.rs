@@ -44,15 +44,17 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 
-pub use self::records::Record;
 use self::attach::Attacher;
+pub use self::records::Record;
 
 /// The eBPF object built by agent/build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("this binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it")]
+    #[error(
+        "this binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it"
+    )]
     NoObject,
     #[error("kernel BTF")]
     Btf(#[from] btf::BtfError),
@@ -362,7 +364,12 @@ impl Capture {
 
     /// Acts on process records before the pipeline sees them: attach TLS
     /// probes to new processes, learn new TLS libraries, detach the dead.
-    fn on_record(&mut self, rec: &Record, watch_comm: &HashSet<String>, watch_exe: &HashSet<PathBuf>) {
+    fn on_record(
+        &mut self,
+        rec: &Record,
+        watch_comm: &HashSet<String>,
+        watch_exe: &HashSet<PathBuf>,
+    ) {
         let scoped = self.cfg.scoped();
         match rec {
             Record::Fork(f) => {
@@ -393,7 +400,8 @@ impl Capture {
                 }
             }
             Record::ConnectHint(_) => {
-                self.attacher.discover_and_attach(&mut self.ebpf, rec.tgid());
+                self.attacher
+                    .discover_and_attach(&mut self.ebpf, rec.tgid());
             }
             Record::Tls(_) | Record::Connect(_) => {}
         }

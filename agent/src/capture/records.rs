@@ -131,7 +131,10 @@ fn header_of(b: &[u8]) -> RecordHeader {
 
 fn need(b: &[u8], n: usize) -> Result<(), DecodeError> {
     if b.len() < n {
-        Err(DecodeError::Short { len: b.len(), need: n })
+        Err(DecodeError::Short {
+            len: b.len(),
+            need: n,
+        })
     } else {
         Ok(())
     }

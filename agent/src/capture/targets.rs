@@ -16,7 +16,13 @@ use std::{
 use object::{Object, ObjectSection, ObjectSymbol};
 
 /// The hooked functions, in the order of [`TlsTarget::offsets`].
-pub const FUNCTIONS: [&str; 4] = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
+pub const FUNCTIONS: [&str; 5] = [
+    "SSL_write",
+    "SSL_write_ex",
+    "SSL_read",
+    "SSL_read_ex",
+    "SSL_free",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsTarget {
@@ -24,7 +30,7 @@ pub struct TlsTarget {
     /// (device, inode): one file reached by several paths is one target.
     pub id: (u64, u64),
     /// File offsets of [`FUNCTIONS`], where present.
-    pub offsets: [Option<u64>; 4],
+    pub offsets: [Option<u64>; 5],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +67,7 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
         path: path.display().to_string(),
         source,
     })?;
-    let mut offsets = [None; 4];
+    let mut offsets = [None; 5];
     for sym in obj.dynamic_symbols().chain(obj.symbols()) {
         let Ok(name) = sym.name() else { continue };
         let Some(i) = FUNCTIONS.iter().position(|f| *f == name) else {
@@ -70,7 +76,10 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
         if offsets[i].is_some() || sym.address() == 0 || !sym.is_definition() {
             continue;
         }
-        let Some(section) = sym.section_index().and_then(|i| obj.section_by_index(i).ok()) else {
+        let Some(section) = sym
+            .section_index()
+            .and_then(|i| obj.section_by_index(i).ok())
+        else {
             continue;
         };
         let Some((file_off, _)) = section.file_range() else {
@@ -209,7 +218,9 @@ impl Targets {
             "/usr/local/lib64",
             "/usr/local/ssl/lib",
         ] {
-            let Ok(entries) = fs::read_dir(dir) else { continue };
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let p = e.path();
                 if is_libssl_name(&p) {
@@ -218,11 +229,9 @@ impl Targets {
             }
         }
         let path = std::env::var_os("PATH").unwrap_or_default();
-        for dir in std::env::split_paths(&path).chain(
-            ["/usr/bin", "/usr/local/bin"]
-                .iter()
-                .map(PathBuf::from),
-        ) {
+        for dir in std::env::split_paths(&path)
+            .chain(["/usr/bin", "/usr/local/bin"].iter().map(PathBuf::from))
+        {
             for exe in ["node", "nodejs"] {
                 let p = dir.join(exe);
                 if p.is_file() {
@@ -245,7 +254,11 @@ impl Targets {
                 if path.starts_with('/') && is_libssl_name(p) {
                     // Through the process's root, so containers work too.
                     let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
-                    let p = if via_root.exists() { via_root } else { p.to_path_buf() };
+                    let p = if via_root.exists() {
+                        via_root
+                    } else {
+                        p.to_path_buf()
+                    };
                     if let Some(t) = self.learn(&p) {
                         found.push(t);
                     }
@@ -278,7 +291,9 @@ mod tests {
 
     #[test]
     fn libssl_names() {
-        assert!(is_libssl_name(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3")));
+        assert!(is_libssl_name(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+        )));
         assert!(is_libssl_name(Path::new("/opt/venv/lib/libssl.so.1.1")));
         assert!(!is_libssl_name(Path::new("/usr/lib/libssl.a")));
         assert!(!is_libssl_name(Path::new("/usr/lib/libcrypto.so.3")));

@@ -35,14 +35,24 @@ use crate::{
 /// What an effect event did, for matching against tool arguments.
 #[derive(Clone, Debug)]
 pub enum Effect<'a> {
-    Exec { filename: &'a str, args: &'a [String] },
-    File { path: &'a str },
-    Connect { address: &'a str, port: u16 },
+    Exec {
+        filename: &'a str,
+        args: &'a [String],
+    },
+    File {
+        path: &'a str,
+    },
+    Connect {
+        address: &'a str,
+        port: u16,
+    },
 }
 
 #[derive(Debug)]
 struct Pending {
     span_id: String,
+    /// The `llm.call` that asked for this tool: the tool call's parent span.
+    llm_span: String,
     trace_id: String,
     caller: u32,
     spec: ToolCallSpec,
@@ -163,6 +173,7 @@ impl Correlator {
             }
             self.pending.push(Pending {
                 span_id: new_span_id(),
+                llm_span: llm_span.clone(),
                 trace_id: trace_id.clone(),
                 caller: obs.tgid,
                 needles: needles(&spec.arguments),
@@ -174,7 +185,6 @@ impl Correlator {
                 confidence: 0.0,
                 result: None,
             });
-            let _ = &llm_span;
         }
         out
     }
@@ -194,6 +204,7 @@ impl Correlator {
         let mut ev = self.env.event(kind::TOOL_CALL, ktime_ns, p.process);
         ev.trace_id = p.trace_id;
         ev.span_id = p.span_id;
+        ev.parent_span_id = Some(p.llm_span);
         ev.tool = Some(ToolCall {
             call_id: p.spec.id,
             name: p.spec.name,
@@ -227,7 +238,14 @@ impl Correlator {
 
     /// Places an exec/file/net event: sets its trace and, when it is the
     /// effect of a pending tool call, its parent span, and records it there.
-    pub fn place(&mut self, ev: &mut Event, tgid: u32, ancestors: &[u32], ktime_ns: u64, eff: &Effect<'_>) {
+    pub fn place(
+        &mut self,
+        ev: &mut Event,
+        tgid: u32,
+        ancestors: &[u32],
+        ktime_ns: u64,
+        eff: &Effect<'_>,
+    ) {
         // Which caller does this process act for?
         let lineage = self.tool_children.get(&tgid).cloned();
         let caller = if self.proc_trace.contains_key(&tgid) {
@@ -235,7 +253,10 @@ impl Correlator {
         } else if let Some((c, _)) = &lineage {
             Some(*c)
         } else {
-            ancestors.iter().copied().find(|a| self.proc_trace.contains_key(a))
+            ancestors
+                .iter()
+                .copied()
+                .find(|a| self.proc_trace.contains_key(a))
         };
         let Some(caller) = caller else { return };
 
@@ -246,7 +267,10 @@ impl Correlator {
             .filter(|(_, p)| p.caller == caller && ktime_ns >= p.start_ns)
             .map(|(i, _)| i)
             .collect();
-        let matched = candidates.iter().copied().find(|&i| matches(&self.pending[i].needles, eff));
+        let matched = candidates
+            .iter()
+            .copied()
+            .find(|&i| matches(&self.pending[i].needles, eff));
         let via_lineage = lineage.is_some() && tgid != caller;
         let chosen = match (matched, via_lineage) {
             (Some(i), _) => Some((i, if via_lineage { 0.95 } else { 0.9 }, "argument match")),
@@ -254,7 +278,12 @@ impl Correlator {
                 // The call this child was tied to, else the oldest pending.
                 let decided = lineage.as_ref().and_then(|(_, s)| s.clone());
                 let i = decided
-                    .and_then(|s| candidates.iter().copied().find(|&i| self.pending[i].span_id == s))
+                    .and_then(|s| {
+                        candidates
+                            .iter()
+                            .copied()
+                            .find(|&i| self.pending[i].span_id == s)
+                    })
                     .or_else(|| candidates.first().copied());
                 i.map(|i| (i, 0.6, "lineage"))
             }
@@ -297,7 +326,9 @@ impl Correlator {
             .into_iter()
             .partition(|p| now_ns.saturating_sub(p.start_ns) > window);
         self.pending = keep;
-        old.into_iter().map(|p| self.tool_event(p, now_ns)).collect()
+        old.into_iter()
+            .map(|p| self.tool_event(p, now_ns))
+            .collect()
     }
 
     /// Everything still pending (shutdown, or the caller exited).
@@ -331,7 +362,12 @@ fn canonical(role: &str, content: &str, ids: &[&str], tool_call_id: Option<&str>
 }
 
 fn canonical_output(call: &LlmCall) -> Vec<u8> {
-    let ids: Vec<&str> = call.output.tool_calls.iter().map(|t| t.id.as_str()).collect();
+    let ids: Vec<&str> = call
+        .output
+        .tool_calls
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
     canonical("assistant", &call.output.text, &ids, None)
 }
 
@@ -356,7 +392,10 @@ fn history_hashes(tgid: u32, call: &LlmCall) -> Vec<([u8; 32], bool)> {
             continue;
         }
         let ids: Vec<&str> = m.tool_calls.iter().map(|t| t.id.as_str()).collect();
-        h = extend_hash(&h, &canonical(&m.role, &m.content, &ids, m.tool_call_id.as_deref()));
+        h = extend_hash(
+            &h,
+            &canonical(&m.role, &m.content, &ids, m.tool_call_id.as_deref()),
+        );
         out.push((h, true));
     }
     out
@@ -388,7 +427,9 @@ fn matches(needles: &[String], eff: &Effect<'_>) -> bool {
     match eff {
         Effect::File { path } => needles.iter().any(|n| {
             n == path
-                || (n.len() >= 3 && path.ends_with(n.as_str()) && path[..path.len() - n.len()].ends_with('/'))
+                || (n.len() >= 3
+                    && path.ends_with(n.as_str())
+                    && path[..path.len() - n.len()].ends_with('/'))
                 || (n.contains(path) && path.len() >= 4 && path.starts_with('/'))
         }),
         Effect::Exec { filename, args } => {
@@ -403,7 +444,9 @@ fn matches(needles: &[String], eff: &Effect<'_>) -> bool {
         }
         Effect::Connect { address, port } => {
             let hp = format!("{address}:{port}");
-            needles.iter().any(|n| n.contains(&hp) || (n.contains(address) && !address.is_empty()))
+            needles
+                .iter()
+                .any(|n| n.contains(&hp) || (n.contains(address) && !address.is_empty()))
         }
     }
 }

@@ -58,11 +58,28 @@ fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     // The agent opens the file itself, and some unrelated file.
     let env = Envelope::new();
     let mut open = env.event(kind::FILE_OPEN, 2000, None);
-    c.place(&mut open, 100, &[], 2000, &Effect::File { path: "/tmp/x.txt" });
+    c.place(
+        &mut open,
+        100,
+        &[],
+        2000,
+        &Effect::File { path: "/tmp/x.txt" },
+    );
     assert_eq!(open.trace_id, trace);
     let mut other = env.event(kind::FILE_OPEN, 2001, None);
-    c.place(&mut other, 100, &[], 2001, &Effect::File { path: "/usr/lib/python3/foo.py" });
-    assert_eq!(other.trace_id, trace, "the caller's own events stay in its trace");
+    c.place(
+        &mut other,
+        100,
+        &[],
+        2001,
+        &Effect::File {
+            path: "/usr/lib/python3/foo.py",
+        },
+    );
+    assert_eq!(
+        other.trace_id, trace,
+        "the caller's own events stay in its trace"
+    );
     assert_eq!(other.parent_span_id, None, "but are no effect");
 
     let mut assistant = msg("assistant", "");
@@ -83,16 +100,36 @@ fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     assert_eq!(tool.name, "read_file");
     assert_eq!(tool.result.as_deref(), Some("hello"));
     assert_eq!(tool.effects, vec![open.id.clone()]);
-    assert_eq!(open.parent_span_id.as_deref(), Some(second[1].span_id.as_str()));
+    assert_eq!(
+        open.parent_span_id.as_deref(),
+        Some(second[1].span_id.as_str())
+    );
     assert!(tool.confidence >= 0.9);
 
     // The command runs in a child: sh -c "echo hi".
     c.on_fork(100, 200);
     let mut exec = env.event(kind::PROCESS_EXEC, 4000, None);
     let args = vec!["/bin/sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()];
-    c.place(&mut exec, 200, &[100], 4000, &Effect::Exec { filename: "/bin/sh", args: &args });
+    c.place(
+        &mut exec,
+        200,
+        &[100],
+        4000,
+        &Effect::Exec {
+            filename: "/bin/sh",
+            args: &args,
+        },
+    );
     let mut child_open = env.event(kind::FILE_OPEN, 4001, None);
-    c.place(&mut child_open, 200, &[100], 4001, &Effect::File { path: "/etc/ld.so.cache" });
+    c.place(
+        &mut child_open,
+        200,
+        &[100],
+        4001,
+        &Effect::File {
+            path: "/etc/ld.so.cache",
+        },
+    );
 
     let mut a2 = msg("assistant", "");
     a2.tool_calls = vec![spec("call_2", "run_command", r#"{"command":"echo hi"}"#)];
@@ -107,20 +144,43 @@ fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     let t2 = third[1].tool.as_ref().unwrap();
     assert_eq!(t2.effects, vec![exec.id.clone(), child_open.id.clone()]);
     assert!((t2.confidence - 0.95).abs() < 1e-9);
-    assert_eq!(exec.parent_span_id.as_deref(), Some(third[1].span_id.as_str()));
+    assert_eq!(
+        exec.parent_span_id.as_deref(),
+        Some(third[1].span_id.as_str())
+    );
 }
 
 #[test]
 fn different_conversations_and_processes_stay_apart() {
     let mut c = Correlator::new(Envelope::new(), 1_000_000_000);
-    let a = c.on_llm_call(obs(call(vec![msg("system", "s"), msg("user", "a")], vec![]), 1, 0));
-    let b = c.on_llm_call(obs(call(vec![msg("system", "s"), msg("user", "b")], vec![]), 1, 0));
-    let a_other_proc = c.on_llm_call(obs(call(vec![msg("system", "s"), msg("user", "a")], vec![]), 2, 0));
-    assert_ne!(a[0].trace_id, b[0].trace_id, "same system prompt is not one conversation");
+    let a = c.on_llm_call(obs(
+        call(vec![msg("system", "s"), msg("user", "a")], vec![]),
+        1,
+        0,
+    ));
+    let b = c.on_llm_call(obs(
+        call(vec![msg("system", "s"), msg("user", "b")], vec![]),
+        1,
+        0,
+    ));
+    let a_other_proc = c.on_llm_call(obs(
+        call(vec![msg("system", "s"), msg("user", "a")], vec![]),
+        2,
+        0,
+    ));
+    assert_ne!(
+        a[0].trace_id, b[0].trace_id,
+        "same system prompt is not one conversation"
+    );
     assert_ne!(a[0].trace_id, a_other_proc[0].trace_id);
     let a2 = c.on_llm_call(obs(
         call(
-            vec![msg("system", "s"), msg("user", "a"), msg("assistant", ""), msg("user", "more")],
+            vec![
+                msg("system", "s"),
+                msg("user", "a"),
+                msg("assistant", ""),
+                msg("user", "more"),
+            ],
             vec![],
         ),
         1,
@@ -132,22 +192,54 @@ fn different_conversations_and_processes_stay_apart() {
 #[test]
 fn unanswered_tool_calls_expire_and_flush() {
     let mut c = Correlator::new(Envelope::new(), 100);
-    c.on_llm_call(obs(call(vec![msg("user", "x")], vec![spec("1", "t", "{}")]), 1, 0));
+    c.on_llm_call(obs(
+        call(vec![msg("user", "x")], vec![spec("1", "t", "{}")]),
+        1,
+        0,
+    ));
     assert!(c.expire(50).is_empty());
     let e = c.expire(1000);
     assert_eq!(e.len(), 1);
     assert!(e[0].tool.as_ref().unwrap().result.is_none());
-    c.on_llm_call(obs(call(vec![msg("user", "y")], vec![spec("2", "t", "{}")]), 1, 0));
+    c.on_llm_call(obs(
+        call(vec![msg("user", "y")], vec![spec("2", "t", "{}")]),
+        1,
+        0,
+    ));
     assert_eq!(c.flush(0, None).len(), 1);
 }
 
 #[test]
 fn argument_matching() {
-    let n = needles(r#"{"path":"notes.txt","opts":{"cmd":"ls -la /tmp"},"url":"https://example.com:8443/x"}"#);
-    assert!(matches(&n, &Effect::File { path: "/home/u/notes.txt" }));
-    assert!(!matches(&n, &Effect::File { path: "/home/u/othernotes.txt" }));
+    let n = needles(
+        r#"{"path":"notes.txt","opts":{"cmd":"ls -la /tmp"},"url":"https://example.com:8443/x"}"#,
+    );
+    assert!(matches(
+        &n,
+        &Effect::File {
+            path: "/home/u/notes.txt"
+        }
+    ));
+    assert!(!matches(
+        &n,
+        &Effect::File {
+            path: "/home/u/othernotes.txt"
+        }
+    ));
     let args = vec!["ls".to_owned(), "-la".to_owned(), "/tmp".to_owned()];
-    assert!(matches(&n, &Effect::Exec { filename: "/usr/bin/ls", args: &args }));
-    assert!(matches(&n, &Effect::Connect { address: "example.com", port: 8443 }));
+    assert!(matches(
+        &n,
+        &Effect::Exec {
+            filename: "/usr/bin/ls",
+            args: &args
+        }
+    ));
+    assert!(matches(
+        &n,
+        &Effect::Connect {
+            address: "example.com",
+            port: 8443
+        }
+    ));
     assert!(needles("not json").contains(&"not json".to_owned()));
 }

@@ -225,7 +225,14 @@ fn decode_response(
             call.error
                 .get_or_insert_with(|| format!("stream event {index} is not valid JSON"));
         }
-        if !end.ended {
+        if end.ended {
+            // The provider's end marker says the answer is whole, even when
+            // the client closed the connection before reading the chunked
+            // terminator (the openai SDK does).
+            // (A gap inside the stream would be missed here: the framing
+            // layer does not yet tell "cut" from "unterminated".)
+            call.truncated = ex.request.body_truncated;
+        } else {
             call.truncated = true;
         }
         return;

@@ -97,7 +97,10 @@ pub fn net_info(addr: &[u8], ret: i32) -> NetInfo {
         libc::AF_UNIX => {
             let p = &addr[2.min(addr.len())..];
             let text = if p.first() == Some(&0) {
-                format!("@{}", String::from_utf8_lossy(&p[1..]).trim_end_matches('\0'))
+                format!(
+                    "@{}",
+                    String::from_utf8_lossy(&p[1..]).trim_end_matches('\0')
+                )
             } else {
                 let end = memchr::memchr(0, p).unwrap_or(p.len());
                 String::from_utf8_lossy(&p[..end]).into_owned()
@@ -126,7 +129,10 @@ mod tests {
         v4[2..4].copy_from_slice(&443u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
         let n = net_info(&v4, 0);
-        assert_eq!((n.family.as_str(), n.address.as_str(), n.port), ("ipv4", "127.0.0.1", 443));
+        assert_eq!(
+            (n.family.as_str(), n.address.as_str(), n.port),
+            ("ipv4", "127.0.0.1", 443)
+        );
         let n = net_info(&v4, -111);
         assert_eq!(n.error.as_deref(), Some("ECONNREFUSED"));
         let mut un = 1u16.to_ne_bytes().to_vec();

@@ -61,7 +61,9 @@ impl Pipeline {
             streams: Streams::new(limits, cfg.pipeline.max_connections),
             corr: Correlator::new(
                 env.clone(),
-                cfg.pipeline.tool_effect_window_secs.saturating_mul(1_000_000_000),
+                cfg.pipeline
+                    .tool_effect_window_secs
+                    .saturating_mul(1_000_000_000),
             ),
             env,
             sinks,
@@ -162,7 +164,10 @@ impl Pipeline {
         // a gap is records the ring buffer could not take.
         if let Some(last) = self.last_seq.insert(h.cpu, h.seq) {
             if h.seq > last + 1 {
-                *self.dropped.entry("ringbuf_records_lost".into()).or_default() += h.seq - last - 1;
+                *self
+                    .dropped
+                    .entry("ringbuf_records_lost".into())
+                    .or_default() += h.seq - last - 1;
             }
         }
         let tgid = r.tgid();
@@ -174,12 +179,20 @@ impl Pipeline {
             }
             Record::Exec(e) => {
                 let info = self.procs.on_exec(
-                    tgid, e.ppid, e.uid, &e.comm, &e.filename, &e.args, h.ktime_ns,
+                    tgid,
+                    e.ppid,
+                    e.uid,
+                    &e.comm,
+                    &e.filename,
+                    &e.args,
+                    h.ktime_ns,
                 );
+                // argv as redacted by the process table: never the raw one.
+                let args = info.args.clone();
                 let mut ev = self.env.event(kind::PROCESS_EXEC, h.ktime_ns, Some(info));
                 ev.exec = Some(ExecInfo {
                     filename: e.filename.clone(),
-                    args: e.args.clone(),
+                    args: args.clone(),
                     args_truncated: e.flags & agent_common::exec_flags::ARGS_TRUNCATED != 0,
                     ..ExecInfo::default()
                 });
@@ -191,7 +204,7 @@ impl Pipeline {
                     h.ktime_ns,
                     &Effect::Exec {
                         filename: &e.filename,
-                        args: &e.args,
+                        args: &args,
                     },
                 );
                 self.exec_place
@@ -212,8 +225,13 @@ impl Pipeline {
                 let mut ev = self.env.event(kind::FILE_OPEN, h.ktime_ns, proc);
                 ev.file = Some(convert::file_info(&path, f.flags, f.ret));
                 let anc = self.procs.ancestors(tgid);
-                self.corr
-                    .place(&mut ev, tgid, &anc, h.ktime_ns, &Effect::File { path: &path });
+                self.corr.place(
+                    &mut ev,
+                    tgid,
+                    &anc,
+                    h.ktime_ns,
+                    &Effect::File { path: &path },
+                );
                 self.emit(ev);
             }
             Record::Connect(c) => {
@@ -245,7 +263,9 @@ impl Pipeline {
         self.streams.close_process(tgid, ktime_ns, &mut outs);
         self.on_stream_outputs(outs);
         if let Some(info) = self.procs.on_exit(tgid) {
-            let mut ev = self.env.event(kind::PROCESS_EXIT, ktime_ns, Some(info.clone()));
+            let mut ev = self
+                .env
+                .event(kind::PROCESS_EXIT, ktime_ns, Some(info.clone()));
             let status = (code >> 8) & 0xff;
             let signal = code & 0x7f;
             ev.exec = Some(ExecInfo {
@@ -309,8 +329,15 @@ impl Pipeline {
         let mut counters = self.counters.clone();
         for (name, v) in &self.kernel {
             let key = format!("kernel_{name}");
-            if matches!(*name, "ringbuf_full" | "tls_bytes_lost" | "read_failed" | "tls_no_entry" | "tls_args_full" | "scope_full")
-                || name.starts_with("record_")
+            if matches!(
+                *name,
+                "ringbuf_full"
+                    | "tls_bytes_lost"
+                    | "read_failed"
+                    | "tls_no_entry"
+                    | "tls_args_full"
+                    | "scope_full"
+            ) || name.starts_with("record_")
             {
                 dropped.insert(key, *v);
             } else {

@@ -110,9 +110,10 @@ impl ProcTable {
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let args = fs::read(format!("/proc/{pid}/cmdline"))
+        let mut args = fs::read(format!("/proc/{pid}/cmdline"))
             .map(|b| crate::capture::records::split_args(&b))
             .unwrap_or_default();
+        crate::redact::redact_args(&mut args);
         let uid = fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
@@ -216,6 +217,8 @@ impl ProcTable {
         ktime_ns: u64,
     ) -> ProcessInfo {
         let parent_exec_id = self.parent_exec_id(ppid);
+        let mut args = args.to_vec();
+        crate::redact::redact_args(&mut args);
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| filename.to_owned());
@@ -226,7 +229,7 @@ impl ProcTable {
             user: self.user_name(uid),
             comm: comm.to_owned(),
             exe,
-            args: args.to_vec(),
+            args,
             exec_id: self.exec_id(pid, ktime_ns),
             parent_exec_id,
         };
@@ -279,7 +282,8 @@ mod tests {
 
     #[test]
     fn stat_with_odd_comm() {
-        let s = "1234 (a b) c)) S 77 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5555 1000 10";
+        let s =
+            "1234 (a b) c)) S 77 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5555 1000 10";
         assert_eq!(parse_stat(s), Some((77, 5555)));
         assert_eq!(parse_stat("garbage"), None);
     }
@@ -304,8 +308,19 @@ mod tests {
         t.on_fork(me, 999_999, 10_000_000_000);
         let c = t.get(999_999).unwrap().info.clone();
         assert_eq!(c.ppid, me);
-        assert_eq!(c.parent_exec_id, Some(t.get(me).unwrap().info.exec_id.clone()));
-        let e = t.on_exec(999_999, me, 0, "cat", "/bin/cat", &["cat".into()], 10_500_000_000);
+        assert_eq!(
+            c.parent_exec_id,
+            Some(t.get(me).unwrap().info.exec_id.clone())
+        );
+        let e = t.on_exec(
+            999_999,
+            me,
+            0,
+            "cat",
+            "/bin/cat",
+            &["cat".into()],
+            10_500_000_000,
+        );
         assert_eq!(e.comm, "cat");
         assert_ne!(e.exec_id, c.exec_id);
         assert_eq!(t.ancestors(999_999)[0], me);

@@ -97,6 +97,10 @@ impl Streams {
         if c.fd >= 0 {
             conn.fd = c.fd;
         }
+        if c.flags & tls_flags::CLOSE != 0 {
+            self.finish(key, c.hdr.ktime_ns, out);
+            return;
+        }
         if !conn.parser.is_http() {
             self.skipped_not_http += 1;
             return;
@@ -132,7 +136,9 @@ impl Streams {
                 out.push((key, o));
             }
         }
-        let end = c.offset.saturating_add(u32::try_from(c.data.len()).unwrap_or(u32::MAX));
+        let end = c
+            .offset
+            .saturating_add(u32::try_from(c.data.len()).unwrap_or(u32::MAX));
         if c.flags & tls_flags::LAST != 0 {
             st.next_offset = None;
             if c.flags & tls_flags::TRUNCATED != 0 {
@@ -151,7 +157,12 @@ impl Streams {
     }
 
     fn evict_oldest(&mut self, now_ns: u64, out: &mut Vec<StreamOutput>) {
-        if let Some(key) = self.conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k) {
+        if let Some(key) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| c.last_ns)
+            .map(|(k, _)| *k)
+        {
             self.evicted += 1;
             self.finish(key, now_ns, out);
         }
@@ -180,7 +191,12 @@ impl Streams {
 
     /// Finishes every connection of a process that exited.
     pub fn close_process(&mut self, tgid: u32, now_ns: u64, out: &mut Vec<StreamOutput>) {
-        let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
+        let keys: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|k| k.tgid == tgid)
+            .copied()
+            .collect();
         for k in keys {
             self.finish(k, now_ns, out);
         }
