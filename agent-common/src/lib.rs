@@ -7,6 +7,10 @@
 //!
 //! Kind ids are explicit and never reused.
 #![no_std]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding of #[repr(C)] records shared with the kernel"
+)]
 
 use core::mem::size_of;
 

@@ -114,7 +114,7 @@ pub struct SystemPrompt {
 /// One message of the request's history, flattened to text.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
-    /// `system`, `user`, `assistant`, `tool` (OpenAI's tool results; Anthropic
+    /// `system`, `user`, `assistant`, `tool` (`OpenAI`'s tool results; Anthropic
     /// `tool_result` blocks are given this role too).
     pub role: String,
     pub content: String,

@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.cmd {
@@ -70,6 +71,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the parsed command line is consumed here"
+)]
 fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let mut file = match &args.config {
         Some(p) => FileConfig::load(p)?,

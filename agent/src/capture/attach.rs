@@ -47,12 +47,15 @@ const TLS_PROGRAMS: [(usize, &str, Option<&str>); 5] = [
     (4, "tls_openssl_ssl_free", None),
 ];
 
+/// The links of one (process, target) pair: program name and link id.
+type Links = Vec<(&'static str, UProbeLinkId)>;
+
 pub struct Attacher {
     scope: BpfHashMap<MapData, u32, u8>,
     cgroups: Array<MapData, CgroupScope>,
     targets: Targets,
     /// pid → target id → links.
-    links: HashMap<u32, HashMap<(u64, u64), Vec<(&'static str, UProbeLinkId)>>>,
+    links: HashMap<u32, HashMap<(u64, u64), Links>>,
     scope_pids: HashSet<u32>,
     attached: u64,
     attach_failed: u64,
@@ -60,12 +63,8 @@ pub struct Attacher {
 }
 
 impl Attacher {
-    pub fn new(
-        _ebpf: &mut Ebpf,
-        scope: BpfHashMap<MapData, u32, u8>,
-        cgroups: Array<MapData, CgroupScope>,
-    ) -> Result<Self, CaptureError> {
-        Ok(Self {
+    pub fn new(scope: BpfHashMap<MapData, u32, u8>, cgroups: Array<MapData, CgroupScope>) -> Self {
+        Self {
             scope,
             cgroups,
             targets: Targets::default(),
@@ -74,11 +73,11 @@ impl Attacher {
             attached: 0,
             attach_failed: 0,
             detached: 0,
-        })
+        }
     }
 
     /// Loads the eight TLS programs (attached later, per process).
-    pub fn load_tls(&mut self, ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    pub fn load_tls(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         for (_, entry, ret) in TLS_PROGRAMS {
             for name in std::iter::once(entry).chain(ret) {
                 let p: &mut UProbe = ebpf

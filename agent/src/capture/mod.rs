@@ -58,7 +58,7 @@ pub enum CaptureError {
     NoObject,
     #[error("kernel BTF")]
     Btf(#[from] btf::BtfError),
-    #[error("cannot load kernel BTF for fentry/fexit and BTF tracepoints")]
+    #[error("cannot load kernel BTF for the BTF tracepoints")]
     AyaBtf(#[source] aya::BtfError),
     #[error("loading the eBPF object failed")]
     Load(#[source] Box<aya::EbpfError>),
@@ -183,7 +183,7 @@ impl Capture {
             PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
         let scope = BpfHashMap::try_from(take(&mut ebpf, "SCOPE")?).map_err(map_err("SCOPE"))?;
         let cgroups = Array::try_from(take(&mut ebpf, "CGROUPS")?).map_err(map_err("CGROUPS"))?;
-        let attacher = Attacher::new(&mut ebpf, scope, cgroups)?;
+        let attacher = Attacher::new(scope, cgroups);
         Ok(Self {
             ebpf,
             ring,
@@ -205,7 +205,8 @@ impl Capture {
             return Err(CaptureError::TooManyCgroups { max: MAX_CGROUPS });
         }
         for (i, cg) in cgroups.iter().enumerate() {
-            self.attacher.set_cgroup(i as u32, *cg)?;
+            self.attacher
+                .set_cgroup(u32::try_from(i).unwrap_or(u32::MAX), *cg)?;
         }
         for &pid in &self.cfg.scope_pids {
             if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -263,7 +264,7 @@ impl Capture {
             p.attach(category, tp).map_err(prog_err(name, "attach"))?;
         }
         tracing::info!("process, file and network programs attached");
-        self.attacher.load_tls(&mut self.ebpf)?;
+        Attacher::load_tls(&mut self.ebpf)?;
         self.attacher.targets_mut().discover_host();
         // Attach TLS probes to every process already in scope.
         if self.cfg.scoped() {
@@ -289,9 +290,8 @@ impl Capture {
         for (i, name) in counter::NAMES.iter().enumerate() {
             let sum = self
                 .counters
-                .get(&(i as u32), 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0);
+                .get(&u32::try_from(i).unwrap_or(u32::MAX), 0)
+                .map_or(0, |v| v.iter().sum());
             out.push((*name, sum));
         }
         out.extend(self.attacher.counters());
@@ -308,7 +308,7 @@ impl Capture {
         counters_out: &flume::Sender<KernelCounters>,
     ) {
         let fd = self.ring.as_raw_fd();
-        let mut decode_errors: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        let mut decode_errors = std::collections::BTreeMap::<&'static str, u64>::default();
         let mut last_counters = Instant::now();
         let watch_comm: HashSet<String> = self.cfg.watch_comm.iter().cloned().collect();
         let watch_exe: HashSet<PathBuf> = self.cfg.watch_exe.iter().cloned().collect();
@@ -444,8 +444,7 @@ fn cgroup_scope(path: &Path) -> Result<CgroupScope, CaptureError> {
     })?;
     let level = canon
         .strip_prefix(&root)
-        .map(|rel| rel.components().count())
-        .unwrap_or(0);
+        .map_or(0, |rel| rel.components().count());
     Ok(CgroupScope {
         id: meta.ino(),
         level: u32::try_from(level).unwrap_or(u32::MAX),
@@ -489,7 +488,7 @@ fn cgroup_pids(roots: &[PathBuf]) -> Vec<u32> {
 
 /// The given pids and all their living descendants (from /proc).
 pub fn descendants(roots: &[u32]) -> Vec<u32> {
-    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    let mut children = std::collections::HashMap::<u32, Vec<u32>>::default();
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {

@@ -40,6 +40,7 @@ fn obs(c: LlmCall, tgid: u32, t: u64) -> LlmObservation {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, told in order")]
 fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     let mut c = Correlator::new(Envelope::new(), 1_000_000_000_000);
     let sys = msg("system", "be useful");

@@ -152,6 +152,10 @@ impl Pipeline {
         *self.dropped.entry(name.to_owned()).or_default() += 1;
     }
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "an emitted event is done with: the sinks serialise it once"
+    )]
     fn emit(&mut self, ev: Event) {
         self.events_emitted += 1;
         self.sinks.send(&ev);

@@ -7,6 +7,11 @@
 //! for one exec of one process on one host boot, whether it was learned from
 //! /proc or from the kernel.
 
+#![expect(
+    clippy::similar_names,
+    reason = "pid/ppid and uid/user are the kernel's own names"
+)]
+
 use std::{collections::HashMap, fs};
 
 use sha2::{Digest, Sha256};
@@ -220,8 +225,7 @@ impl ProcTable {
         let mut args = args.to_vec();
         crate::redact::redact_args(&mut args);
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| filename.to_owned());
+            .map_or_else(|_| filename.to_owned(), |p| p.display().to_string());
         let info = ProcessInfo {
             pid,
             ppid,

@@ -85,7 +85,7 @@ impl Streams {
         if !self.conns.contains_key(&key) && self.conns.len() >= self.max_conns {
             self.evict_oldest(c.hdr.ktime_ns, out);
         }
-        let limits = self.limits.clone();
+        let limits = self.limits;
         let conn = self.conns.entry(key).or_insert_with(|| Conn {
             parser: HttpParser::new(limits),
             last_ns: c.hdr.ktime_ns,
