@@ -24,7 +24,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::{emit, global_u32, header, in_scope, is_watched, LIB_OPEN_ENABLED};
+use crate::{emit, emit_now, global_u32, header, in_scope, is_watched, LIB_OPEN_ENABLED};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -116,7 +116,12 @@ fn exit(ctx: &TracePointContext) -> u32 {
         (*rec).dfd = a.dfd as i32;
         (*rec).path_len = len as u32;
         (*rec).flags = a.flags;
-        emit(rec.cast::<u8>(), FILE_OPEN_FIXED + len);
+        if watched {
+            emit(rec.cast::<u8>(), FILE_OPEN_FIXED + len);
+        } else {
+            // A TLS library: userspace attaches to it before it is used.
+            emit_now(rec.cast::<u8>(), FILE_OPEN_FIXED + len);
+        }
     }
     0
 }

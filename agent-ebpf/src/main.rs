@@ -116,13 +116,32 @@ fn header(kind: u32) -> RecordHeader {
     }
 }
 
-/// Sends `len` bytes starting at `rec` (a map value) to the ring buffer.
+/// `bpf_ringbuf_output` flags: data records do not wake the reader (it
+/// polls every few milliseconds and reads them in batches; a wakeup per
+/// record costs the traced process more than the record itself), records
+/// that userspace must act on at once (attach on fork and exec) force one.
+pub(crate) const RB_NO_WAKEUP: u64 = 1;
+pub(crate) const RB_FORCE_WAKEUP: u64 = 2;
+
+/// Sends `len` bytes starting at `rec` (a map value) to the ring buffer,
+/// without waking the reader.
 #[inline(always)]
 fn emit(rec: *const u8, len: usize) -> bool {
+    emit_flags(rec, len, RB_NO_WAKEUP)
+}
+
+/// Like [`emit`], and wakes the reader now.
+#[inline(always)]
+fn emit_now(rec: *const u8, len: usize) -> bool {
+    emit_flags(rec, len, RB_FORCE_WAKEUP)
+}
+
+#[inline(always)]
+fn emit_flags(rec: *const u8, len: usize, flags: u64) -> bool {
     // SAFETY: `rec` points into a map value at least `len` bytes long; every
     // caller bounds `len` by the record's size.
     let bytes = unsafe { core::slice::from_raw_parts(rec, len) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+    if EVENTS.output::<[u8]>(bytes, flags).is_ok() {
         count(counter::RECORDS, 1);
         true
     } else {

@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::{emit, header, in_scope, is_watched, HINTED};
+use crate::{emit, emit_now, header, in_scope, is_watched, HINTED};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -105,6 +105,10 @@ fn send(a: &ConnectArgs, ret: i64, record_kind: u32) {
         {
             (*rec).addr_len = len as u32;
         }
-        emit(rec.cast::<u8>(), core::mem::size_of::<NetConnectRaw>());
+        if record_kind == kind::CONNECT_HINT {
+            emit_now(rec.cast::<u8>(), core::mem::size_of::<NetConnectRaw>());
+        } else {
+            emit(rec.cast::<u8>(), core::mem::size_of::<NetConnectRaw>());
+        }
     }
 }

@@ -27,7 +27,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    count, emit, global_u32, header, in_scope, offsets, scope_flags, HINTED, SCOPE, SCOPE_FLAGS,
+    count, emit_now, global_u32, header, in_scope, offsets, scope_flags, HINTED, SCOPE, SCOPE_FLAGS,
     WATCHED,
 };
 
@@ -86,7 +86,7 @@ pub fn proc_fork(ctx: BtfTracePointContext) -> i32 {
         parent_tgid,
         child_tgid: tgid,
     };
-    emit(
+    emit_now(
         (&raw const rec).cast::<u8>(),
         core::mem::size_of::<ForkRaw>(),
     );
@@ -169,7 +169,7 @@ pub fn proc_exec(ctx: BtfTracePointContext) -> i32 {
         } else {
             args_len
         };
-        emit(rec.cast::<u8>(), EXEC_FIXED + args_len);
+        emit_now(rec.cast::<u8>(), EXEC_FIXED + args_len);
     }
     0
 }
@@ -193,7 +193,7 @@ pub fn proc_exit(ctx: BtfTracePointContext) -> i32 {
         code,
         _pad: 0,
     };
-    emit(
+    emit_now(
         (&raw const rec).cast::<u8>(),
         core::mem::size_of::<ExitRaw>(),
     );

@@ -193,7 +193,7 @@ fn capture(ctx: &RetProbeContext) -> u32 {
             *read_failed += u64::from(failed);
             (*rec).flags = last * (tls_flags::LAST | trunc_flag) | failed * tls_flags::READ_FAILED;
             let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), TLS_CHUNK_FIXED + n as usize);
-            let ok = u64::from(EVENTS.output::<[u8]>(bytes, 0).is_ok());
+            let ok = u64::from(EVENTS.output::<[u8]>(bytes, crate::RB_NO_WAKEUP).is_ok());
             *sent += ok;
             *full += 1 - ok;
             // Lost plaintext is counted per byte so userspace can say how much.

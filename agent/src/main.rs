@@ -116,7 +116,8 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         watch_comm: cfg.capture.watch_comm.clone(),
         watch_exe: cfg.capture.watch_exe.clone(),
     };
-    let (rec_tx, rec_rx) = flume::bounded(65536);
+    // Batches of up to 1024 records.
+    let (rec_tx, rec_rx) = flume::bounded(64);
     let (cmd_tx, cmd_rx) = flume::unbounded();
     let (kc_tx, kc_rx) = flume::bounded(16);
     let (ready_tx, ready_rx) = flume::bounded(1);

@@ -47,6 +47,10 @@ use aya::{
 use self::attach::Attacher;
 pub use self::records::Record;
 
+/// How long the reader sleeps between ring-buffer reads when no record
+/// forced a wakeup: the bound on how late a data record is seen.
+const POLL_MS: i32 = 10;
+
 /// The eBPF object built by agent/build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
@@ -302,7 +306,7 @@ impl Capture {
     /// drained. Records go to `out`; commands come from `commands`.
     pub fn run(
         mut self,
-        out: &flume::Sender<Record>,
+        out: &flume::Sender<Vec<Record>>,
         commands: &flume::Receiver<Command>,
         stop: &Arc<AtomicBool>,
         counters_out: &flume::Sender<KernelCounters>,
@@ -319,24 +323,27 @@ impl Capture {
                 events: libc::POLLIN,
                 revents: 0,
             };
+            // Data records do not wake us (see agent-ebpf `emit`): poll with
+            // a short timeout and read what came in batches. Fork and exec
+            // records force a wakeup, so attach does not wait for the timer.
             // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&raw mut pfd, 1, if stopping { 0 } else { 100 }) };
+            unsafe { libc::poll(&raw mut pfd, 1, if stopping { 0 } else { POLL_MS }) };
             let mut batch = Vec::new();
             while let Some(item) = self.ring.next() {
                 match records::decode(&item) {
                     Ok(r) => batch.push(r),
                     Err(e) => *decode_errors.entry(e.name()).or_default() += 1,
                 }
-                if batch.len() >= 256 {
+                if batch.len() >= 1024 {
                     break;
                 }
             }
             let drained = batch.is_empty();
-            for rec in batch {
-                self.on_record(&rec, &watch_comm, &watch_exe);
-                if out.send(rec).is_err() {
-                    return;
-                }
+            for rec in &batch {
+                self.on_record(rec, &watch_comm, &watch_exe);
+            }
+            if !batch.is_empty() && out.send(batch).is_err() {
+                return;
             }
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {

@@ -94,12 +94,16 @@ impl Pipeline {
     /// Runs until the capture side hangs up, then drains and flushes.
     pub fn run(
         mut self,
-        records: &flume::Receiver<Record>,
+        records: &flume::Receiver<Vec<Record>>,
         kernel: &flume::Receiver<KernelCounters>,
     ) -> Result<(), crate::sinks::SinkError> {
         loop {
             match records.recv_timeout(Duration::from_millis(200)) {
-                Ok(r) => self.on_record(r),
+                Ok(batch) => {
+                    for r in batch {
+                        self.on_record(r);
+                    }
+                }
                 Err(flume::RecvTimeoutError::Timeout) => {}
                 Err(flume::RecvTimeoutError::Disconnected) => break,
             }
