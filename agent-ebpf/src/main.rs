@@ -61,7 +61,7 @@ fn offsets() -> KernelOffsets {
 }
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// tgid → 1 for processes in a `--pid` scope; children are added at fork.
 #[map]

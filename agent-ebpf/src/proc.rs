@@ -27,8 +27,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    count, emit_now, global_u32, header, in_scope, offsets, scope_flags, HINTED, SCOPE, SCOPE_FLAGS,
-    WATCHED,
+    count, emit_now, global_u32, header, in_scope, offsets, scope_flags, HINTED, SCOPE,
+    SCOPE_FLAGS, WATCHED,
 };
 
 #[map]

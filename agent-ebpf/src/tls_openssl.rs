@@ -87,6 +87,7 @@ fn capture(ctx: &RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: read-only lookup; the value is copied out at once.
     let Some(args) = (unsafe { TLS_ARGS.get(&pid_tgid) }).copied() else {
+        count(counter::TLS_NO_ENTRY, 1);
         return 0;
     };
     let _ = TLS_ARGS.remove(&pid_tgid);

@@ -47,7 +47,8 @@ pub struct ScopeSection {
 pub struct CaptureSection {
     /// Plaintext bytes copied from one SSL call at most (default 256 KiB).
     pub tls_cap_bytes: u32,
-    /// Kernel → userspace ring buffer (default 8 MiB; a power of two).
+    /// Kernel → userspace ring buffer (default 4 MiB; a power of two). Its
+    /// pages are mapped twice, so it counts double in the daemon's RSS.
     pub ringbuf_bytes: u32,
     /// Process names watched from their exec on (file and network events).
     pub watch_comm: Vec<String>,
@@ -61,7 +62,7 @@ impl Default for CaptureSection {
     fn default() -> Self {
         Self {
             tls_cap_bytes: agent_common::DEFAULT_TLS_CAP,
-            ringbuf_bytes: 8 * 1024 * 1024,
+            ringbuf_bytes: 4 * 1024 * 1024,
             watch_comm: Vec::new(),
             watch_exe: Vec::new(),
             watch_all_in_scope: false,

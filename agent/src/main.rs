@@ -57,6 +57,14 @@ struct AgentArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Few threads, little contention: glibc's default of one arena per core
+    // per thread only keeps freed memory (startup parses the kernel's BTF)
+    // resident.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt has no preconditions; it runs before other threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AITRAIL_LOG")

@@ -140,6 +140,9 @@ impl Capture {
         }
         mount_tracefs();
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+        // Parsing the kernel's BTF takes tens of MB for a moment: give it
+        // back before the next phase, so the peaks do not add up.
+        release_heap();
         let mut flags = 0u32;
         if !cfg.scope_pids.is_empty() {
             flags |= scope_flags::PIDS;
@@ -155,7 +158,11 @@ impl Capture {
         let lib_open = u32::from(cfg.scoped());
         let tls_cap = cfg.tls_cap.clamp(1, agent_common::MAX_TLS_CAP);
         let ring_bytes = cfg.ringbuf_bytes.max(4096).next_power_of_two();
-        let ebpf = EbpfLoader::new()
+        // One parse of the kernel's BTF serves the loader and the BTF
+        // tracepoints; it is dropped before the ring buffer is mapped.
+        let kernel_btf = Btf::from_sys_fs().map_err(CaptureError::AyaBtf)?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel_btf))
             .override_global("SCOPE_FLAGS", &flags, true)
             .override_global("TLS_CAP", &tls_cap, true)
             .override_global("LIB_OPEN_ENABLED", &lib_open, true)
@@ -163,9 +170,13 @@ impl Capture {
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
+        // Until the scope is seeded the programs see nothing in it.
+        attach_kernel_programs(&mut ebpf, &kernel_btf)?;
+        drop(kernel_btf);
+        release_heap();
         let mut cap = Self::from_loaded(ebpf, cfg)?;
         cap.seed_scope()?;
-        cap.attach_tracing()?;
+        cap.attach_tls()?;
         Ok(cap)
     }
 
@@ -224,50 +235,7 @@ impl Capture {
         Ok(())
     }
 
-    fn attach_tracing(&mut self) -> Result<(), CaptureError> {
-        let btf = Btf::from_sys_fs().map_err(CaptureError::AyaBtf)?;
-        let prog_err = |name: &'static str, action: &'static str| {
-            move |e| CaptureError::Program {
-                name,
-                action,
-                source: Box::new(e),
-            }
-        };
-        for (name, tp) in [
-            ("proc_fork", "sched_process_fork"),
-            ("proc_exec", "sched_process_exec"),
-            ("proc_exit", "sched_process_exit"),
-        ] {
-            let p: &mut BtfTracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::Map { name, source: None })?
-                .try_into()
-                .map_err(prog_err(name, "lookup"))?;
-            p.load(tp, &btf).map_err(prog_err(name, "load"))?;
-            p.attach().map_err(prog_err(name, "attach"))?;
-        }
-        for (name, category, tp) in [
-            ("file_sys_enter_openat", "syscalls", "sys_enter_openat"),
-            ("file_sys_enter_openat2", "syscalls", "sys_enter_openat2"),
-            ("file_sys_exit_openat", "syscalls", "sys_exit_openat"),
-            ("file_sys_exit_openat", "syscalls", "sys_exit_openat2"),
-            ("net_sys_enter_connect", "syscalls", "sys_enter_connect"),
-            ("net_sys_exit_connect", "syscalls", "sys_exit_connect"),
-        ] {
-            let p: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::Map { name, source: None })?
-                .try_into()
-                .map_err(prog_err(name, "lookup"))?;
-            // One program serves both exits of openat and openat2.
-            if p.fd().is_err() {
-                p.load().map_err(prog_err(name, "load"))?;
-            }
-            p.attach(category, tp).map_err(prog_err(name, "attach"))?;
-        }
-        tracing::info!("process, file and network programs attached");
+    fn attach_tls(&mut self) -> Result<(), CaptureError> {
         Attacher::load_tls(&mut self.ebpf)?;
         self.attacher.targets_mut().discover_host();
         // Attach TLS probes to every process already in scope.
@@ -412,6 +380,62 @@ impl Capture {
             }
             Record::Tls(_) | Record::Connect(_) => {}
         }
+    }
+}
+
+/// Loads and attaches the programs that are attached once, host-wide: the
+/// process tree (BTF tracepoints) and the file and connect syscall
+/// tracepoints.
+fn attach_kernel_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), CaptureError> {
+    let prog_err = |name: &'static str, action: &'static str| {
+        move |e| CaptureError::Program {
+            name,
+            action,
+            source: Box::new(e),
+        }
+    };
+    for (name, tp) in [
+        ("proc_fork", "sched_process_fork"),
+        ("proc_exec", "sched_process_exec"),
+        ("proc_exit", "sched_process_exit"),
+    ] {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(CaptureError::Map { name, source: None })?
+            .try_into()
+            .map_err(prog_err(name, "lookup"))?;
+        p.load(tp, btf).map_err(prog_err(name, "load"))?;
+        p.attach().map_err(prog_err(name, "attach"))?;
+    }
+    for (name, category, tp) in [
+        ("file_sys_enter_openat", "syscalls", "sys_enter_openat"),
+        ("file_sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+        ("file_sys_exit_openat", "syscalls", "sys_exit_openat"),
+        ("file_sys_exit_openat", "syscalls", "sys_exit_openat2"),
+        ("net_sys_enter_connect", "syscalls", "sys_enter_connect"),
+        ("net_sys_exit_connect", "syscalls", "sys_exit_connect"),
+    ] {
+        let p: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(CaptureError::Map { name, source: None })?
+            .try_into()
+            .map_err(prog_err(name, "lookup"))?;
+        // One program serves both exits of openat and openat2.
+        if p.fd().is_err() {
+            p.load().map_err(prog_err(name, "load"))?;
+        }
+        p.attach(category, tp).map_err(prog_err(name, "attach"))?;
+    }
+    tracing::info!("process, file and network programs attached");
+    Ok(())
+}
+
+/// Returns freed heap memory to the system (glibc keeps it otherwise).
+pub fn release_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -86,6 +86,11 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
             continue;
         };
         offsets[i] = Some(sym.address() - section.address() + file_off);
+        // The dynamic symbols come first and usually have them all: stop
+        // before the full symbol table (megabytes in node) is touched.
+        if offsets.iter().all(Option::is_some) {
+            break;
+        }
     }
     if offsets[0].is_none() && offsets[2].is_none() {
         return Err(TargetError::NoSymbols {
