@@ -24,7 +24,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::{emit, emit_now, global_u32, header, in_scope, is_watched, LIB_OPEN_ENABLED};
+use crate::{
+    emit, emit_now, global_u32, header, in_scope, is_watched, syscall_arg as arg, LIB_OPEN_ENABLED,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -41,12 +43,6 @@ static OPEN_ARGS: HashMap<u64, OpenArgs> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 static FILE_SCRATCH: PerCpuArray<FileOpenRaw> = PerCpuArray::with_max_entries(1, 0);
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: syscall tracepoint records hold six 8-byte arguments from 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
-}
 
 #[inline(always)]
 fn enter(ctx: &TracePointContext, openat2: bool) -> u32 {

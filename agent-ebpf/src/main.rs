@@ -150,6 +150,15 @@ fn emit_flags(rec: *const u8, len: usize, flags: u64) -> bool {
     }
 }
 
+/// Argument `n` of a syscall tracepoint: its records have a fixed layout,
+/// 8 bytes of common fields, the syscall number, then each argument as 8
+/// bytes from offset 16 (`ret` at 16 on exit).
+#[inline(always)]
+fn syscall_arg(ctx: &aya_ebpf::programs::TracePointContext, n: usize) -> u64 {
+    // SAFETY: reads inside the tracepoint record; the helper checks bounds.
+    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
+}
+
 /// Is the current process inside the capture scope? No scope: everything is.
 #[inline(always)]
 fn in_scope(tgid: u32) -> bool {

@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::{emit, emit_now, header, in_scope, is_watched, HINTED};
+use crate::{emit, emit_now, header, in_scope, is_watched, syscall_arg as arg, HINTED};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -32,12 +32,6 @@ static CONNECT_ARGS: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(16384
 
 #[map]
 static NET_SCRATCH: PerCpuArray<NetConnectRaw> = PerCpuArray::with_max_entries(1, 0);
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: syscall tracepoint records hold six 8-byte arguments from 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
-}
 
 #[tracepoint]
 pub fn net_sys_enter_connect(ctx: TracePointContext) -> u32 {

@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use aitrail::event::kind;
 use common::{
-    check_conversation, make_cert, make_work, python, run_scenario, Checker, Client, Daemon,
-    Events, Launched, MockServer, TestDir, CLIENT_TIMEOUT, OPENAI_KEY,
+    check_conversation, make_cert, make_work, python, run_scenario, run_scenario_in, Checker,
+    Client, Daemon, Events, Launched, MockServer, ScopeKind, TestDir, CLIENT_TIMEOUT, OPENAI_KEY,
 };
 
 // ------------------------------------------------------------------ SDK agents
@@ -91,6 +91,54 @@ fn curl_plain_post() {
         run.client_stdout
     );
     check_conversation(&run);
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn cgroup_scope_sees_the_agent_and_nothing_outside() {
+    // The scope is a cgroup v2 subtree: the agent runs inside it, and a
+    // second LLM client runs outside it at the same time.
+    let run = run_scenario_in(
+        "openai-py-cgroup",
+        Client::OpenAiPy,
+        false,
+        ScopeKind::Cgroup,
+    );
+    check_conversation(&run);
+    let outsider = run.outsider_pid.expect("the outsider ran");
+    assert_eq!(
+        run.outsider_requests, 5,
+        "the outsider's HTTPS requests must have reached the server for this test to mean anything"
+    );
+    let leaked: Vec<String> = run
+        .events
+        .all
+        .iter()
+        .filter(|e| {
+            e.process.as_ref().is_some_and(|p| {
+                p.pid == outsider
+                    || p.ppid == outsider
+                    || p.args.iter().any(|a| a.contains("OUTSIDER"))
+            })
+        })
+        .map(common::describe)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "events of processes outside the cgroup scope: {leaked:#?}"
+    );
+    // Its TLS was not read either: the only HTTP exchanges are the agent's.
+    let health = run.events.of_kind(kind::AGENT_HEALTH);
+    let last = health
+        .last()
+        .and_then(|h| h.health.as_ref())
+        .expect("a final agent.health");
+    assert_eq!(
+        last.counters.get("http_exchanges").copied(),
+        Some(3),
+        "HTTP exchanges seen (the agent made 3; the outsider's 5 must not be): {:?}",
+        last.counters
+    );
 }
 
 // ------------------------------------------------------------------ hostile input

@@ -204,11 +204,9 @@ impl Pipeline {
                     args_truncated: e.flags & agent_common::exec_flags::ARGS_TRUNCATED != 0,
                     ..ExecInfo::default()
                 });
-                let anc = self.procs.ancestors(tgid);
-                self.corr.place(
+                self.place(
                     &mut ev,
                     tgid,
-                    &anc,
                     h.ktime_ns,
                     &Effect::Exec {
                         filename: &e.filename,
@@ -232,38 +230,31 @@ impl Pipeline {
                 let proc = self.procs.get(tgid).map(|p| p.info.clone());
                 let mut ev = self.env.event(kind::FILE_OPEN, h.ktime_ns, proc);
                 ev.file = Some(convert::file_info(&path, f.flags, f.ret));
-                let anc = self.procs.ancestors(tgid);
-                self.corr.place(
-                    &mut ev,
-                    tgid,
-                    &anc,
-                    h.ktime_ns,
-                    &Effect::File { path: &path },
-                );
+                self.place(&mut ev, tgid, h.ktime_ns, &Effect::File { path: &path });
                 self.emit(ev);
             }
             Record::Connect(c) => {
                 let net = convert::net_info(&c.addr, c.ret);
                 let proc = self.procs.get(tgid).map(|p| p.info.clone());
                 let mut ev = self.env.event(kind::NET_CONNECT, h.ktime_ns, proc);
-                let anc = self.procs.ancestors(tgid);
                 let (address, port) = (net.address.clone(), net.port);
                 ev.net = Some(net);
-                self.corr.place(
-                    &mut ev,
-                    tgid,
-                    &anc,
-                    h.ktime_ns,
-                    &Effect::Connect {
-                        address: &address,
-                        port,
-                    },
-                );
+                let eff = Effect::Connect {
+                    address: &address,
+                    port,
+                };
+                self.place(&mut ev, tgid, h.ktime_ns, &eff);
                 self.emit(ev);
             }
             Record::LibOpen(_) => self.count("tls_library_opens"),
             Record::ConnectHint(_) => self.count("connect_hints"),
         }
+    }
+
+    /// Lets the correlator place an exec/file/net event in its trace.
+    fn place(&mut self, ev: &mut Event, tgid: u32, ktime_ns: u64, eff: &Effect<'_>) {
+        let ancestors = self.procs.ancestors(tgid);
+        self.corr.place(ev, tgid, &ancestors, ktime_ns, eff);
     }
 
     fn on_exit(&mut self, tgid: u32, code: u32, ktime_ns: u64) {

@@ -476,6 +476,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon scoped to `scope_pid` and waits for `READY=1`.
     pub fn start(dir: &TestDir, scope_pid: u32) -> Self {
+        Self::start_scoped(dir, &["--pid".into(), scope_pid.to_string()])
+    }
+
+    /// Starts the daemon with the given scope arguments (`--pid N` or
+    /// `--cgroup PATH`) and waits for `READY=1`.
+    pub fn start_scoped(dir: &TestDir, scope: &[String]) -> Self {
         let ddir = dir.join("daemon");
         let events = ddir.join("events.ndjson");
         let stdout = ddir.join("daemon.stdout.log");
@@ -489,13 +495,9 @@ impl Daemon {
 
         let exe_owned = env_or("AITRAIL_E2E_DAEMON_BIN", env!("CARGO_BIN_EXE_aitrail"));
         let exe = exe_owned.as_str();
-        let mut args: Vec<String> = vec![
-            "agent".into(),
-            "--pid".into(),
-            scope_pid.to_string(),
-            "--sink".into(),
-            format!("file:{}", events.display()),
-        ];
+        let mut args: Vec<String> = vec!["agent".into()];
+        args.extend(scope.iter().cloned());
+        args.extend(["--sink".into(), format!("file:{}", events.display())]);
         if let Ok(extra) = std::env::var("AITRAIL_E2E_DAEMON_ARGS") {
             args.extend(extra.split_whitespace().map(str::to_string));
         }
@@ -1041,6 +1043,10 @@ pub struct Run {
     pub mock_records: Vec<Value>,
     pub events: Events,
     pub daemon_dir: PathBuf,
+    /// The shell that made requests from outside the scope, if any.
+    pub outsider_pid: Option<u32>,
+    /// Requests the mock answered for the outsider.
+    pub outsider_requests: usize,
 }
 
 impl Run {
@@ -1161,6 +1167,56 @@ fn client_command(
 
 /// Runs one client under the daemon and collects what everyone wrote.
 pub fn run_scenario(name: &str, client: Client, stream: bool) -> Run {
+    run_scenario_in(name, client, stream, ScopeKind::Pid)
+}
+
+/// How a scenario scopes the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeKind {
+    /// `--pid` of the launcher.
+    Pid,
+    /// `--cgroup` of a cgroup v2 directory the test makes and puts the
+    /// launcher in.
+    Cgroup,
+}
+
+/// A cgroup v2 directory made for one test, removed on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let mounts = fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
+        let root = mounts
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .next()
+            .expect("a cgroup v2 mount (unified or hybrid hierarchy)");
+        let path = root.join(format!("aitrail-e2e-{name}-{}", std::process::id()));
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn add(&self, pid: u32) {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path.display()));
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Empty by now (its processes exited); rmdir removes a cgroup.
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// Runs one scripted conversation with the daemon scoped as `scope` says.
+pub fn run_scenario_in(name: &str, client: Client, stream: bool, scope: ScopeKind) -> Run {
     require_root();
     let _serial = serial();
     let dir = TestDir::new(name);
@@ -1170,16 +1226,51 @@ pub fn run_scenario(name: &str, client: Client, stream: bool) -> Run {
     let (program, args, env) = client_command(client, stream, &mock, &pki, &w, &dir);
     let mut launched = Launched::spawn(&dir, name, &program, &args, &env);
     let client_pid = launched.pid();
-    let mut daemon = Daemon::start(&dir, client_pid);
+    let cgroup = (scope == ScopeKind::Cgroup).then(|| {
+        let cg = TestCgroup::new(name);
+        cg.add(client_pid);
+        cg
+    });
+    let mut daemon = match &cgroup {
+        Some(cg) => Daemon::start_scoped(&dir, &["--cgroup".into(), cg.path.display().to_string()]),
+        None => Daemon::start(&dir, client_pid),
+    };
+    // With a cgroup scope, a process outside it makes HTTPS requests to the
+    // same server while the agent runs: none of it may be captured.
+    let mut outsider = (scope == ScopeKind::Cgroup).then(|| {
+        let script = format!(
+            "for i in 1 2 3 4 5; do {curl} -s -o /dev/null --cacert {ca} https://127.0.0.1:{port}/health?OUTSIDER=$i; sleep 0.2; done",
+            curl = curl(),
+            ca = pki.ca.display(),
+            port = mock.port,
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the outsider")
+    });
     launched.release();
     let client_stdout = launched.wait_success(CLIENT_TIMEOUT);
+    let outsider_pid = outsider.as_ref().map(Child::id);
+    if let Some(o) = outsider.as_mut() {
+        let _ = o.wait();
+    }
     daemon.assert_running("while the client ran");
     grace();
     daemon.stop();
+    drop(cgroup);
     mock.stop();
     let events = Events::read(&daemon.events);
     assert_no_secrets(&daemon);
     let mock_records = mock.llm_records();
+    let outsider_requests = mock
+        .records()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("OUTSIDER")))
+        .count();
     assert_eq!(
         mock_records.len(),
         client.calls(),
@@ -1202,6 +1293,8 @@ pub fn run_scenario(name: &str, client: Client, stream: bool) -> Run {
         client_stdout,
         mock_records,
         events,
+        outsider_pid,
+        outsider_requests,
     }
 }
 
