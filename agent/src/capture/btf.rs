@@ -131,7 +131,7 @@ impl BtfIndex {
         &s[..end]
     }
 
-    /// (name_off, kind, vlen, record offset) of a type id.
+    /// (`name_off`, kind, vlen, record offset) of a type id.
     fn ty(&self, id: u32) -> Option<(u32, u32, usize, usize)> {
         let at = *self.offsets.get((id as usize).checked_sub(1)?)? as usize;
         let t = self.types();

@@ -1190,11 +1190,10 @@ impl TestCgroup {
         let mounts = fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
         let root = mounts
             .lines()
-            .filter_map(|l| {
+            .find_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
             })
-            .next()
             .expect("a cgroup v2 mount (unified or hybrid hierarchy)");
         let path = root.join(format!("aitrail-e2e-{name}-{}", std::process::id()));
         fs::create_dir_all(&path)
