@@ -9,6 +9,7 @@ pub mod config;
 pub mod correlate;
 pub mod event;
 pub mod http;
+pub mod launch;
 pub mod llm;
 pub mod pipeline;
 pub mod procs;

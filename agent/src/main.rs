@@ -54,6 +54,11 @@ struct AgentArgs {
     /// Watch every process in scope (file and network events for all).
     #[arg(long)]
     watch_all: bool,
+    /// Run this command inside the scope (after `--`): it starts once the
+    /// probes are attached, and the daemon stops when it exits, with its
+    /// exit status. Under sudo it runs as the invoking user.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,11 +84,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the parsed command line is consumed here"
-)]
-fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+/// The configuration file, with the command line's additions.
+fn file_config(args: &AgentArgs) -> anyhow::Result<FileConfig> {
     let mut file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -97,6 +99,24 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .watch_comm
         .extend(args.watch_comm.iter().cloned());
     file.capture.watch_all_in_scope |= args.watch_all;
+    Ok(file)
+}
+
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the parsed command line is consumed here"
+)]
+fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let mut file = file_config(&args)?;
+    // A command to run in scope: forked now, held until the probes are in.
+    let mut gated = if args.command.is_empty() {
+        None
+    } else {
+        let g = aitrail::launch::spawn_gated(&args.command)
+            .with_context(|| format!("cannot start {:?}", args.command[0]))?;
+        file.scope.pids.push(g.pid());
+        Some(g)
+    };
     let mut cfg = file.validate()?;
     cfg.sinks.extend(args.sinks.iter().cloned());
     if cfg.sinks.is_empty() {
@@ -110,8 +130,16 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("signal handler")?;
+    // With a command, Ctrl-C belongs to it (an interactive shell ignores it
+    // at its prompt); the daemon stops when the command exits.
+    if gated.is_none() {
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+            .context("signal handler")?;
+    } else {
+        // SAFETY: ignoring a signal has no preconditions.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     }
 
     let sinks = Sinks::start(&cfg.sinks)?;
@@ -154,10 +182,26 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     pipeline.seed(&aitrail::capture::descendants(&cfg.scope.pids));
     tracing::info!("probes attached; capturing");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // The command's end stops the daemon, which then drains.
+    let waiter = gated.take().map(|mut g| {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let status = g.wait();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            status
+        })
+    });
     let result = pipeline.run(&rec_rx, &kc_rx);
     let _ = capture.join();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result?;
     tracing::info!("stopped");
+    if let Some(w) = waiter {
+        let status = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("command waiter panicked"))?
+            .context("waiting for the command")?;
+        std::process::exit(status.code().unwrap_or(128 + 1));
+    }
     Ok(())
 }

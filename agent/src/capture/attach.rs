@@ -14,7 +14,7 @@ use agent_common::CgroupScope;
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData},
     programs::{
-        uprobe::{UProbeLinkId, UProbeScope},
+        uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
         UProbe,
     },
     Ebpf,
@@ -60,10 +60,25 @@ pub struct Attacher {
     attached: u64,
     attach_failed: u64,
     detached: u64,
+    /// Links of exited processes go to a thread that drops them: closing a
+    /// uprobe's perf event waits for the kernel to unregister it (about
+    /// 200 ms here), which must not stall the ring-buffer reader.
+    janitor: flume::Sender<Vec<UProbeLink>>,
 }
 
 impl Attacher {
     pub fn new(scope: BpfHashMap<MapData, u32, u8>, cgroups: Array<MapData, CgroupScope>) -> Self {
+        let (janitor, dead) = flume::unbounded::<Vec<UProbeLink>>();
+        let spawned = std::thread::Builder::new()
+            .name("uprobe-detach".into())
+            .spawn(move || {
+                for links in dead {
+                    drop(links);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no detach thread: links are dropped inline");
+        }
         Self {
             scope,
             cgroups,
@@ -73,6 +88,7 @@ impl Attacher {
             attached: 0,
             attach_failed: 0,
             detached: 0,
+            janitor,
         }
     }
 
@@ -179,6 +195,7 @@ impl Attacher {
             return;
         }
         let Some(nz) = nonzero(pid) else { return };
+        let started = std::time::Instant::now();
         let mut made = Vec::new();
         for (i, entry, ret) in TLS_PROGRAMS {
             let Some(off) = t.offsets[i] else { continue };
@@ -204,7 +221,10 @@ impl Attacher {
                 }
             }
         }
-        tracing::debug!(pid, path = %t.path.display(), links = made.len(), "TLS probes attached");
+        tracing::debug!(
+            pid, path = %t.path.display(), links = made.len(), took = ?started.elapsed(),
+            "TLS probes attached"
+        );
         self.links.entry(pid).or_default().insert(t.id, made);
     }
 
@@ -214,21 +234,19 @@ impl Attacher {
         let Some(by_target) = self.links.remove(&pid) else {
             return;
         };
+        let mut owned = Vec::new();
         for links in by_target.into_values() {
             for (name, id) in links {
                 if let Some(Ok(p)) = ebpf.program_mut(name).map(<&mut UProbe>::try_from) {
-                    if p.detach(id).is_ok() {
+                    if let Ok(link) = p.take_link(id) {
                         self.detached += 1;
+                        owned.push(link);
                     }
                 }
             }
         }
-    }
-
-    pub fn detach_all(&mut self, ebpf: &mut Ebpf) {
-        let pids: Vec<u32> = self.links.keys().copied().collect();
-        for pid in pids {
-            self.detach_process(ebpf, pid);
+        if let Err(flume::SendError(links)) = self.janitor.send(owned) {
+            drop(links);
         }
     }
 }

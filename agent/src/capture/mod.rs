@@ -328,7 +328,8 @@ impl Capture {
                 break;
             }
         }
-        self.attacher.detach_all(&mut self.ebpf);
+        // The remaining links close with the process; detaching them here
+        // would only delay the drain (each takes the kernel ~200 ms).
     }
 
     fn watch(&mut self, pid: u32, why: u8) {
