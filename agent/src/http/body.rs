@@ -335,7 +335,10 @@ impl BodySink {
     /// which case an unfinished coded stream is expected, not an error.
     /// Returns the decoded body, whether it is truncated, and an error to
     /// report.
-    pub(crate) fn finish(mut self, complete: bool) -> (Vec<u8>, bool, Option<HttpError>) {
+    /// Returns the body, whether it is truncated (bytes cut, lost, or its
+    /// framing not finished), whether bytes of it were cut or lost, and a
+    /// decoding error.
+    pub(crate) fn finish(mut self, complete: bool) -> (Vec<u8>, bool, bool, Option<HttpError>) {
         let mut error = None;
         if self.raw_len > 0 && !self.discard {
             let result = match &mut self.decoder {
@@ -361,7 +364,7 @@ impl BodySink {
             Decoder::Stopped(b) => b,
             _ => Vec::new(),
         };
-        (body, self.truncated || !complete, error)
+        (body, self.truncated || !complete, self.truncated, error)
     }
 }
 

@@ -149,7 +149,13 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     #[serde(serialize_with = "serialize_lossy")]
     pub body: Vec<u8>,
+    /// The body is not whole: bytes cut or lost, or its framing unfinished
+    /// (a chunked body whose terminator never came).
     pub body_truncated: bool,
+    /// Bytes of the body were cut (size cap) or lost (capture gap), as
+    /// opposed to a body whose content is whole but whose framing did not
+    /// end (a client that stopped reading after the last event).
+    pub body_cut: bool,
 }
 
 impl Request {
@@ -664,7 +670,7 @@ impl Conn {
             let Some(msg) = self.req_cur.take() else {
                 return;
             };
-            let (body, body_truncated, err) = msg.body.finish(complete);
+            let (body, body_truncated, _cut, err) = msg.body.finish(complete);
             if let Some(e) = err {
                 self.error(e);
             }
@@ -697,7 +703,7 @@ impl Conn {
             let Some(cur) = self.resp_cur.take() else {
                 return;
             };
-            let (body, body_truncated, err) = cur.msg.body.finish(complete);
+            let (body, body_truncated, body_cut, err) = cur.msg.body.finish(complete);
             if cur.orphan {
                 if cur.upgrade {
                     self.flush_all();
@@ -718,6 +724,7 @@ impl Conn {
                     headers: cur.msg.head.headers,
                     body,
                     body_truncated,
+                    body_cut,
                 },
                 t_start: cur.msg.t_start,
                 t_first_body: cur.msg.t_first_body,

@@ -826,3 +826,44 @@ proptest! {
         prop_assert!(events.len() <= body.len());
     }
 }
+
+/// `body_cut` tells bytes lost from framing left unfinished: the LLM layer
+/// trusts a stream's own end marker only in the second case.
+#[test]
+fn cut_bodies_are_told_from_unterminated_ones() {
+    let chunked = head(
+        "HTTP/1.1 200 OK",
+        &[
+            ("Content-Type", "text/event-stream"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+    );
+    let event = b"data: [DONE]\n\n";
+    let mut first = chunked.clone();
+    first.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+    first.extend_from_slice(event);
+    first.extend_from_slice(b"\r\n");
+
+    // The client stops reading before the terminating chunk.
+    let mut p = HttpParser::new(Limits::default());
+    p.feed(Direction::Outbound, 1, &get("/s"));
+    p.feed(Direction::Inbound, 2, &first);
+    let outs = p.finish(3);
+    let ex = exchanges(&outs);
+    let r = ex[0].response.as_ref().expect("response");
+    assert!(r.body_truncated && !r.body_cut, "{r:?}");
+    assert_eq!(body_str(&r.body), "data: [DONE]\n\n");
+
+    // Bytes lost inside a body of known length.
+    let mut p = HttpParser::new(Limits::default());
+    p.feed(Direction::Outbound, 1, &get("/s"));
+    let whole = ok(b"0123456789", &[]);
+    let (a, b) = whole.split_at(whole.len() - 6);
+    p.feed(Direction::Inbound, 2, a);
+    p.gap(Direction::Inbound, 2);
+    let mut outs = p.feed(Direction::Inbound, 3, &b[2..]);
+    outs.extend(p.finish(4));
+    let ex = exchanges(&outs);
+    let r = ex[0].response.as_ref().expect("response");
+    assert!(r.body_truncated && r.body_cut, "{r:?}");
+}

@@ -229,9 +229,8 @@ fn decode_response(
             // The provider's end marker says the answer is whole, even when
             // the client closed the connection before reading the chunked
             // terminator (the openai SDK does).
-            // (A gap inside the stream would be missed here: the framing
-            // layer does not yet tell "cut" from "unterminated".)
-            call.truncated = ex.request.body_truncated;
+            // Events lost in the middle still make it truncated.
+            call.truncated = ex.request.body_truncated || resp.body_cut;
         } else {
             call.truncated = true;
         }

@@ -451,7 +451,53 @@ fn json_response(status: u16, body: &str) -> Response {
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.as_bytes().to_vec(),
         body_truncated: false,
+        body_cut: false,
     }
+}
+
+/// The openai SDK stops reading after `data: [DONE]`, before the chunked
+/// terminator: the answer is whole. Bytes lost inside the stream are not.
+#[test]
+fn an_ended_stream_is_whole_unless_bytes_were_lost() {
+    let sse = concat!(
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",",
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",",
+        "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n"
+    );
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+    let response = |truncated: bool, cut: bool| Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "text/event-stream".into())],
+        body: sse.as_bytes().to_vec(),
+        body_truncated: truncated,
+        body_cut: cut,
+    };
+    let unterminated = exchange(
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body,
+        Some(response(true, false)),
+    );
+    let call = decode(&unterminated).unwrap().unwrap();
+    assert_eq!(call.output.text, "hi");
+    assert!(
+        !call.truncated,
+        "an ended stream whose framing did not finish is whole"
+    );
+    let gapped = exchange(
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body,
+        Some(response(true, true)),
+    );
+    assert!(
+        decode(&gapped).unwrap().unwrap().truncated,
+        "bytes were lost inside it"
+    );
 }
 
 #[test]
@@ -627,6 +673,7 @@ proptest! {
             headers: vec![("Content-Type".into(), if sse { "text/event-stream" } else { "application/json" }.into())],
             body: resp,
             body_truncated: false,
+            body_cut: false,
         });
         let _ = decode_lenient(&ex);
     }
