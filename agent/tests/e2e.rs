@@ -95,6 +95,41 @@ fn curl_plain_post() {
 
 #[test]
 #[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn a_private_libssl_copy_loaded_later_is_attached() {
+    // As from a venv or /opt: an OpenSSL the daemon did not find at start,
+    // opened by the client after the daemon is up (LIB_OPEN → attach).
+    let run = run_scenario_in(
+        "openai-py-private-ssl",
+        Client::OpenAiPy,
+        false,
+        ScopeKind::PidPrivateLibssl,
+    );
+    check_conversation(&run);
+    let health = run.events.of_kind(kind::AGENT_HEALTH);
+    let last = health
+        .last()
+        .and_then(|h| h.health.as_ref())
+        .expect("a final agent.health");
+    let opens = last.counters.get("tls_library_opens").copied().unwrap_or(0);
+    assert!(
+        opens >= 1,
+        "the private libssl open was not reported: {:?}",
+        last.counters
+    );
+    let targets = last
+        .counters
+        .get("kernel_tls_targets")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        targets >= 3,
+        "the private libssl was not learned as a target: {:?}",
+        last.counters
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
 fn cgroup_scope_sees_the_agent_and_nothing_outside() {
     // The scope is a cgroup v2 subtree: the agent runs inside it, and a
     // second LLM client runs outside it at the same time.

@@ -315,16 +315,14 @@ mod tests {
     }
 
     #[test]
-    fn system_libssl_resolves_when_present() {
+    fn system_libssl_resolves() {
+        // The test machines run Debian with OpenSSL 3 (libssl3).
         let mut t = Targets::default();
         t.discover_host();
-        let Some(lib) = t
+        let lib = t
             .all()
-            .find(|t| t.path.to_string_lossy().contains("libssl.so.3"))
-        else {
-            eprintln!("no libssl.so.3 on this machine");
-            return;
-        };
+            .find(|t| t.path.to_string_lossy().contains("libssl.so"))
+            .expect("the system libssl is found");
         assert!(lib.offsets.iter().all(Option::is_some), "{lib:?}");
     }
 }

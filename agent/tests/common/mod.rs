@@ -1175,9 +1175,33 @@ pub fn run_scenario(name: &str, client: Client, stream: bool) -> Run {
 pub enum ScopeKind {
     /// `--pid` of the launcher.
     Pid,
+    /// `--pid` of the launcher, and the client loads a private copy of
+    /// libssl (as from a venv or /opt) the daemon did not know at start.
+    PidPrivateLibssl,
     /// `--cgroup` of a cgroup v2 directory the test makes and puts the
     /// launcher in.
     Cgroup,
+}
+
+/// Copies the system's libssl.so.3 and libcrypto.so.3 into the test
+/// directory (new inodes: a copy the daemon has never seen) and returns it.
+pub fn private_libssl(dir: &TestDir) -> PathBuf {
+    let dest = dir.join("private-openssl");
+    fs::create_dir_all(&dest).expect("create private-openssl");
+    for lib in ["libssl.so.3", "libcrypto.so.3"] {
+        let src = [
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join(lib))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no system {lib} to copy"));
+        fs::copy(&src, dest.join(lib)).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    }
+    dest
 }
 
 /// A cgroup v2 directory made for one test, removed on drop.
@@ -1222,7 +1246,13 @@ pub fn run_scenario_in(name: &str, client: Client, stream: bool, scope: ScopeKin
     let pki = make_cert(&dir);
     let mut mock = MockServer::start(&dir, &pki);
     let w = make_work(&dir, name);
-    let (program, args, env) = client_command(client, stream, &mock, &pki, &w, &dir);
+    let (program, args, mut env) = client_command(client, stream, &mock, &pki, &w, &dir);
+    if scope == ScopeKind::PidPrivateLibssl {
+        env.push((
+            "LD_LIBRARY_PATH",
+            private_libssl(&dir).display().to_string(),
+        ));
+    }
     let mut launched = Launched::spawn(&dir, name, &program, &args, &env);
     let client_pid = launched.pid();
     let cgroup = (scope == ScopeKind::Cgroup).then(|| {
