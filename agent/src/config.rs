@@ -84,6 +84,9 @@ pub struct PipelineSection {
     pub health_interval_secs: u64,
     /// TLS connections tracked at once.
     pub max_connections: usize,
+    /// Bytes all HTTP parsers together may hold (partial messages); past
+    /// it the connection holding the most is finished, marked truncated.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for PipelineSection {
@@ -94,6 +97,7 @@ impl Default for PipelineSection {
             tool_effect_window_secs: 300,
             health_interval_secs: 60,
             max_connections: 4096,
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }

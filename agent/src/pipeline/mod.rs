@@ -58,7 +58,11 @@ impl Pipeline {
         };
         Self {
             procs: ProcTable::new(),
-            streams: Streams::new(limits, cfg.pipeline.max_connections),
+            streams: Streams::new(
+                limits,
+                cfg.pipeline.max_connections,
+                cfg.pipeline.max_buffered_bytes,
+            ),
             corr: Correlator::new(
                 env.clone(),
                 cfg.pipeline
@@ -345,6 +349,14 @@ impl Pipeline {
         }
         dropped.insert("stream_gap_bytes".into(), self.streams.gap_bytes);
         dropped.insert("streams_evicted".into(), self.streams.evicted);
+        dropped.insert(
+            "streams_evicted_memory".into(),
+            self.streams.evicted_for_memory,
+        );
+        counters.insert(
+            "http_buffered_bytes".into(),
+            self.streams.held_bytes() as u64,
+        );
         dropped.insert("tool_calls_dropped".into(), self.corr.dropped_pending);
         dropped.insert("procs_evicted".into(), self.procs.evicted());
         dropped.insert("sink_lines_dropped".into(), stats.lines_dropped());

@@ -6,6 +6,9 @@
 //! which marks the message truncated. The table is bounded: idle connections
 //! are finished after a timeout, the least recently used are finished first
 //! when it is full, and every connection of an exiting process is finished.
+//! Memory is bounded in all, not only per connection: when the bytes held by
+//! every parser pass a budget, the connection holding the most is finished
+//! (its exchange marked truncated) and counted.
 
 use std::collections::HashMap;
 
@@ -31,6 +34,8 @@ struct DirState {
 
 struct Conn {
     parser: HttpParser,
+    /// What `parser` held after the last call, for the running total.
+    held: usize,
     last_ns: u64,
     out: DirState,
     inb: DirState,
@@ -44,20 +49,29 @@ pub struct Streams {
     conns: HashMap<ConnKey, Conn>,
     limits: Limits,
     max_conns: usize,
+    /// Budget of bytes held by all parsers together.
+    max_held: usize,
+    held: usize,
     /// Bytes the parser was told are missing.
     pub gap_bytes: u64,
     /// Connections finished early because the table was full.
     pub evicted: u64,
     /// Chunks skipped on connections known not to carry HTTP/1.
     pub skipped_not_http: u64,
+    /// Connections finished early because all parsers together held more
+    /// than the memory budget.
+    pub evicted_for_memory: u64,
 }
 
 impl Streams {
-    pub fn new(limits: Limits, max_conns: usize) -> Self {
+    pub fn new(limits: Limits, max_conns: usize, max_held: usize) -> Self {
         Self {
             conns: HashMap::new(),
             limits,
             max_conns,
+            max_held,
+            held: 0,
+            evicted_for_memory: 0,
             gap_bytes: 0,
             evicted: 0,
             skipped_not_http: 0,
@@ -88,6 +102,7 @@ impl Streams {
         let limits = self.limits;
         let conn = self.conns.entry(key).or_insert_with(|| Conn {
             parser: HttpParser::new(limits),
+            held: 0,
             last_ns: c.hdr.ktime_ns,
             out: DirState::default(),
             inb: DirState::default(),
@@ -154,6 +169,32 @@ impl Streams {
             st.next_offset = Some(end);
             st.total = c.total_len;
         }
+        let now_held = conn.parser.buffered_bytes();
+        self.held = self.held - conn.held + now_held;
+        conn.held = now_held;
+        if self.held > self.max_held {
+            self.evict_largest(c.hdr.ktime_ns, out);
+        }
+    }
+
+    /// Bytes held by all parsers together.
+    pub fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    fn evict_largest(&mut self, now_ns: u64, out: &mut Vec<StreamOutput>) {
+        while self.held > self.max_held {
+            let Some(key) = self
+                .conns
+                .iter()
+                .max_by_key(|(_, c)| c.held)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            self.evicted_for_memory += 1;
+            self.finish(key, now_ns, out);
+        }
     }
 
     fn evict_oldest(&mut self, now_ns: u64, out: &mut Vec<StreamOutput>) {
@@ -170,6 +211,7 @@ impl Streams {
 
     fn finish(&mut self, key: ConnKey, now_ns: u64, out: &mut Vec<StreamOutput>) {
         if let Some(mut c) = self.conns.remove(&key) {
+            self.held -= c.held;
             for o in c.parser.finish(now_ns) {
                 out.push((key, o));
             }
@@ -207,5 +249,79 @@ impl Streams {
         for k in keys {
             self.finish(k, now_ns, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::RecordHeader;
+
+    use super::*;
+
+    fn chunk(tgid: u32, ssl: u64, dir: u8, t: u64, data: &[u8]) -> TlsChunk {
+        TlsChunk {
+            hdr: RecordHeader {
+                kind: agent_common::kind::TLS_CHUNK,
+                cpu: 0,
+                seq: t,
+                ktime_ns: t,
+                pid_tgid: u64::from(tgid) << 32,
+            },
+            conn: ssl,
+            offset: 0,
+            total_len: u32::try_from(data.len()).unwrap(),
+            fd: -1,
+            dir,
+            flags: tls_flags::LAST,
+            data: data.to_vec(),
+        }
+    }
+
+    fn request_head(len: usize) -> Vec<u8> {
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n")
+            .into_bytes()
+    }
+
+    #[test]
+    fn memory_budget_evicts_the_largest_connection() {
+        let mut s = Streams::new(Limits::default(), 16, 64 * 1024);
+        let mut out = Vec::new();
+        // Two connections, each with a request body in progress.
+        let mut small = request_head(1_000_000);
+        small.extend_from_slice(&[b'a'; 1000]);
+        s.on_chunk(&chunk(1, 0xa, dir::WRITE, 1, &small), &mut out);
+        let mut big = request_head(1_000_000);
+        big.extend_from_slice(&vec![b'b'; 40_000]);
+        s.on_chunk(&chunk(1, 0xb, dir::WRITE, 2, &big), &mut out);
+        assert_eq!(s.evicted_for_memory, 0);
+        assert!(s.held_bytes() > 40_000);
+        // The big one grows past the budget: it is finished, not the other.
+        s.on_chunk(&chunk(1, 0xb, dir::WRITE, 3, &vec![b'b'; 30_000]), &mut out);
+        assert_eq!(s.evicted_for_memory, 1);
+        assert_eq!(s.len(), 1);
+        assert!(s.held_bytes() <= 64 * 1024);
+        let truncated: Vec<_> = out
+            .iter()
+            .filter_map(|(k, o)| match o {
+                HttpOutput::Exchange(e) => Some((k.ssl, e.truncated)),
+                HttpOutput::Error(_) => None,
+            })
+            .collect();
+        assert_eq!(truncated, vec![(0xb, true)]);
+    }
+
+    #[test]
+    fn close_finishes_the_connection() {
+        let mut s = Streams::new(Limits::default(), 16, usize::MAX);
+        let mut out = Vec::new();
+        s.on_chunk(&chunk(1, 0xa, dir::WRITE, 1, &request_head(0)), &mut out);
+        let mut close = chunk(1, 0xa, dir::READ, 2, &[]);
+        close.flags = tls_flags::CLOSE | tls_flags::LAST;
+        s.on_chunk(&close, &mut out);
+        assert!(s.is_empty());
+        assert_eq!(s.held_bytes(), 0);
+        assert!(out
+            .iter()
+            .any(|(_, o)| matches!(o, HttpOutput::Exchange(e) if e.response.is_none())));
     }
 }
