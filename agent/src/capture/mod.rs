@@ -22,6 +22,7 @@
 mod attach;
 pub mod btf;
 pub mod records;
+pub mod running;
 pub mod targets;
 
 use std::{
@@ -46,6 +47,10 @@ use aya::{
 
 use self::attach::Attacher;
 pub use self::records::Record;
+
+/// Remote ports whose established connections mark a running process as
+/// a TLS client worth attaching at start on a whole host.
+const HTTPS_PORTS: [u16; 2] = [443, 8443];
 
 /// How long the reader sleeps between ring-buffer reads when no record
 /// forced a wakeup: the bound on how late a data record is seen.
@@ -238,6 +243,19 @@ impl Capture {
     fn attach_tls(&mut self) -> Result<(), CaptureError> {
         Attacher::load_tls(&mut self.ebpf)?;
         self.attacher.targets_mut().discover_host();
+        // On a whole host, processes that already hold a connection to an
+        // HTTPS port may never connect again: attach them now.
+        if !self.cfg.scoped() {
+            let pids = running::pids_connected_to(&HTTPS_PORTS);
+            tracing::info!(
+                processes = pids.len(),
+                ports = ?HTTPS_PORTS,
+                "attaching to processes already connected to HTTPS ports"
+            );
+            for pid in pids {
+                self.attacher.discover_and_attach(&mut self.ebpf, pid);
+            }
+        }
         // Attach TLS probes to every process already in scope.
         if self.cfg.scoped() {
             let pids = self.attacher.scope_pids();
