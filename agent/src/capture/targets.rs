@@ -7,7 +7,7 @@
 //! no ELF parsing (node is ~100 MB).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -167,8 +167,10 @@ pub fn is_libssl_name(path: &Path) -> bool {
 #[derive(Default)]
 pub struct Targets {
     by_id: HashMap<(u64, u64), TlsTarget>,
-    /// Files already checked and found not to be targets (path → (dev, ino)).
-    rejected: HashMap<PathBuf, (u64, u64)>,
+    /// Files already checked and found not to be targets, by (dev, ino):
+    /// every exec looks at `/proc/PID/exe`, a new path each time for the
+    /// same few binaries.
+    rejected: HashSet<(u64, u64)>,
 }
 
 impl Targets {
@@ -191,7 +193,7 @@ impl Targets {
         if let Some(t) = self.by_id.get(&id) {
             return Some(t.clone());
         }
-        if self.rejected.get(path) == Some(&id) {
+        if self.rejected.contains(&id) {
             return None;
         }
         match resolve(path) {
@@ -203,7 +205,7 @@ impl Targets {
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "not a TLS target");
                 if self.rejected.len() < 65536 {
-                    self.rejected.insert(path.to_path_buf(), id);
+                    self.rejected.insert(id);
                 }
                 None
             }
@@ -270,12 +272,10 @@ impl Targets {
                 }
             }
         }
-        if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
-            let via_root = PathBuf::from(format!("/proc/{pid}/exe"));
-            let _ = exe;
-            if let Some(t) = self.learn(&via_root) {
-                found.push(t);
-            }
+        // The executable through /proc, so a deleted or namespaced one
+        // still opens.
+        if let Some(t) = self.learn(Path::new(&format!("/proc/{pid}/exe"))) {
+            found.push(t);
         }
         found
     }
@@ -293,6 +293,17 @@ fn present(t: &TlsTarget) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejected_file_is_remembered_by_identity_not_path() {
+        // Every exec looks at /proc/PID/exe; the same binary must not be
+        // parsed again under another path.
+        let mut t = Targets::default();
+        let exe = std::env::current_exe().unwrap();
+        assert!(t.learn(&exe).is_none());
+        assert!(t.learn(Path::new("/proc/self/exe")).is_none());
+        assert_eq!(t.rejected.len(), 1);
+    }
 
     #[test]
     fn libssl_names() {

@@ -110,10 +110,6 @@ impl Correlator {
         }
     }
 
-    pub fn envelope(&self) -> &Envelope {
-        &self.env
-    }
-
     /// Is this process known to talk to a model?
     pub fn is_caller(&self, tgid: u32) -> bool {
         self.proc_trace.contains_key(&tgid)
@@ -238,11 +234,13 @@ impl Correlator {
 
     /// Places an exec/file/net event: sets its trace and, when it is the
     /// effect of a pending tool call, its parent span, and records it there.
+    /// `ancestors` (the parent chain, nearest first) is only asked for when
+    /// the process is neither a caller nor a known tool child.
     pub fn place(
         &mut self,
         ev: &mut Event,
         tgid: u32,
-        ancestors: &[u32],
+        ancestors: impl FnOnce() -> Vec<u32>,
         ktime_ns: u64,
         eff: &Effect<'_>,
     ) {
@@ -252,10 +250,11 @@ impl Correlator {
             Some(tgid)
         } else if let Some((c, _)) = &lineage {
             Some(*c)
+        } else if self.proc_trace.is_empty() {
+            None
         } else {
-            ancestors
-                .iter()
-                .copied()
+            ancestors()
+                .into_iter()
                 .find(|a| self.proc_trace.contains_key(a))
         };
         let Some(caller) = caller else { return };

@@ -62,7 +62,7 @@ fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     c.place(
         &mut open,
         100,
-        &[],
+        Vec::new,
         2000,
         &Effect::File { path: "/tmp/x.txt" },
     );
@@ -71,7 +71,7 @@ fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     c.place(
         &mut other,
         100,
-        &[],
+        Vec::new,
         2001,
         &Effect::File {
             path: "/usr/lib/python3/foo.py",
@@ -114,7 +114,7 @@ fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     c.place(
         &mut exec,
         200,
-        &[100],
+        || vec![100],
         4000,
         &Effect::Exec {
             filename: "/bin/sh",
@@ -125,7 +125,7 @@ fn a_tool_loop_is_one_trace_and_effects_link_to_their_call() {
     c.place(
         &mut child_open,
         200,
-        &[100],
+        || vec![100],
         4001,
         &Effect::File {
             path: "/etc/ld.so.cache",
@@ -243,4 +243,27 @@ fn argument_matching() {
         }
     ));
     assert!(needles("not json").contains(&"not json".to_owned()));
+}
+
+#[test]
+fn ancestors_are_asked_for_only_when_needed() {
+    let mut c = Correlator::new(Envelope::new(), 1_000_000_000);
+    let env = Envelope::new();
+    // No process talks to a model yet: the parent chain is not walked.
+    let mut ev = env.event(kind::FILE_OPEN, 1, None);
+    c.place(
+        &mut ev,
+        5,
+        || panic!("walked the parent chain for nothing"),
+        1,
+        &Effect::File { path: "/x" },
+    );
+
+    // A grandchild of a caller, started before any tool call: its trace is
+    // the caller's, found through its ancestors.
+    let first = c.on_llm_call(obs(call(vec![msg("user", "hi")], vec![]), 1, 0));
+    let mut ev = env.event(kind::FILE_OPEN, 20, None);
+    c.place(&mut ev, 5, || vec![3, 1], 20, &Effect::File { path: "/x" });
+    assert_eq!(ev.trace_id, first[0].trace_id);
+    assert_eq!(ev.parent_span_id, None);
 }

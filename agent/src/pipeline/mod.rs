@@ -25,6 +25,9 @@ use crate::{
     util::{boot_ns, Envelope},
 };
 
+/// Processes whose exec placement is remembered for their exit, at most.
+const MAX_PLACES: usize = 65536;
+
 pub struct Pipeline {
     procs: ProcTable,
     streams: Streams,
@@ -217,15 +220,16 @@ impl Pipeline {
                         args: &args,
                     },
                 );
-                self.exec_place
-                    .insert(tgid, (ev.trace_id.clone(), ev.parent_span_id.clone()));
+                self.remember_place(tgid, &ev);
                 self.emit(ev);
             }
             Record::Fork(f) => {
                 self.procs.on_fork(f.parent_tgid, f.child_tgid, h.ktime_ns);
                 self.corr.on_fork(f.parent_tgid, f.child_tgid);
                 if let Some(p) = self.exec_place.get(&f.parent_tgid).cloned() {
-                    self.exec_place.insert(f.child_tgid, p);
+                    if self.exec_place.len() < MAX_PLACES {
+                        self.exec_place.insert(f.child_tgid, p);
+                    }
                 }
             }
             Record::Exit(x) => self.on_exit(tgid, x.code, h.ktime_ns),
@@ -255,10 +259,20 @@ impl Pipeline {
         }
     }
 
+    /// Keeps where a process's exec went, for its exit. Bounded: entries go
+    /// at exit; past the bound (exits lost) an exit gets a trace of its own.
+    fn remember_place(&mut self, tgid: u32, ev: &Event) {
+        if self.exec_place.len() < MAX_PLACES || self.exec_place.contains_key(&tgid) {
+            self.exec_place
+                .insert(tgid, (ev.trace_id.clone(), ev.parent_span_id.clone()));
+        }
+    }
+
     /// Lets the correlator place an exec/file/net event in its trace.
     fn place(&mut self, ev: &mut Event, tgid: u32, ktime_ns: u64, eff: &Effect<'_>) {
-        let ancestors = self.procs.ancestors(tgid);
-        self.corr.place(ev, tgid, &ancestors, ktime_ns, eff);
+        let procs = &mut self.procs;
+        self.corr
+            .place(ev, tgid, || procs.ancestors(tgid), ktime_ns, eff);
     }
 
     fn on_exit(&mut self, tgid: u32, code: u32, ktime_ns: u64) {

@@ -273,11 +273,6 @@ impl ProcTable {
     pub fn evicted(&self) -> u64 {
         self.evicted
     }
-
-    /// Drops exited processes (called after their last events are out).
-    pub fn reap(&mut self) {
-        self.procs.retain(|_, p| !p.exited);
-    }
 }
 
 #[cfg(test)]

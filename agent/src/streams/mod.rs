@@ -39,7 +39,6 @@ struct Conn {
     last_ns: u64,
     out: DirState,
     inb: DirState,
-    fd: i32,
 }
 
 /// Outputs of the HTTP layer, with the connection they came from.
@@ -86,11 +85,6 @@ impl Streams {
         self.conns.is_empty()
     }
 
-    /// The socket fd learned for a connection, if any.
-    pub fn fd(&self, key: ConnKey) -> Option<i32> {
-        self.conns.get(&key).map(|c| c.fd).filter(|fd| *fd >= 0)
-    }
-
     pub fn on_chunk(&mut self, c: &TlsChunk, out: &mut Vec<StreamOutput>) {
         let key = ConnKey {
             tgid: (c.hdr.pid_tgid >> 32) as u32,
@@ -106,12 +100,8 @@ impl Streams {
             last_ns: c.hdr.ktime_ns,
             out: DirState::default(),
             inb: DirState::default(),
-            fd: -1,
         });
         conn.last_ns = c.hdr.ktime_ns;
-        if c.fd >= 0 {
-            conn.fd = c.fd;
-        }
         if c.flags & tls_flags::CLOSE != 0 {
             self.finish(key, c.hdr.ktime_ns, out);
             return;
