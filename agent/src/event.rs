@@ -254,9 +254,52 @@ pub struct NetInfo {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FindingInfo {
+    /// The rule's id, e.g. `inj.override`.
     pub rule: String,
     pub title: String,
+    /// Ids of the events that show it, the triggering one first.
     pub evidence: Vec<String>,
+    /// The threat class: `prompt_injection`, `secret`, `pii`,
+    /// `sensitive_file`, `dangerous_command`, `destructive_sql`,
+    /// `exfiltration`, `denial_of_wallet`, `refusal_probing`, `blind_spot`,
+    /// `claimed_vs_actual`, `unrequested_effect`, `system_prompt_change`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class: String,
+    /// MITRE ATLAS / ATT&CK technique ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mitre: Vec<String>,
+    /// Where it matched: field and byte range, never the matched value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<FindingMatch>,
+    /// A short explanation written by the rule (never captured secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The optional second opinion's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+/// One place a rule matched, without the value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FindingMatch {
+    /// The event the match is in.
+    pub event: String,
+    /// The field, e.g. `llm.messages[3].content`.
+    pub field: String,
+    /// What matched: a data class (`aws_key`) or the rule's matcher name.
+    pub what: String,
+    /// Byte range in the field's captured text (before redaction).
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A second opinion on a finding, from a configured classifier endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub source: String,
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 /// `health` of an `agent.health` event: counters since start.

@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod config;
 pub mod correlate;
+pub mod detect;
 pub mod event;
 pub mod http;
 pub mod launch;

@@ -8,6 +8,8 @@
 //! keys with the same ends still differ. Keys shorter than 12 characters
 //! show no characters at all: the ends would be most of the key.
 
+pub mod scan;
+
 use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};
