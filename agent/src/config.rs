@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::sinks::SinkSpec;
+use crate::{detect::DetectConfig, route::RouteConfig, sinks::SinkSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,9 +111,14 @@ pub struct FileConfig {
     pub capture: CaptureSection,
     #[serde(default)]
     pub pipeline: PipelineSection,
-    /// `stdout` or `file:PATH`.
+    /// `stdout` or `file:PATH`: sinks that take every event.
     #[serde(default)]
     pub sinks: Vec<String>,
+    #[serde(default)]
+    pub detect: DetectConfig,
+    /// `[[route]]`: which sinks see which events (see `route`).
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -122,7 +127,10 @@ pub struct Config {
     pub scope: ScopeSection,
     pub capture: CaptureSection,
     pub pipeline: PipelineSection,
+    /// Sinks that take every event.
     pub sinks: Vec<SinkSpec>,
+    pub detect: DetectConfig,
+    pub routes: Vec<RouteConfig>,
 }
 
 impl FileConfig {
@@ -172,11 +180,29 @@ impl FileConfig {
                 problem: format!("{s:?}: {e}"),
             })?);
         }
+        let mut distinct = sinks.clone();
+        distinct.extend(crate::route::Router::sink_specs(&self.route));
+        distinct.sort_by_key(ToString::to_string);
+        distinct.dedup();
+        if distinct.len() > crate::route::MAX_SINKS {
+            return Err(ConfigError::Invalid {
+                field: "route",
+                problem: format!("more than {} distinct sinks", crate::route::MAX_SINKS),
+            });
+        }
+        if let Some(r) = self.route.iter().find(|r| r.sinks.is_empty()) {
+            return Err(ConfigError::Invalid {
+                field: "route",
+                problem: format!("route {:?} has no sinks", r.name),
+            });
+        }
         Ok(Config {
             scope: self.scope,
             capture: self.capture,
             pipeline: self.pipeline,
             sinks,
+            detect: self.detect,
+            routes: self.route,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod llm;
 pub mod pipeline;
 pub mod procs;
 pub mod redact;
+pub mod route;
 pub mod sinks;
 pub mod streams;
 pub mod util;

@@ -8,8 +8,11 @@ use std::{
 use aitrail::{
     capture::{Capture, CaptureConfig},
     config::FileConfig,
-    pipeline::Pipeline,
+    detect::Detector,
+    pipeline::{Pipeline, Stages},
+    route::Router,
     sinks::{SinkSpec, Sinks},
+    util::Envelope,
 };
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
@@ -119,7 +122,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     let mut cfg = file.validate()?;
     cfg.sinks.extend(args.sinks.iter().cloned());
-    if cfg.sinks.is_empty() {
+    if cfg.sinks.is_empty() && cfg.routes.is_empty() {
         cfg.sinks.push(SinkSpec::Stdout);
     }
     if !nix::unistd::geteuid().is_root() {
@@ -142,7 +145,13 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     }
 
-    let sinks = Sinks::start(&cfg.sinks)?;
+    // Everything that can refuse its config does so before the probes load.
+    let detector = Detector::new(&cfg.detect, Envelope::new()).context("detection rules")?;
+    let mut all_sinks = cfg.sinks.clone();
+    all_sinks.extend(Router::sink_specs(&cfg.routes));
+    let sinks = Sinks::start(&all_sinks)?;
+    let router = Router::new(&cfg.routes, &cfg.sinks, &sinks)?;
+    let stages = Stages { detector, router };
     let capture_cfg = CaptureConfig {
         scope_pids: cfg.scope.pids.clone(),
         scope_cgroups: cfg.scope.cgroups.clone(),
@@ -178,7 +187,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         }
         Err(_) => bail!("capture thread ended before it was ready"),
     }
-    let mut pipeline = Pipeline::new(&cfg, sinks, cmd_tx);
+    let mut pipeline = Pipeline::new(&cfg, stages, sinks, cmd_tx);
     pipeline.seed(&aitrail::capture::descendants(&cfg.scope.pids));
     tracing::info!("probes attached; capturing");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

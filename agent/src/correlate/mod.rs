@@ -22,13 +22,21 @@
 //! many files of its own while a tool runs. A pending call is emitted when
 //! the request with its result arrives, when its window expires, or at
 //! shutdown; its effects are child spans of it.
+//!
+//! Findings the correlator raises itself, because only it holds both sides:
+//! - `unrequested_effect`: a process started by a caller's tree while no
+//!   tool call of that caller was pending — the agent acting on its own;
+//! - `claimed_vs_actual`: the tool result sent back to the model says the
+//!   call worked while the kernel saw its matched effect fail, or says it
+//!   failed while every matched effect succeeded; and effects linked by
+//!   lineage alone that the arguments never named (what the tool hid).
 
 use std::collections::{HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 
 use crate::{
-    event::{kind, Event, LlmCall, ProcessInfo, ToolCall, ToolCallSpec},
+    event::{kind, Event, FindingInfo, LlmCall, ProcessInfo, Severity, ToolCall, ToolCallSpec},
     util::{new_span_id, new_trace_id, Envelope},
 };
 
@@ -61,9 +69,30 @@ struct Pending {
     start_ns: u64,
     process: Option<ProcessInfo>,
     effects: Vec<String>,
+    /// What the kernel said about each linked effect.
+    outcomes: Vec<Outcome>,
     reasons: Vec<String>,
     confidence: f64,
     result: Option<String>,
+    /// The agent marked the result as an error (Anthropic `is_error`).
+    result_is_error: bool,
+}
+
+/// One linked effect and how it ended, for claimed-vs-actual.
+#[derive(Debug)]
+struct Outcome {
+    event_id: String,
+    pid: u32,
+    /// `open /etc/x`, `exec rm`, `connect 1.2.3.4:443`.
+    what: String,
+    /// Linked by argument match (not by lineage alone).
+    matched: bool,
+    /// `None` until known (an exec's exit).
+    ok: Option<bool>,
+    /// `EACCES`, `exit 2`.
+    detail: Option<String>,
+    /// A network connection or a process the arguments did not name.
+    notable: bool,
 }
 
 pub struct Correlator {
@@ -139,7 +168,10 @@ impl Correlator {
             {
                 let mut p = self.pending.remove(i);
                 p.result = Some(m.content.clone());
+                p.result_is_error = m.is_error == Some(true);
+                let findings = self.claimed_vs_actual(&p, obs.start_ns);
                 out.push(self.tool_event(p, obs.start_ns));
+                out.extend(findings);
             }
         }
 
@@ -177,9 +209,11 @@ impl Correlator {
                 start_ns: obs.end_ns,
                 process: obs.process.clone(),
                 effects: Vec::new(),
+                outcomes: Vec::new(),
                 reasons: Vec::new(),
                 confidence: 0.0,
                 result: None,
+                result_is_error: false,
             });
         }
         out
@@ -228,14 +262,35 @@ impl Correlator {
         }
     }
 
-    pub fn on_exit(&mut self, pid: u32) {
+    /// A process ended with `status` (wait status: exit code in bits 8..16,
+    /// signal in the low 7): an exec effect of that process now has its
+    /// outcome.
+    pub fn on_exit(&mut self, pid: u32, status: u32) {
         self.tool_children.remove(&pid);
+        let (code, signal) = ((status >> 8) & 0xff, status & 0x7f);
+        for p in &mut self.pending {
+            for o in p
+                .outcomes
+                .iter_mut()
+                .filter(|o| o.pid == pid && o.ok.is_none())
+            {
+                o.ok = Some(code == 0 && signal == 0);
+                o.detail = Some(if signal == 0 {
+                    format!("exit {code}")
+                } else {
+                    format!("signal {signal}")
+                });
+            }
+        }
     }
 
     /// Places an exec/file/net event: sets its trace and, when it is the
     /// effect of a pending tool call, its parent span, and records it there.
     /// `ancestors` (the parent chain, nearest first) is only asked for when
     /// the process is neither a caller nor a known tool child.
+    ///
+    /// Returns an `unrequested_effect` finding when a process of a caller's
+    /// tree starts with no tool call of that caller pending.
     pub fn place(
         &mut self,
         ev: &mut Event,
@@ -243,7 +298,7 @@ impl Correlator {
         ancestors: impl FnOnce() -> Vec<u32>,
         ktime_ns: u64,
         eff: &Effect<'_>,
-    ) {
+    ) -> Option<Event> {
         // Which caller does this process act for?
         let lineage = self.tool_children.get(&tgid).cloned();
         let caller = if self.proc_trace.contains_key(&tgid) {
@@ -257,7 +312,7 @@ impl Correlator {
                 .into_iter()
                 .find(|a| self.proc_trace.contains_key(a))
         };
-        let Some(caller) = caller else { return };
+        let caller = caller?;
 
         let candidates: Vec<usize> = self
             .pending
@@ -294,6 +349,8 @@ impl Correlator {
             ev.parent_span_id = Some(p.span_id.clone());
             if p.effects.len() < 10_000 {
                 p.effects.push(ev.id.clone());
+                p.outcomes
+                    .push(outcome(ev, tgid, eff, why == "argument match"));
             }
             if p.confidence < conf {
                 p.confidence = conf;
@@ -313,9 +370,139 @@ impl Correlator {
                     entry.1.get_or_insert(span);
                 }
             }
-        } else if let Some(t) = self.proc_trace.get(&caller) {
-            ev.trace_id.clone_from(t);
+            None
+        } else {
+            if let Some(t) = self.proc_trace.get(&caller) {
+                ev.trace_id.clone_from(t);
+            }
+            // A process of the agent's tree started while it had no tool
+            // call pending: the agent acted on its own.
+            let unrequested = tgid != caller
+                && matches!(eff, Effect::Exec { .. })
+                && !self.pending.iter().any(|p| p.caller == caller);
+            unrequested.then(|| self.unrequested(ev, eff))
         }
+    }
+
+    fn unrequested(&self, ev: &Event, eff: &Effect<'_>) -> Event {
+        let what = describe(eff);
+        let mut f = self.finding_for(
+            ev,
+            "corr.unrequested_effect",
+            "A process the agent started with no tool call asking for it",
+            "unrequested_effect",
+            Severity::Low,
+        );
+        if let Some(info) = &mut f.finding {
+            info.detail = Some(format!(
+                "{what} by a process of the agent's tree while no tool call was pending"
+            ));
+        }
+        f
+    }
+
+    /// A finding about `ev`, in its trace and under its span.
+    fn finding_for(
+        &self,
+        ev: &Event,
+        rule: &str,
+        title: &str,
+        class: &str,
+        severity: Severity,
+    ) -> Event {
+        let mut f = self.env.event(kind::FINDING, 0, ev.process.clone());
+        f.time.clone_from(&ev.time);
+        f.trace_id.clone_from(&ev.trace_id);
+        f.parent_span_id = Some(ev.span_id.clone());
+        f.severity = severity;
+        f.finding = Some(FindingInfo {
+            rule: rule.to_owned(),
+            title: title.to_owned(),
+            evidence: vec![ev.id.clone()],
+            class: class.to_owned(),
+            mitre: vec!["AML.T0053".to_owned()],
+            ..FindingInfo::default()
+        });
+        f
+    }
+
+    /// What the tool result claims set against what the kernel saw.
+    fn claimed_vs_actual(&self, p: &Pending, ktime_ns: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        let Some(result) = p.result.as_deref() else {
+            return out;
+        };
+        // The finding hangs under the tool call's span.
+        let mut anchor = self.env.event(kind::TOOL_CALL, ktime_ns, p.process.clone());
+        anchor.trace_id.clone_from(&p.trace_id);
+        anchor.span_id.clone_from(&p.span_id);
+        anchor.id = String::new();
+        let matched: Vec<&Outcome> = p.outcomes.iter().filter(|o| o.matched).collect();
+        let failed: Vec<&Outcome> = matched
+            .iter()
+            .copied()
+            .filter(|o| o.ok == Some(false))
+            .collect();
+        let claims_failure = p.result_is_error || claims_failure(result);
+        let mut raise = |rule: &str, title: &str, severity, detail: String, ev_ids: Vec<String>| {
+            let mut f = self.finding_for(&anchor, rule, title, "claimed_vs_actual", severity);
+            if let Some(info) = &mut f.finding {
+                info.evidence = ev_ids;
+                info.detail = Some(detail);
+            }
+            out.push(f);
+        };
+        if !claims_failure && !failed.is_empty() {
+            let o = failed[0];
+            raise(
+                "corr.claimed_success",
+                "Tool result reports success; the kernel saw the call's effect fail",
+                Severity::Medium,
+                format!(
+                    "tool {:?}: {} failed ({}), the result reports no error",
+                    p.spec.name,
+                    o.what,
+                    o.detail.as_deref().unwrap_or("error")
+                ),
+                failed.iter().map(|o| o.event_id.clone()).collect(),
+            );
+        }
+        if claims_failure && !matched.is_empty() && matched.iter().all(|o| o.ok == Some(true)) {
+            raise(
+                "corr.claimed_failure",
+                "Tool result reports failure; the kernel saw every effect of the call succeed",
+                Severity::Medium,
+                format!(
+                    "tool {:?}: {} succeeded, the result reports an error",
+                    p.spec.name, matched[0].what
+                ),
+                matched.iter().map(|o| o.event_id.clone()).collect(),
+            );
+        }
+        // Children of a named command (a test runner's compilers) are
+        // expected; a process or a remote connection from a call whose
+        // arguments named none of its effects is not.
+        let hidden: Vec<&Outcome> = p
+            .outcomes
+            .iter()
+            .filter(|o| !o.matched && o.notable)
+            .filter(|o| o.what.starts_with("connect ") || matched.is_empty())
+            .collect();
+        if !hidden.is_empty() {
+            raise(
+                "corr.hidden_effect",
+                "Tool call had effects its arguments did not name",
+                Severity::Medium,
+                format!(
+                    "tool {:?}: {} unnamed effect(s), first: {}",
+                    p.spec.name,
+                    hidden.len(),
+                    hidden[0].what
+                ),
+                hidden.iter().map(|o| o.event_id.clone()).collect(),
+            );
+        }
+        out
     }
 
     /// Tool calls whose window ended without a result.
@@ -342,6 +529,64 @@ impl Correlator {
     pub fn forget_process(&mut self, tgid: u32) {
         self.proc_trace.remove(&tgid);
     }
+}
+
+/// How an effect ended, as far as the kernel has told yet.
+fn outcome(ev: &Event, pid: u32, eff: &Effect<'_>, matched: bool) -> Outcome {
+    let (ok, detail) = match (eff, &ev.file, &ev.net) {
+        (Effect::File { .. }, Some(f), _) => (Some(f.result >= 0), f.error.clone()),
+        // EINPROGRESS: a non-blocking connect that has not failed.
+        (Effect::Connect { .. }, _, Some(n)) => (
+            Some(n.result >= 0 || n.result == -i64::from(libc::EINPROGRESS)),
+            n.error.clone(),
+        ),
+        _ => (None, None),
+    };
+    let notable = match eff {
+        Effect::Exec { .. } => true,
+        Effect::Connect { address, .. } => !is_loopback(address),
+        Effect::File { .. } => false,
+    };
+    Outcome {
+        event_id: ev.id.clone(),
+        pid,
+        what: describe(eff),
+        matched,
+        ok,
+        detail: if ok == Some(false) { detail } else { None },
+        notable,
+    }
+}
+
+fn is_loopback(address: &str) -> bool {
+    address
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_loopback() || a.is_unspecified())
+        || address.is_empty()
+}
+
+/// A short description of an effect (never argument values beyond the
+/// program name, path or destination: those are what the analyst needs).
+fn describe(eff: &Effect<'_>) -> String {
+    match eff {
+        Effect::Exec { filename, .. } => format!("exec {filename}"),
+        Effect::File { path } => format!("open {path}"),
+        Effect::Connect { address, port } => format!("connect {address}:{port}"),
+    }
+}
+
+/// Does a tool result say the call failed? Tool runners report errors in
+/// words, exit codes or tracebacks; a result with none of them claims
+/// success.
+fn claims_failure(result: &str) -> bool {
+    static FAILURE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?i)\b(error|errno|failed|failure|denied|not permitted|no such file|not found|cannot|can't|could not|unable to|exception|traceback)\b|exit (code|status):? *[1-9]|returned non-zero",
+        )
+        .expect("static regex")
+    });
+    let head = result.get(..4096).unwrap_or(result);
+    FAILURE.is_match(head)
 }
 
 /// Canonical text of one history entry.

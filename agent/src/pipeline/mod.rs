@@ -17,13 +17,22 @@ use crate::{
     capture::{Command, KernelCounters, Record},
     config::Config,
     correlate::{Correlator, Effect, LlmObservation},
+    detect::Detector,
     event::{kind, Event, ExecInfo, Health},
     http::{HttpOutput, Limits},
     procs::ProcTable,
+    route::Router,
     sinks::Sinks,
     streams::{StreamOutput, Streams},
     util::{boot_ns, Envelope},
 };
+
+/// The stages after correlation, built (and their config checked) before
+/// the probes are loaded.
+pub struct Stages {
+    pub detector: Detector,
+    pub router: Router,
+}
 
 /// Processes whose exec placement is remembered for their exit, at most.
 const MAX_PLACES: usize = 65536;
@@ -33,6 +42,8 @@ pub struct Pipeline {
     streams: Streams,
     corr: Correlator,
     env: Envelope,
+    detector: Detector,
+    router: Router,
     sinks: Sinks,
     commands: flume::Sender<Command>,
     /// Pids already reported to the kernel as watched.
@@ -42,6 +53,8 @@ pub struct Pipeline {
     last_seq: HashMap<u32, u64>,
     dropped: BTreeMap<String, u64>,
     counters: BTreeMap<String, u64>,
+    /// Findings emitted, by class.
+    findings: BTreeMap<String, u64>,
     kernel: KernelCounters,
     events_emitted: u64,
     records_received: u64,
@@ -53,7 +66,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(cfg: &Config, sinks: Sinks, commands: flume::Sender<Command>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        stages: Stages,
+        sinks: Sinks,
+        commands: flume::Sender<Command>,
+    ) -> Self {
         let env = Envelope::new();
         let limits = Limits {
             max_body_bytes: cfg.pipeline.max_body_bytes,
@@ -73,6 +91,8 @@ impl Pipeline {
                     .saturating_mul(1_000_000_000),
             ),
             env,
+            detector: stages.detector,
+            router: stages.router,
             sinks,
             commands,
             watched: HashSet::new(),
@@ -80,6 +100,7 @@ impl Pipeline {
             last_seq: HashMap::new(),
             dropped: BTreeMap::new(),
             counters: BTreeMap::new(),
+            findings: BTreeMap::new(),
             kernel: Vec::new(),
             events_emitted: 0,
             records_received: 0,
@@ -163,13 +184,37 @@ impl Pipeline {
         *self.dropped.entry(name.to_owned()).or_default() += 1;
     }
 
+    fn emit_all(&mut self, events: impl IntoIterator<Item = Event>) {
+        for ev in events {
+            self.emit(ev);
+        }
+    }
+
+    /// Detection sees the event as captured; then it is routed and written
+    /// with the findings it raised.
+    fn emit(&mut self, ev: Event) {
+        let findings = self.detector.on_event(&ev);
+        self.deliver(ev);
+        for f in findings {
+            self.deliver(f);
+        }
+    }
+
     #[expect(
         clippy::needless_pass_by_value,
-        reason = "an emitted event is done with: the sinks serialise it once"
+        reason = "a delivered event is done with: the sinks serialise it once"
     )]
-    fn emit(&mut self, ev: Event) {
+    fn deliver(&mut self, ev: Event) {
         self.events_emitted += 1;
-        self.sinks.send(&ev);
+        if ev.kind == kind::FINDING {
+            let class = ev.finding.as_ref().map_or("", |f| f.class.as_str());
+            *self
+                .findings
+                .entry(format!("findings_{class}"))
+                .or_default() += 1;
+        }
+        let mask = self.router.targets(&ev);
+        self.sinks.send_to(&ev, Some(mask));
     }
 
     fn on_record(&mut self, r: Record) {
@@ -211,7 +256,7 @@ impl Pipeline {
                     args_truncated: e.flags & agent_common::exec_flags::ARGS_TRUNCATED != 0,
                     ..ExecInfo::default()
                 });
-                self.place(
+                let finding = self.place(
                     &mut ev,
                     tgid,
                     h.ktime_ns,
@@ -222,6 +267,7 @@ impl Pipeline {
                 );
                 self.remember_place(tgid, &ev);
                 self.emit(ev);
+                self.emit_all(finding);
             }
             Record::Fork(f) => {
                 self.procs.on_fork(f.parent_tgid, f.child_tgid, h.ktime_ns);
@@ -238,8 +284,9 @@ impl Pipeline {
                 let proc = self.procs.get(tgid).map(|p| p.info.clone());
                 let mut ev = self.env.event(kind::FILE_OPEN, h.ktime_ns, proc);
                 ev.file = Some(convert::file_info(&path, f.flags, f.ret));
-                self.place(&mut ev, tgid, h.ktime_ns, &Effect::File { path: &path });
+                let finding = self.place(&mut ev, tgid, h.ktime_ns, &Effect::File { path: &path });
                 self.emit(ev);
+                self.emit_all(finding);
             }
             Record::Connect(c) => {
                 let net = convert::net_info(&c.addr, c.ret);
@@ -251,8 +298,9 @@ impl Pipeline {
                     address: &address,
                     port,
                 };
-                self.place(&mut ev, tgid, h.ktime_ns, &eff);
+                let finding = self.place(&mut ev, tgid, h.ktime_ns, &eff);
                 self.emit(ev);
+                self.emit_all(finding);
             }
             Record::LibOpen(_) => self.count("tls_library_opens"),
             Record::ConnectHint(_) => self.count("connect_hints"),
@@ -269,10 +317,18 @@ impl Pipeline {
     }
 
     /// Lets the correlator place an exec/file/net event in its trace.
-    fn place(&mut self, ev: &mut Event, tgid: u32, ktime_ns: u64, eff: &Effect<'_>) {
+    /// Returns a finding about it (an effect no tool call asked for), to be
+    /// emitted after the event.
+    fn place(
+        &mut self,
+        ev: &mut Event,
+        tgid: u32,
+        ktime_ns: u64,
+        eff: &Effect<'_>,
+    ) -> Option<Event> {
         let procs = &mut self.procs;
         self.corr
-            .place(ev, tgid, || procs.ancestors(tgid), ktime_ns, eff);
+            .place(ev, tgid, || procs.ancestors(tgid), ktime_ns, eff)
     }
 
     fn on_exit(&mut self, tgid: u32, code: u32, ktime_ns: u64) {
@@ -304,7 +360,7 @@ impl Pipeline {
             }
             self.corr.forget_process(tgid);
         }
-        self.corr.on_exit(tgid);
+        self.corr.on_exit(tgid, code);
         self.watched.remove(&tgid);
     }
 
@@ -376,6 +432,14 @@ impl Pipeline {
         dropped.insert("sink_lines_dropped".into(), stats.lines_dropped());
         counters.insert("tls_chunks_not_http".into(), self.streams.skipped_not_http);
         counters.insert("open_connections".into(), self.streams.len() as u64);
+        counters.extend(self.findings.clone());
+        for (name, v) in self.detector.counters() {
+            counters.insert(format!("detect_{name}"), v);
+        }
+        for (name, v) in &self.router.routed {
+            counters.insert(format!("routed_{name}"), *v);
+        }
+        dropped.insert("events_unrouted".into(), self.router.unrouted);
         let mut ev = self.env.event(kind::AGENT_HEALTH, boot_ns(), None);
         ev.health = Some(Health {
             uptime_s: self.started.elapsed().as_secs(),

@@ -333,6 +333,31 @@ impl Sinks {
     /// Serialises `ev` once and queues the line on every sink, blocking while
     /// a queue is full.
     pub fn send(&self, ev: &Event) {
+        self.send_to(ev, None);
+    }
+
+    /// The position of a sink, for [`Sinks::send_to`]; `None` when it is not
+    /// one of the running sinks.
+    pub fn index_of(&self, spec: &SinkSpec) -> Option<usize> {
+        let name = spec.to_string();
+        self.sinks.iter().position(|s| s.name == name)
+    }
+
+    /// Number of running sinks (duplicates given once).
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Like [`Sinks::send`], to the sinks whose bit is set in `only` (bit
+    /// `i` = the sink at position `i`), or to all with `None`.
+    pub fn send_to(&self, ev: &Event, only: Option<u64>) {
+        if only == Some(0) {
+            return;
+        }
         let mut buf = match serde_json::to_vec(ev) {
             Ok(buf) => buf,
             Err(error) => {
@@ -343,7 +368,10 @@ impl Sinks {
         };
         buf.push(b'\n');
         let line: Line = buf.into();
-        for sink in &self.sinks {
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if only.is_some_and(|mask| i >= 64 || mask & (1 << i) == 0) {
+                continue;
+            }
             let Some(tx) = &sink.tx else { continue };
             Counters::add(&sink.counters.lines_queued, 1);
             if tx.send(Arc::clone(&line)).is_err() {
