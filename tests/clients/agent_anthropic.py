@@ -37,7 +37,7 @@ def main() -> int:
         timeout=60,
     )
     messages: list[dict] = [
-        {"role": "user", "content": prompt_for(args.file, args.command)},
+        {"role": "user", "content": prompt_for(args.file, args.command, args.extra_prompt)},
     ]
     for turn in range(MAX_TURNS):
         params = dict(model=args.model, max_tokens=1024, system=SYSTEM_PROMPT,

@@ -77,7 +77,7 @@ def main() -> int:
     )
     messages: list[dict] = [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": prompt_for(args.file, args.command)},
+        {"role": "user", "content": prompt_for(args.file, args.command, args.extra_prompt)},
     ]
     call = call_stream if args.stream else call_plain
     for turn in range(MAX_TURNS):

@@ -40,10 +40,11 @@ TOOL_SPECS = [
 ]
 
 
-def prompt_for(path: str, command: str) -> str:
+def prompt_for(path: str, command: str, extra: str = "") -> str:
     return ("Read the file, then run the command, then say done.\n"
             f"FILE: {path}\n"
-            f"CMD: {command}\n")
+            f"CMD: {command}\n"
+            + (f"{extra}\n" if extra else ""))
 
 
 def parse_args(description: str, default_model: str) -> argparse.Namespace:
@@ -56,6 +57,8 @@ def parse_args(description: str, default_model: str) -> argparse.Namespace:
     ap.add_argument("--command", required=True, help="command for the run_command tool")
     ap.add_argument("--model", default=default_model)
     ap.add_argument("--stream", action="store_true", help="use streamed responses")
+    ap.add_argument("--extra-prompt", default="",
+                    help="text appended to the user prompt (detection tests)")
     return ap.parse_args()
 
 
