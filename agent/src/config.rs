@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{detect::DetectConfig, route::RouteConfig, sinks::SinkSpec};
+use crate::{detect::DetectConfig, opinion::OpinionConfig, route::RouteConfig, sinks::SinkSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -116,6 +116,8 @@ pub struct FileConfig {
     pub sinks: Vec<String>,
     #[serde(default)]
     pub detect: DetectConfig,
+    #[serde(default)]
+    pub second_opinion: OpinionConfig,
     /// `[[route]]`: which sinks see which events (see `route`).
     #[serde(default)]
     pub route: Vec<RouteConfig>,
@@ -130,6 +132,7 @@ pub struct Config {
     /// Sinks that take every event.
     pub sinks: Vec<SinkSpec>,
     pub detect: DetectConfig,
+    pub second_opinion: OpinionConfig,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -202,6 +205,7 @@ impl FileConfig {
             pipeline: self.pipeline,
             sinks,
             detect: self.detect,
+            second_opinion: self.second_opinion,
             routes: self.route,
         })
     }

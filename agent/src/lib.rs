@@ -12,6 +12,7 @@ pub mod event;
 pub mod http;
 pub mod launch;
 pub mod llm;
+pub mod opinion;
 pub mod pipeline;
 pub mod procs;
 pub mod redact;

@@ -9,6 +9,7 @@ use aitrail::{
     capture::{Capture, CaptureConfig},
     config::FileConfig,
     detect::Detector,
+    opinion::Opinion,
     pipeline::{Pipeline, Stages},
     route::Router,
     sinks::{SinkSpec, Sinks},
@@ -151,7 +152,12 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     all_sinks.extend(Router::sink_specs(&cfg.routes));
     let sinks = Sinks::start(&all_sinks)?;
     let router = Router::new(&cfg.routes, &cfg.sinks, &sinks)?;
-    let stages = Stages { detector, router };
+    let opinion = Opinion::start(&cfg.second_opinion)?;
+    let stages = Stages {
+        detector,
+        router,
+        opinion,
+    };
     let capture_cfg = CaptureConfig {
         scope_pids: cfg.scope.pids.clone(),
         scope_cgroups: cfg.scope.cgroups.clone(),

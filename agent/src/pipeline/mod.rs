@@ -20,6 +20,7 @@ use crate::{
     detect::Detector,
     event::{kind, Event, ExecInfo, Health},
     http::{HttpOutput, Limits},
+    opinion::{field_text, Opinion},
     procs::ProcTable,
     route::Router,
     sinks::Sinks,
@@ -32,6 +33,7 @@ use crate::{
 pub struct Stages {
     pub detector: Detector,
     pub router: Router,
+    pub opinion: Option<Opinion>,
 }
 
 /// Processes whose exec placement is remembered for their exit, at most.
@@ -44,6 +46,7 @@ pub struct Pipeline {
     env: Envelope,
     detector: Detector,
     router: Router,
+    opinion: Option<Opinion>,
     sinks: Sinks,
     commands: flume::Sender<Command>,
     /// Pids already reported to the kernel as watched.
@@ -93,6 +96,7 @@ impl Pipeline {
             env,
             detector: stages.detector,
             router: stages.router,
+            opinion: stages.opinion,
             sinks,
             commands,
             watched: HashSet::new(),
@@ -138,6 +142,11 @@ impl Pipeline {
             while let Ok(k) = kernel.try_recv() {
                 self.kernel = k;
             }
+            if let Some(o) = &mut self.opinion {
+                for f in o.answered() {
+                    self.deliver(f);
+                }
+            }
             if self.last_tick.elapsed() >= Duration::from_millis(500) {
                 self.tick();
             }
@@ -152,6 +161,15 @@ impl Pipeline {
         self.on_stream_outputs(outs);
         for ev in self.corr.flush(now, None) {
             self.emit(ev);
+        }
+        if let Some(o) = self.opinion.take() {
+            let counters = o.counters();
+            for f in o.finish() {
+                self.deliver(f);
+            }
+            for (name, v) in counters {
+                self.counters.insert(name.to_owned(), v);
+            }
         }
         let health = self.health_event();
         self.emit(health);
@@ -194,10 +212,36 @@ impl Pipeline {
     /// with the findings it raised.
     fn emit(&mut self, ev: Event) {
         let findings = self.detector.on_event(&ev);
+        let texts: Vec<Option<String>> =
+            findings.iter().map(|f| self.opinion_text(f, &ev)).collect();
         self.deliver(ev);
-        for f in findings {
-            self.deliver(f);
+        for (f, text) in findings.into_iter().zip(texts) {
+            let back = match (text, self.opinion.as_mut()) {
+                (Some(text), Some(o)) => o.submit(f, text),
+                _ => Some(f),
+            };
+            if let Some(f) = back {
+                self.deliver(f);
+            }
         }
+    }
+
+    /// The text a second opinion on `f` is asked about: the fields of `ev`
+    /// it matched, as they will be written.
+    fn opinion_text(&self, f: &Event, ev: &Event) -> Option<String> {
+        let info = f.finding.as_ref()?;
+        if !self.opinion.as_ref()?.wants(&info.class) {
+            return None;
+        }
+        let mut fields: Vec<&str> = info
+            .matches
+            .iter()
+            .filter(|m| m.event == ev.id)
+            .map(|m| m.field.as_str())
+            .collect();
+        fields.dedup();
+        let texts: Vec<String> = fields.iter().filter_map(|f| field_text(ev, f)).collect();
+        (!texts.is_empty()).then(|| texts.join("\n"))
     }
 
     #[expect(
@@ -440,6 +484,11 @@ impl Pipeline {
             counters.insert(format!("routed_{name}"), *v);
         }
         dropped.insert("events_unrouted".into(), self.router.unrouted);
+        if let Some(o) = &self.opinion {
+            for (name, v) in o.counters() {
+                counters.insert(name.to_owned(), v);
+            }
+        }
         let mut ev = self.env.event(kind::AGENT_HEALTH, boot_ns(), None);
         ev.health = Some(Health {
             uptime_s: self.started.elapsed().as_secs(),
