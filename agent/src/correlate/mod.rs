@@ -7,6 +7,11 @@
 //! extends an earlier one (its longest known prefix that holds at least one
 //! non-system message) joins that trace.
 //!
+//! A history that was truncated (oldest turns dropped to fit the context)
+//! or edited matches no prefix; it still joins the trace that holds most of
+//! its earlier messages (each message is also remembered on its own, per
+//! process), when that is at least two messages and a strict majority.
+//!
 //! Tool calls: an answer that asks for tools opens one pending `tool.call`
 //! per call. Exec, file and network events of the calling process and its
 //! descendants that follow are linked to the pending call they match:
@@ -100,6 +105,10 @@ pub struct Correlator {
     /// Prefix hash → trace id (bounded, oldest forgotten first).
     conversations: HashMap<[u8; 32], String>,
     conv_order: VecDeque<[u8; 32]>,
+    /// (process, message) hash → trace, for histories that were cut or
+    /// edited (bounded like `conversations`).
+    messages: HashMap<[u8; 32], String>,
+    msg_order: VecDeque<[u8; 32]>,
     /// Latest trace of each process that made LLM calls.
     proc_trace: HashMap<u32, String>,
     pending: Vec<Pending>,
@@ -129,6 +138,8 @@ impl Correlator {
             env,
             conversations: HashMap::new(),
             conv_order: VecDeque::new(),
+            messages: HashMap::new(),
+            msg_order: VecDeque::new(),
             proc_trace: HashMap::new(),
             pending: Vec::new(),
             tool_children: HashMap::new(),
@@ -154,7 +165,9 @@ impl Correlator {
             .rev()
             .filter(|(_, has_dialogue)| *has_dialogue)
             .find_map(|(h, _)| self.conversations.get(h).cloned())
+            .or_else(|| self.vote(obs.tgid, &obs.call))
             .unwrap_or_else(new_trace_id);
+        self.remember_messages(obs.tgid, &obs.call, &trace_id);
 
         // Results of earlier tool calls close them.
         for m in &obs.call.messages {
@@ -217,6 +230,37 @@ impl Correlator {
             });
         }
         out
+    }
+
+    /// The trace holding most of this request's earlier messages, when
+    /// that is at least two of them and more than half.
+    fn vote(&self, tgid: u32, call: &LlmCall) -> Option<String> {
+        let hashes = message_hashes(tgid, call);
+        // The last message is the new turn: it cannot be known yet.
+        let earlier = &hashes[..hashes.len().saturating_sub(1)];
+        let mut votes: HashMap<&str, usize> = HashMap::new();
+        for h in earlier {
+            if let Some(t) = self.messages.get(h) {
+                *votes.entry(t.as_str()).or_default() += 1;
+            }
+        }
+        let (trace, n) = votes.into_iter().max_by_key(|(_, n)| *n)?;
+        (n >= 2 && n * 2 > earlier.len()).then(|| trace.to_owned())
+    }
+
+    fn remember_messages(&mut self, tgid: u32, call: &LlmCall, trace: &str) {
+        let mut hashes = message_hashes(tgid, call);
+        hashes.push(message_hash(tgid, &canonical_output(call)));
+        for h in hashes {
+            if self.messages.insert(h, trace.to_owned()).is_none() {
+                self.msg_order.push_back(h);
+                while self.msg_order.len() > self.max_conversations {
+                    if let Some(old) = self.msg_order.pop_front() {
+                        self.messages.remove(&old);
+                    }
+                }
+            }
+        }
     }
 
     fn remember(&mut self, h: [u8; 32], trace: &str) {
@@ -643,6 +687,28 @@ fn history_hashes(tgid: u32, call: &LlmCall) -> Vec<([u8; 32], bool)> {
         out.push((h, true));
     }
     out
+}
+
+fn message_hash(tgid: u32, canonical: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(tgid.to_le_bytes());
+    h.update(canonical);
+    h.finalize().into()
+}
+
+/// Hash of each non-system message of the request, on its own.
+fn message_hashes(tgid: u32, call: &LlmCall) -> Vec<[u8; 32]> {
+    call.messages
+        .iter()
+        .filter(|m| m.role != "system" && m.role != "developer")
+        .map(|m| {
+            let ids: Vec<&str> = m.tool_calls.iter().map(|t| t.id.as_str()).collect();
+            message_hash(
+                tgid,
+                &canonical(&m.role, &m.content, &ids, m.tool_call_id.as_deref()),
+            )
+        })
+        .collect()
 }
 
 /// String values of a tool call's JSON arguments (all depths), or the raw
