@@ -36,12 +36,20 @@
 //!   failed while every matched effect succeeded; and effects linked by
 //!   lineage alone that the arguments never named (what the tool hid).
 
+mod args;
+mod claims;
+mod history;
+
 use std::collections::{HashMap, VecDeque};
 
-use sha2::{Digest, Sha256};
+use self::{
+    args::{matches, needles},
+    claims::{outcome, Outcome},
+    history::{canonical_output, extend_hash, history_hashes, message_hash, message_hashes},
+};
 
 use crate::{
-    event::{kind, Event, FindingInfo, LlmCall, ProcessInfo, Severity, ToolCall, ToolCallSpec},
+    event::{kind, Event, LlmCall, ProcessInfo, ToolCall, ToolCallSpec},
     util::{new_span_id, new_trace_id, Envelope},
 };
 
@@ -81,23 +89,6 @@ struct Pending {
     result: Option<String>,
     /// The agent marked the result as an error (Anthropic `is_error`).
     result_is_error: bool,
-}
-
-/// One linked effect and how it ended, for claimed-vs-actual.
-#[derive(Debug)]
-struct Outcome {
-    event_id: String,
-    pid: u32,
-    /// `open /etc/x`, `exec rm`, `connect 1.2.3.4:443`.
-    what: String,
-    /// Linked by argument match (not by lineage alone).
-    matched: bool,
-    /// `None` until known (an exec's exit).
-    ok: Option<bool>,
-    /// `EACCES`, `exit 2`.
-    detail: Option<String>,
-    /// A network connection or a process the arguments did not name.
-    notable: bool,
 }
 
 pub struct Correlator {
@@ -428,127 +419,6 @@ impl Correlator {
         }
     }
 
-    fn unrequested(&self, ev: &Event, eff: &Effect<'_>) -> Event {
-        let what = describe(eff);
-        let mut f = self.finding_for(
-            ev,
-            "corr.unrequested_effect",
-            "A process the agent started with no tool call asking for it",
-            "unrequested_effect",
-            Severity::Low,
-        );
-        if let Some(info) = &mut f.finding {
-            info.detail = Some(format!(
-                "{what} by a process of the agent's tree while no tool call was pending"
-            ));
-        }
-        f
-    }
-
-    /// A finding about `ev`, in its trace and under its span.
-    fn finding_for(
-        &self,
-        ev: &Event,
-        rule: &str,
-        title: &str,
-        class: &str,
-        severity: Severity,
-    ) -> Event {
-        let mut f = self.env.event(kind::FINDING, 0, ev.process.clone());
-        f.time.clone_from(&ev.time);
-        f.trace_id.clone_from(&ev.trace_id);
-        f.parent_span_id = Some(ev.span_id.clone());
-        f.severity = severity;
-        f.finding = Some(FindingInfo {
-            rule: rule.to_owned(),
-            title: title.to_owned(),
-            evidence: vec![ev.id.clone()],
-            class: class.to_owned(),
-            mitre: vec!["AML.T0053".to_owned()],
-            ..FindingInfo::default()
-        });
-        f
-    }
-
-    /// What the tool result claims set against what the kernel saw.
-    fn claimed_vs_actual(&self, p: &Pending, ktime_ns: u64) -> Vec<Event> {
-        let mut out = Vec::new();
-        let Some(result) = p.result.as_deref() else {
-            return out;
-        };
-        // The finding hangs under the tool call's span.
-        let mut anchor = self.env.event(kind::TOOL_CALL, ktime_ns, p.process.clone());
-        anchor.trace_id.clone_from(&p.trace_id);
-        anchor.span_id.clone_from(&p.span_id);
-        anchor.id = String::new();
-        let matched: Vec<&Outcome> = p.outcomes.iter().filter(|o| o.matched).collect();
-        let failed: Vec<&Outcome> = matched
-            .iter()
-            .copied()
-            .filter(|o| o.ok == Some(false))
-            .collect();
-        let claims_failure = p.result_is_error || claims_failure(result);
-        let mut raise = |rule: &str, title: &str, severity, detail: String, ev_ids: Vec<String>| {
-            let mut f = self.finding_for(&anchor, rule, title, "claimed_vs_actual", severity);
-            if let Some(info) = &mut f.finding {
-                info.evidence = ev_ids;
-                info.detail = Some(detail);
-            }
-            out.push(f);
-        };
-        if !claims_failure && !failed.is_empty() {
-            let o = failed[0];
-            raise(
-                "corr.claimed_success",
-                "Tool result reports success; the kernel saw the call's effect fail",
-                Severity::Medium,
-                format!(
-                    "tool {:?}: {} failed ({}), the result reports no error",
-                    p.spec.name,
-                    o.what,
-                    o.detail.as_deref().unwrap_or("error")
-                ),
-                failed.iter().map(|o| o.event_id.clone()).collect(),
-            );
-        }
-        if claims_failure && !matched.is_empty() && matched.iter().all(|o| o.ok == Some(true)) {
-            raise(
-                "corr.claimed_failure",
-                "Tool result reports failure; the kernel saw every effect of the call succeed",
-                Severity::Medium,
-                format!(
-                    "tool {:?}: {} succeeded, the result reports an error",
-                    p.spec.name, matched[0].what
-                ),
-                matched.iter().map(|o| o.event_id.clone()).collect(),
-            );
-        }
-        // Children of a named command (a test runner's compilers) are
-        // expected; a process or a remote connection from a call whose
-        // arguments named none of its effects is not.
-        let hidden: Vec<&Outcome> = p
-            .outcomes
-            .iter()
-            .filter(|o| !o.matched && o.notable)
-            .filter(|o| o.what.starts_with("connect ") || matched.is_empty())
-            .collect();
-        if !hidden.is_empty() {
-            raise(
-                "corr.hidden_effect",
-                "Tool call had effects its arguments did not name",
-                Severity::Medium,
-                format!(
-                    "tool {:?}: {} unnamed effect(s), first: {}",
-                    p.spec.name,
-                    hidden.len(),
-                    hidden[0].what
-                ),
-                hidden.iter().map(|o| o.event_id.clone()).collect(),
-            );
-        }
-        out
-    }
-
     /// Tool calls whose window ended without a result.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Event> {
         let window = self.window_ns;
@@ -572,192 +442,6 @@ impl Correlator {
 
     pub fn forget_process(&mut self, tgid: u32) {
         self.proc_trace.remove(&tgid);
-    }
-}
-
-/// How an effect ended, as far as the kernel has told yet.
-fn outcome(ev: &Event, pid: u32, eff: &Effect<'_>, matched: bool) -> Outcome {
-    let (ok, detail) = match (eff, &ev.file, &ev.net) {
-        (Effect::File { .. }, Some(f), _) => (Some(f.result >= 0), f.error.clone()),
-        // EINPROGRESS: a non-blocking connect that has not failed.
-        (Effect::Connect { .. }, _, Some(n)) => (
-            Some(n.result >= 0 || n.result == -i64::from(libc::EINPROGRESS)),
-            n.error.clone(),
-        ),
-        _ => (None, None),
-    };
-    let notable = match eff {
-        Effect::Exec { .. } => true,
-        Effect::Connect { address, .. } => !is_loopback(address),
-        Effect::File { .. } => false,
-    };
-    Outcome {
-        event_id: ev.id.clone(),
-        pid,
-        what: describe(eff),
-        matched,
-        ok,
-        detail: if ok == Some(false) { detail } else { None },
-        notable,
-    }
-}
-
-fn is_loopback(address: &str) -> bool {
-    address
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|a| a.is_loopback() || a.is_unspecified())
-        || address.is_empty()
-}
-
-/// A short description of an effect (never argument values beyond the
-/// program name, path or destination: those are what the analyst needs).
-fn describe(eff: &Effect<'_>) -> String {
-    match eff {
-        Effect::Exec { filename, .. } => format!("exec {filename}"),
-        Effect::File { path } => format!("open {path}"),
-        Effect::Connect { address, port } => format!("connect {address}:{port}"),
-    }
-}
-
-/// Does a tool result say the call failed? Tool runners report errors in
-/// words, exit codes or tracebacks; a result with none of them claims
-/// success.
-fn claims_failure(result: &str) -> bool {
-    static FAILURE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(
-            r"(?i)\b(error|errno|failed|failure|denied|not permitted|no such file|not found|cannot|can't|could not|unable to|exception|traceback)\b|exit (code|status):? *[1-9]|returned non-zero",
-        )
-        .expect("static regex")
-    });
-    let head = result.get(..4096).unwrap_or(result);
-    FAILURE.is_match(head)
-}
-
-/// Canonical text of one history entry.
-fn canonical(role: &str, content: &str, ids: &[&str], tool_call_id: Option<&str>) -> Vec<u8> {
-    let mut v = Vec::with_capacity(content.len() + 32);
-    v.extend_from_slice(role.as_bytes());
-    v.push(0x1f);
-    v.extend_from_slice(content.trim().as_bytes());
-    v.push(0x1f);
-    for id in ids {
-        v.extend_from_slice(id.as_bytes());
-        v.push(0x1e);
-    }
-    v.push(0x1f);
-    v.extend_from_slice(tool_call_id.unwrap_or("").as_bytes());
-    v
-}
-
-fn canonical_output(call: &LlmCall) -> Vec<u8> {
-    let ids: Vec<&str> = call
-        .output
-        .tool_calls
-        .iter()
-        .map(|t| t.id.as_str())
-        .collect();
-    canonical("assistant", &call.output.text, &ids, None)
-}
-
-fn extend_hash(prev: &[u8; 32], item: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(Sha256::digest(item));
-    h.finalize().into()
-}
-
-/// Hash of each prefix of the request's history, with whether that prefix
-/// holds any non-system message.
-fn history_hashes(tgid: u32, call: &LlmCall) -> Vec<([u8; 32], bool)> {
-    let mut out = Vec::with_capacity(call.messages.len() + 1);
-    let mut h: [u8; 32] = Sha256::digest(tgid.to_le_bytes()).into();
-    if let Some(sys) = &call.system {
-        h = extend_hash(&h, &canonical("system", &sys.text, &[], None));
-    }
-    out.push((h, false));
-    for m in &call.messages {
-        if m.role == "system" || m.role == "developer" {
-            continue;
-        }
-        let ids: Vec<&str> = m.tool_calls.iter().map(|t| t.id.as_str()).collect();
-        h = extend_hash(
-            &h,
-            &canonical(&m.role, &m.content, &ids, m.tool_call_id.as_deref()),
-        );
-        out.push((h, true));
-    }
-    out
-}
-
-fn message_hash(tgid: u32, canonical: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(tgid.to_le_bytes());
-    h.update(canonical);
-    h.finalize().into()
-}
-
-/// Hash of each non-system message of the request, on its own.
-fn message_hashes(tgid: u32, call: &LlmCall) -> Vec<[u8; 32]> {
-    call.messages
-        .iter()
-        .filter(|m| m.role != "system" && m.role != "developer")
-        .map(|m| {
-            let ids: Vec<&str> = m.tool_calls.iter().map(|t| t.id.as_str()).collect();
-            message_hash(
-                tgid,
-                &canonical(&m.role, &m.content, &ids, m.tool_call_id.as_deref()),
-            )
-        })
-        .collect()
-}
-
-/// String values of a tool call's JSON arguments (all depths), or the raw
-/// text when it is not JSON.
-fn needles(arguments: &str) -> Vec<String> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::String(s) if !s.trim().is_empty() => out.push(s.trim().to_owned()),
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    match serde_json::from_str::<serde_json::Value>(arguments) {
-        Ok(v) => walk(&v, &mut out),
-        Err(_) if !arguments.trim().is_empty() => out.push(arguments.trim().to_owned()),
-        Err(_) => {}
-    }
-    out.truncate(64);
-    out
-}
-
-/// Does an effect match any argument string of a tool call?
-fn matches(needles: &[String], eff: &Effect<'_>) -> bool {
-    match eff {
-        Effect::File { path } => needles.iter().any(|n| {
-            n == path
-                || (n.len() >= 3
-                    && path.ends_with(n.as_str())
-                    && path[..path.len() - n.len()].ends_with('/'))
-                || (n.contains(path) && path.len() >= 4 && path.starts_with('/'))
-        }),
-        Effect::Exec { filename, args } => {
-            let line = args.join(" ");
-            let base = filename.rsplit('/').next().unwrap_or(filename);
-            needles.iter().any(|n| {
-                (!line.is_empty() && (n.contains(&line) || line.contains(n.as_str())))
-                    || n.split_whitespace().next().is_some_and(|first| {
-                        first == *filename || first.rsplit('/').next() == Some(base)
-                    })
-            })
-        }
-        Effect::Connect { address, port } => {
-            let hp = format!("{address}:{port}");
-            needles
-                .iter()
-                .any(|n| n.contains(&hp) || (n.contains(address) && !address.is_empty()))
-        }
     }
 }
 
