@@ -2,8 +2,88 @@
 //! wire (what the tool result and the model said) and the kernel (what the
 //! effects did).
 
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::LazyLock,
+};
+
+use regex::Regex;
+
 use super::{Correlator, Effect, Pending};
 use crate::event::{kind, Event, FindingInfo, Severity};
+
+/// Traces whose effects are remembered, and entries per trace, at most.
+const MAX_TRACES: usize = 4096;
+const MAX_PER_TRACE: usize = 4096;
+
+/// Paths opened and programs run in each trace (bounded; the oldest trace
+/// is forgotten first).
+#[derive(Default)]
+pub(super) struct SeenEffects {
+    traces: HashMap<String, (HashSet<String>, HashSet<String>)>,
+    order: VecDeque<String>,
+}
+
+impl SeenEffects {
+    pub(super) fn record(&mut self, trace: &str, eff: &Effect<'_>) {
+        if !self.traces.contains_key(trace) {
+            self.order.push_back(trace.to_owned());
+            while self.order.len() > MAX_TRACES {
+                if let Some(old) = self.order.pop_front() {
+                    self.traces.remove(&old);
+                }
+            }
+        }
+        let (paths, programs) = self.traces.entry(trace.to_owned()).or_default();
+        match eff {
+            Effect::File { path } if paths.len() < MAX_PER_TRACE => {
+                paths.insert((*path).to_owned());
+            }
+            Effect::Exec { filename, args } if programs.len() < MAX_PER_TRACE => {
+                programs.insert(base(filename).to_owned());
+                if let Some(a0) = args.first() {
+                    programs.insert(base(a0).to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn saw_path(&self, trace: &str, claimed: &str) -> bool {
+        let Some((paths, _)) = self.traces.get(trace) else {
+            return false;
+        };
+        let claimed = claimed.trim_end_matches(['/', ',', ':', ';', ')']);
+        match claimed.strip_prefix('~') {
+            // `~/x`: any home.
+            Some(rest) => paths.iter().any(|p| p.ends_with(rest)),
+            None => paths
+                .iter()
+                .any(|p| p == claimed || p.starts_with(&format!("{claimed}/"))),
+        }
+    }
+
+    fn saw_program(&self, trace: &str, program: &str) -> bool {
+        self.traces
+            .get(trace)
+            .is_some_and(|(_, programs)| programs.contains(base(program)))
+    }
+}
+
+fn base(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// "I have created /tmp/x", "I ran `make test`": the model's own account of
+/// an action, with its target. Only actions the kernel can show are
+/// checked: opening or writing a file, running a program (a deletion is not
+/// hooked, so "I deleted …" is never held against the model).
+static CLAIM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:i(?:'ve| have)?|successfully|has been|have been)\s+(?:(?:just|now|already|also)\s+)?(created|wrote|written|saved|updated|modified|edited|read|opened|ran|run|executed)\b[^\n.`/~]{0,60}(`[^`\n]{1,200}`|~?/[\w.\-/]+)",
+    )
+    .expect("static regex")
+});
 
 /// One linked effect and how it ended, for claimed-vs-actual.
 #[derive(Debug)]
@@ -23,6 +103,59 @@ pub(super) struct Outcome {
 }
 
 impl Correlator {
+    /// Actions the model's answer claims that no effect in its trace shows.
+    pub(super) fn model_claims(&self, ev: &Event) -> Vec<Event> {
+        let Some(llm) = &ev.llm else {
+            return Vec::new();
+        };
+        let text = llm.output.text.get(..16 * 1024).unwrap_or(&llm.output.text);
+        let mut out = Vec::new();
+        for c in CLAIM.captures_iter(text).take(8) {
+            let verb = c[1].to_ascii_lowercase();
+            let target = c[2].trim_matches('`');
+            let runs = matches!(verb.as_str(), "ran" | "run" | "executed");
+            let seen = if runs {
+                let program = target.split_whitespace().next().unwrap_or("");
+                program.is_empty() || self.seen.saw_program(&ev.trace_id, program)
+            } else {
+                !target.starts_with(['/', '~']) || self.seen.saw_path(&ev.trace_id, target)
+            };
+            if seen {
+                continue;
+            }
+            let what = if runs {
+                "running a program"
+            } else {
+                "a file action"
+            };
+            let mut f = self.finding_for(
+                ev,
+                "corr.unbacked_claim",
+                "The model's answer claims an action the kernel did not see",
+                "claimed_vs_actual",
+                Severity::Low,
+            );
+            if let Some(info) = &mut f.finding {
+                let (start, end) = (
+                    c.get(0).map_or(0, |m| m.start()),
+                    c.get(0).map_or(0, |m| m.end()),
+                );
+                info.detail = Some(format!(
+                    "the answer claims {what} ({verb}) with no matching exec or open in its trace"
+                ));
+                info.matches.push(crate::event::FindingMatch {
+                    event: ev.id.clone(),
+                    field: "llm.output.text".into(),
+                    what: "claim".into(),
+                    start,
+                    end,
+                });
+            }
+            out.push(f);
+        }
+        out
+    }
+
     pub(super) fn unrequested(&self, ev: &Event, eff: &Effect<'_>) -> Event {
         let what = describe(eff);
         let mut f = self.finding_for(

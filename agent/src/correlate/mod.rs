@@ -100,6 +100,8 @@ pub struct Correlator {
     /// edited (bounded like `conversations`).
     messages: HashMap<[u8; 32], String>,
     msg_order: VecDeque<[u8; 32]>,
+    /// What each trace's processes did, for checking the model's claims.
+    seen: claims::SeenEffects,
     /// Latest trace of each process that made LLM calls.
     proc_trace: HashMap<u32, String>,
     pending: Vec<Pending>,
@@ -131,6 +133,7 @@ impl Correlator {
             conv_order: VecDeque::new(),
             messages: HashMap::new(),
             msg_order: VecDeque::new(),
+            seen: claims::SeenEffects::default(),
             proc_trace: HashMap::new(),
             pending: Vec::new(),
             tool_children: HashMap::new(),
@@ -196,7 +199,9 @@ impl Correlator {
         self.proc_trace.insert(obs.tgid, trace_id.clone());
         ev.llm = Some(obs.call);
         // The llm.call goes out before its tool calls and their effects.
+        let claims = self.model_claims(&ev);
         out.insert(0, ev);
+        out.extend(claims);
 
         for spec in tool_calls {
             if self.pending.len() >= self.max_pending {
@@ -378,7 +383,7 @@ impl Correlator {
             }
             (None, false) => None,
         };
-        if let Some((i, conf, why)) = chosen {
+        let finding = if let Some((i, conf, why)) = chosen {
             let p = &mut self.pending[i];
             ev.trace_id.clone_from(&p.trace_id);
             ev.parent_span_id = Some(p.span_id.clone());
@@ -416,7 +421,9 @@ impl Correlator {
                 && matches!(eff, Effect::Exec { .. })
                 && !self.pending.iter().any(|p| p.caller == caller);
             unrequested.then(|| self.unrequested(ev, eff))
-        }
+        };
+        self.seen.record(&ev.trace_id, eff);
+        finding
     }
 
     /// Tool calls whose window ended without a result.

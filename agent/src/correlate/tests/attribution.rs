@@ -1,6 +1,7 @@
 //! Tool call → effect attribution and the correlator's own findings.
 
 use super::*;
+use crate::event::FindingInfo;
 
 /// A small driver: one caller (pid 100) in one conversation.
 struct Agent {
@@ -363,4 +364,65 @@ fn effects_the_arguments_did_not_name_are_reported() {
     assert_eq!(finding_rules(&out), vec!["corr.hidden_effect"]);
     let info = out.iter().find_map(|e| e.finding.as_ref()).unwrap();
     assert!(info.evidence.contains(&conn.id));
+}
+
+#[test]
+fn claims_in_the_answer_are_checked_against_effects() {
+    let mut a = Agent::new();
+    a.answer(vec![spec(
+        "c1",
+        "write",
+        r#"{"path":"/srv/app/config.yml"}"#,
+    )]);
+    a.effect(
+        kind::FILE_OPEN,
+        100,
+        &[],
+        &Effect::File {
+            path: "/srv/app/config.yml",
+        },
+        3,
+    );
+    a.c.on_fork(100, 700);
+    let args = argv("make test");
+    a.effect(
+        kind::PROCESS_EXEC,
+        700,
+        &[100],
+        &Effect::Exec {
+            filename: "/usr/bin/make",
+            args: &args,
+        },
+        0,
+    );
+    let mut m = msg("tool", "ok");
+    m.tool_call_id = Some("c1".into());
+    a.history.push(m);
+    a.t += 100;
+    let mut final_call = call(a.history.clone(), vec![]);
+    final_call.output.text =
+        "I have updated /srv/app/config.yml and I ran `make test`: all green. \
+        I have also created /etc/cron.d/backup and I've executed `systemctl restart app`. \
+        I deleted /tmp/old."
+            .into();
+    let out = a.c.on_llm_call(obs(final_call, 100, a.t));
+    let claims: Vec<&FindingInfo> = out
+        .iter()
+        .filter_map(|e| e.finding.as_ref())
+        .filter(|f| f.rule == "corr.unbacked_claim")
+        .collect();
+    assert_eq!(claims.len(), 2, "{claims:#?}");
+    let text = &out[0].llm.as_ref().unwrap().output.text;
+    let spans: Vec<&str> = claims
+        .iter()
+        .map(|f| &text[f.matches[0].start..f.matches[0].end])
+        .collect();
+    assert!(spans[0].contains("/etc/cron.d/backup"), "{spans:?}");
+    assert!(spans[1].contains("systemctl"), "{spans:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|f| !f.detail.as_deref().unwrap().contains("cron")),
+        "no captured text in detail"
+    );
 }
