@@ -303,8 +303,10 @@ fn the_real_corpus_is_well_formed_and_large_enough() {
         let n = cases.iter().filter(|c| c.expect.contains(*class)).count();
         assert!(n >= *min, "{class}: {n} cases, want at least {min}");
     }
+    // The issue asks for 150; 200 gives the false-positive rate a resolution
+    // of 0.5%, so that a single false positive does not already miss the goal.
     let benign = cases.iter().filter(|c| c.is_benign()).count();
-    assert!(benign >= 150, "{benign} benign cases");
+    assert!(benign >= 200, "{benign} benign cases");
     for c in &cases {
         assert!(!c.note.is_empty(), "{} has no note", c.id);
         let kinds: BTreeSet<&str> = c.events.iter().map(|e| e.kind.as_str()).collect();

@@ -48,7 +48,10 @@ def secrets():
     out = []
     for i, (cid, (what, key)) in enumerate(numbered("sec-key", KEYS * 2)):
         where, build = PLACES[i % len(PLACES)]
-        out.append(case(cid, ["secret"], f"{what} {where}", build(key, AGENTS[i % len(AGENTS)])))
+        # Reading .env through a tool is also a sensitive file access: a
+        # sensitive_file finding from the tool call is tolerated, not required.
+        allow = ["sensitive_file"] if ".env" in where else None
+        out.append(case(cid, ["secret"], f"{what} {where}", build(key, AGENTS[i % len(AGENTS)]), allow=allow))
     out += cloud_and_pem()
     return out
 
@@ -58,7 +61,8 @@ def cloud_and_pem():
     kid, sec = aws_key_id(R), aws_secret(R)
     out.append(case("sec-aws-001", ["secret"], "AWS key id + secret in a credentials file read by a tool",
                     [tool("bash", {"command": "cat ~/.aws/credentials"}, process=CLAUDE,
-                          result=f"[default]\naws_access_key_id = {kid}\naws_secret_access_key = {sec}\nregion = eu-west-1\n")]))
+                          result=f"[default]\naws_access_key_id = {kid}\naws_secret_access_key = {sec}\nregion = eu-west-1\n")],
+                    allow=["sensitive_file"]))
     kid, sec = aws_key_id(R), aws_secret(R)
     out.append(case("sec-aws-002", ["secret"], "AWS keys pasted as env exports in a prompt",
                     [llm([user(f"export AWS_ACCESS_KEY_ID={kid}\nexport AWS_SECRET_ACCESS_KEY={sec}\nwhy does s3 ls say AccessDenied?")],
@@ -107,7 +111,7 @@ def cloud_and_pem():
             events = [llm([user("ssh says 'invalid format' for this key, what's wrong?\n" + key)], "It lacks a trailing newline.")]
         else:
             events = [llm([user("generate a throwaway EC key for the test fixture")], "Here you go:\n" + key, provider="anthropic")]
-        out.append(case(f"sec-pem-{n:03d}", ["secret"], note, events))
+        out.append(case(f"sec-pem-{n:03d}", ["secret"], note, events, allow=["sensitive_file"] if n == 1 else None))
     for n, claims in enumerate([{"sub": "user_8812", "role": "admin", "iat": 1717000000, "exp": 1917000000},
                                 {"sub": "svc-billing", "scope": "payments:write", "iat": 1717100000}], 1):
         token = jwt(R, claims)

@@ -20,6 +20,7 @@ sys.dont_write_bytecode = True
 import behaviour  # noqa: E402  (after the flag above)
 import benign_chat
 import benign_misc
+import benign_more
 import benign_ops
 import data
 import inject
@@ -41,6 +42,7 @@ GROUPS = {
     "benign_chat": benign_chat.cases,
     "benign_ops": benign_ops.cases,
     "benign_misc": benign_misc.cases,
+    "benign_more": benign_more.cases,
 }
 
 

@@ -157,7 +157,10 @@ def dangerous_commands():
         else:
             events = [execve(["sh", "-c", cmd], sh, "/bin/sh")]
             where = "sh -c exec only"
-        out.append(case(cid, ["dangerous_command"], f"{note} ({where})", events))
+        # The command line names a sensitive file: a sensitive_file finding
+        # from it is tolerated, not required.
+        allow = ["sensitive_file"] if "/etc/sudoers" in cmd else None
+        out.append(case(cid, ["dangerous_command"], f"{note} ({where})", events, allow=allow))
     # Direct execs without a shell: argv as the kernel saw it.
     argvs = [
         (["rm", "-rf", "/"], "/usr/bin/rm", "rm -rf / as argv"),
