@@ -206,5 +206,7 @@ def indirect():
                      "Here is the summary.", provider=provider, sys_prompt=CODING_SYS, process=agent)
         # Either event carries the payload; the tool message of the next call is
         # what the model actually reads.
-        out.append(case(cid, ["prompt_injection"], f"indirect injection: {where}", [first, used, second]))
+        # The phishing e-mail carries (business) addresses: pii tolerated.
+        allow = ["pii"] if "@" in result else None
+        out.append(case(cid, ["prompt_injection"], f"indirect injection: {where}", [first, used, second], allow=allow))
     return out
