@@ -8,6 +8,7 @@ pub mod capture;
 pub mod config;
 pub mod correlate;
 pub mod detect;
+pub mod eval;
 pub mod event;
 pub mod http;
 pub mod launch;

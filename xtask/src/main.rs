@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask <setup|build|test|bench|package>`.
+//! Project tasks: `cargo xtask <setup|build|test|bench|package|detect-eval>`.
 //!
 //! Every task prints what it runs, and fails with the step that failed.
 
 mod bench;
+mod detect_eval;
 mod package;
 mod setup;
 mod test;
@@ -37,6 +38,10 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Build target/package/aitrail_<version>_<arch>.{tar.gz,deb}.
     Package(package::PackageArgs),
+    /// Score detection on the labelled corpus (tests/corpus) with the release
+    /// daemon: precision and recall per class, benign false positives, time
+    /// per llm.call. `--goals` fails when a goal of issue 4 is missed.
+    DetectEval(detect_eval::DetectEvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Test(args) => test::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Package(args) => package::run(&args),
+        Cmd::DetectEval(args) => detect_eval::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
