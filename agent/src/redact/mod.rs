@@ -8,7 +8,15 @@
 //! keys with the same ends still differ. Keys shorter than 12 characters
 //! show no characters at all: the ends would be most of the key.
 
+pub mod policy;
+mod redactor;
 pub mod scan;
+#[cfg(test)]
+mod tests_redactor;
+mod text;
+
+pub use policy::{Mode, RedactConfig, RedactError};
+pub use redactor::{RedactStats, Redactor};
 
 use std::borrow::Cow;
 
