@@ -20,7 +20,7 @@ use regex::Regex;
 
 use super::policy::{self, Mode, RedactConfig, RedactError};
 use super::scan::{DataClass, Match, Scanner};
-use super::text::{self, Unescaped};
+use super::text::{self, json_pieces, json_string_contents, Piece, Unescaped};
 use crate::event::Event;
 
 /// Values shorter than this are not searched for in other fields: a
@@ -372,7 +372,9 @@ impl Redactor {
         if merged.is_empty() {
             return None;
         }
-        merged.iter().for_each(|f| stats.count(f.class));
+        for f in &merged {
+            stats.count(f.class);
+        }
         if let Some(class) = self.dropped_class(&merged) {
             stats.fields_dropped += 1;
             let marker = format!("[dropped:{}]", class.name());
@@ -423,9 +425,9 @@ impl Redactor {
                 return false;
             }
             stats.fields_overflowed += 1;
-            items
-                .iter_mut()
-                .for_each(|s| *s = OVERFLOW_MARKER.to_owned());
+            for s in items.iter_mut() {
+                OVERFLOW_MARKER.clone_into(s);
+            }
             return true;
         };
         let mut changed = false;
@@ -493,78 +495,6 @@ impl Redactor {
             .filter(|&c| self.config.mode(c) == Mode::Drop)
             .min_by_key(|c| c.rank())
     }
-}
-
-/// How one piece of a redacted range is written in a JSON text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Piece {
-    /// Inside a string literal (or not JSON): the marker.
-    Replace,
-    /// A bare number (`{"card": 4111111111111111}`): the marker as a string.
-    Quote,
-    /// JSON structure between string literals: kept so the text stays JSON.
-    Keep,
-}
-
-/// Byte ranges of the contents of the string literals of `text`, when it is
-/// a JSON text; `None` otherwise.
-fn json_string_contents(text: &str) -> Option<Vec<(usize, usize)>> {
-    let first = text.trim_start().as_bytes().first()?;
-    if !matches!(first, b'{' | b'[' | b'"') {
-        return None;
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    let b = text.as_bytes();
-    let mut regions = Vec::new();
-    let mut i = 0;
-    while let Some(p) = memchr::memchr(b'"', &b[i..]) {
-        let open = i + p + 1;
-        let mut j = open;
-        // The JSON is valid, so every literal closes.
-        while b[j] != b'"' {
-            j += if b[j] == b'\\' { 2 } else { 1 };
-        }
-        regions.push((open, j));
-        i = j + 1;
-    }
-    Some(regions)
-}
-
-/// Splits `[start, end)` of a JSON text along its string literals.
-fn json_pieces(
-    text: &str,
-    strings: &[(usize, usize)],
-    start: usize,
-    end: usize,
-) -> Vec<(usize, usize, Piece)> {
-    let mut pieces = Vec::new();
-    let mut at = start;
-    let first = strings.partition_point(|&(_, e)| e <= start);
-    for &(s, e) in &strings[first..] {
-        if s >= end {
-            break;
-        }
-        if at < s {
-            pieces.push(outside_piece(text, at, s));
-        }
-        let (ps, pe) = (s.max(at), e.min(end));
-        if ps < pe {
-            pieces.push((ps, pe, Piece::Replace));
-        }
-        at = pe.max(at);
-    }
-    if at < end {
-        pieces.push(outside_piece(text, at, end));
-    }
-    pieces
-}
-
-fn outside_piece(text: &str, start: usize, end: usize) -> (usize, usize, Piece) {
-    let s = &text.as_bytes()[start..end];
-    let number = s.iter().any(u8::is_ascii_digit)
-        && s.iter()
-            .all(|&c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'));
-    (start, end, if number { Piece::Quote } else { Piece::Keep })
 }
 
 /// Whether an occurrence of a known value continues a longer word or

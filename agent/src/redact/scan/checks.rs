@@ -75,7 +75,7 @@ pub(super) fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn prefix_num(digits: &[u8], n: usize) -> u32 {
@@ -394,6 +394,13 @@ pub(super) fn private_key_end(b: &[u8], start: usize) -> Option<usize> {
     Some(last_body.min(b.len()))
 }
 
+// `icon@2x.png`, `pkg@1.0.tgz`: file names, not addresses.
+const FILE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "js", "mjs", "cjs", "ts", "tsx", "jsx",
+    "css", "scss", "json", "yaml", "yml", "toml", "lock", "py", "rs", "go", "md", "txt", "html",
+    "htm", "xml", "zip", "gz", "tgz", "tar", "whl", "so", "wasm",
+];
+
 /// Validates an email candidate `[start, end)` found by the regex and
 /// returns its end once trailing punctuation is trimmed.
 pub(super) fn email_end(b: &[u8], start: usize, end: usize) -> Option<usize> {
@@ -432,12 +439,6 @@ pub(super) fn email_end(b: &[u8], start: usize, end: usize) -> Option<usize> {
     if tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) {
         return None;
     }
-    // `icon@2x.png`, `pkg@1.0.tgz`: file names, not addresses.
-    const FILE_EXTENSIONS: &[&str] = &[
-        "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "js", "mjs", "cjs", "ts", "tsx", "jsx",
-        "css", "scss", "json", "yaml", "yml", "toml", "lock", "py", "rs", "go", "md", "txt",
-        "html", "htm", "xml", "zip", "gz", "tgz", "tar", "whl", "so", "wasm",
-    ];
     let tld = std::str::from_utf8(tld).ok()?;
     if FILE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(tld)) {
         return None;

@@ -112,31 +112,12 @@ impl Detectors {
     /// Appends candidates to `out`; `false` when it stopped at the cap.
     pub(super) fn run(&self, text: &str, out: &mut Vec<Match>) -> bool {
         let mut sink = Sink { out };
-        self.private_keys(text, &mut sink);
+        private_keys(text, &mut sink);
         self.tokens(text, &mut sink);
         self.assignments(text, &mut sink);
         self.passwords(text, &mut sink);
         self.personal(text, &mut sink);
         !sink.full()
-    }
-
-    fn private_keys(&self, text: &str, sink: &mut Sink<'_>) {
-        let b = text.as_bytes();
-        let finder = memchr::memmem::Finder::new(b"-----BEGIN ");
-        let mut at = 0;
-        while let Some(p) = finder.find(&b[at..]) {
-            let start = at + p;
-            if sink.full() {
-                return;
-            }
-            match checks::private_key_end(b, start) {
-                Some(end) => {
-                    sink.push(DataClass::PrivateKey, start, end);
-                    at = end.max(start + 1);
-                }
-                None => at = start + 1,
-            }
-        }
     }
 
     fn tokens(&self, text: &str, sink: &mut Sink<'_>) {
@@ -187,7 +168,7 @@ impl Detectors {
         // decoded).
         each_value(&self.azure_sas, text, sink, |_, v| {
             let end = run_end(b, v, |c| checks::is_b64_char(c) || c == b'%', 256)?;
-            let encoded = b[v..end].iter().filter(|&&c| c == b'%').count();
+            let encoded = memchr::memchr_iter(b'%', &b[v..end]).count();
             (end - v - 2 * encoded >= 40).then_some((DataClass::AzureKey, end))
         });
         for m in self.azure_client_secret.find_iter(text) {
@@ -296,6 +277,27 @@ impl Detectors {
 
 fn is_token_char(c: u8) -> bool {
     is_key_char(c) || matches!(c, b'.' | b'+' | b'/' | b'=' | b'~')
+}
+
+/// PEM private key blocks, found by their BEGIN line and walked to the
+/// END line; the search resumes after each block.
+fn private_keys(text: &str, sink: &mut Sink<'_>) {
+    let b = text.as_bytes();
+    let finder = memchr::memmem::Finder::new(b"-----BEGIN ");
+    let mut at = 0;
+    while let Some(p) = finder.find(&b[at..]) {
+        let start = at + p;
+        if sink.full() {
+            return;
+        }
+        match checks::private_key_end(b, start) {
+            Some(end) => {
+                sink.push(DataClass::PrivateKey, start, end);
+                at = end.max(start + 1);
+            }
+            None => at = start + 1,
+        }
+    }
 }
 
 /// Runs a keyword regex; for each match, `value` reads the value starting

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataClass {
-    /// LLM and SaaS provider API keys (`sk-…`, `sk-ant-…`, `AIza…`, GitHub,
+    /// LLM and other service providers' API keys (`sk-…`, `sk-ant-…`, `AIza…`, GitHub,
     /// Slack, Stripe tokens, …).
     ApiKey,
     /// AWS access key ids and secret access keys.
