@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{detect::DetectConfig, opinion::OpinionConfig, route::RouteConfig, sinks::SinkSpec};
+use crate::{
+    detect::DetectConfig, opinion::OpinionConfig, redact::RedactConfig, route::RouteConfig,
+    sinks::SinkSpec,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -117,6 +120,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub detect: DetectConfig,
     #[serde(default)]
+    pub redact: RedactConfig,
+    #[serde(default)]
     pub second_opinion: OpinionConfig,
     /// `[[route]]`: which sinks see which events (see `route`).
     #[serde(default)]
@@ -132,6 +137,7 @@ pub struct Config {
     /// Sinks that take every event.
     pub sinks: Vec<SinkSpec>,
     pub detect: DetectConfig,
+    pub redact: RedactConfig,
     pub second_opinion: OpinionConfig,
     pub routes: Vec<RouteConfig>,
 }
@@ -183,6 +189,10 @@ impl FileConfig {
                 problem: format!("{s:?}: {e}"),
             })?);
         }
+        self.redact.validate().map_err(|e| ConfigError::Invalid {
+            field: "redact",
+            problem: e.to_string(),
+        })?;
         let mut distinct = sinks.clone();
         distinct.extend(crate::route::Router::sink_specs(&self.route));
         distinct.sort_by_key(ToString::to_string);
@@ -205,6 +215,7 @@ impl FileConfig {
             pipeline: self.pipeline,
             sinks,
             detect: self.detect,
+            redact: self.redact,
             second_opinion: self.second_opinion,
             routes: self.route,
         })

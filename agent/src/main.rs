@@ -7,10 +7,11 @@ use std::{
 
 use aitrail::{
     capture::{Capture, CaptureConfig},
-    config::FileConfig,
+    config::{Config, FileConfig},
     detect::Detector,
     opinion::Opinion,
     pipeline::{Pipeline, Stages},
+    redact::Redactor,
     route::Router,
     sinks::{SinkSpec, Sinks},
     util::Envelope,
@@ -152,6 +153,24 @@ fn file_config(args: &AgentArgs) -> anyhow::Result<FileConfig> {
     Ok(file)
 }
 
+/// The sinks and the stages after correlation, their configs checked.
+fn stages(cfg: &Config) -> anyhow::Result<(Sinks, Stages)> {
+    let detector = Detector::new(&cfg.detect, Envelope::new()).context("detection rules")?;
+    let redactor = Redactor::new(&cfg.redact).context("redaction")?;
+    let mut all_sinks = cfg.sinks.clone();
+    all_sinks.extend(Router::sink_specs(&cfg.routes));
+    let sinks = Sinks::start(&all_sinks)?;
+    let router = Router::new(&cfg.routes, &cfg.sinks, &sinks)?;
+    let opinion = Opinion::start(&cfg.second_opinion)?;
+    let stages = Stages {
+        detector,
+        redactor,
+        router,
+        opinion,
+    };
+    Ok((sinks, stages))
+}
+
 #[expect(
     clippy::needless_pass_by_value,
     reason = "the parsed command line is consumed here"
@@ -193,17 +212,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     // Everything that can refuse its config does so before the probes load.
-    let detector = Detector::new(&cfg.detect, Envelope::new()).context("detection rules")?;
-    let mut all_sinks = cfg.sinks.clone();
-    all_sinks.extend(Router::sink_specs(&cfg.routes));
-    let sinks = Sinks::start(&all_sinks)?;
-    let router = Router::new(&cfg.routes, &cfg.sinks, &sinks)?;
-    let opinion = Opinion::start(&cfg.second_opinion)?;
-    let stages = Stages {
-        detector,
-        router,
-        opinion,
-    };
+    let (sinks, stages) = stages(&cfg)?;
     let capture_cfg = CaptureConfig {
         scope_pids: cfg.scope.pids.clone(),
         scope_cgroups: cfg.scope.cgroups.clone(),

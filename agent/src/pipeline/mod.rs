@@ -22,6 +22,7 @@ use crate::{
     http::{HttpOutput, Limits},
     opinion::{field_text, Opinion},
     procs::ProcTable,
+    redact::{RedactStats, Redactor},
     route::Router,
     sinks::Sinks,
     streams::{StreamOutput, Streams},
@@ -32,6 +33,7 @@ use crate::{
 /// the probes are loaded.
 pub struct Stages {
     pub detector: Detector,
+    pub redactor: Redactor,
     pub router: Router,
     pub opinion: Option<Opinion>,
 }
@@ -45,6 +47,8 @@ pub struct Pipeline {
     corr: Correlator,
     env: Envelope,
     detector: Detector,
+    redactor: Redactor,
+    redacted: RedactStats,
     router: Router,
     opinion: Option<Opinion>,
     sinks: Sinks,
@@ -95,6 +99,8 @@ impl Pipeline {
             ),
             env,
             detector: stages.detector,
+            redactor: stages.redactor,
+            redacted: RedactStats::default(),
             router: stages.router,
             opinion: stages.opinion,
             sinks,
@@ -208,10 +214,22 @@ impl Pipeline {
         }
     }
 
-    /// Detection sees the event as captured; then it is routed and written
-    /// with the findings it raised.
-    fn emit(&mut self, ev: Event) {
+    /// Detection sees the event as captured; then secrets are redacted out
+    /// of it, and it is routed and written with the findings it raised
+    /// (which hold positions, never values).
+    fn emit(&mut self, mut ev: Event) {
         let findings = self.detector.on_event(&ev);
+        let mut stats = self.redactor.redact_event(&mut ev);
+        // Findings hold positions, not values; they pass the redactor all
+        // the same, so nothing is written that did not.
+        let findings: Vec<Event> = findings
+            .into_iter()
+            .map(|mut f| {
+                stats.add(&self.redactor.redact_event(&mut f));
+                f
+            })
+            .collect();
+        self.redacted.add(&stats);
         let texts: Vec<Option<String>> =
             findings.iter().map(|f| self.opinion_text(f, &ev)).collect();
         self.deliver(ev);
@@ -248,6 +266,8 @@ impl Pipeline {
         clippy::needless_pass_by_value,
         reason = "a delivered event is done with: the sinks serialise it once"
     )]
+    /// Writes an event that went through `emit` (or carries no captured
+    /// text: health).
     fn deliver(&mut self, ev: Event) {
         self.events_emitted += 1;
         if ev.kind == kind::FINDING {
@@ -477,6 +497,7 @@ impl Pipeline {
         counters.insert("tls_chunks_not_http".into(), self.streams.skipped_not_http);
         counters.insert("open_connections".into(), self.streams.len() as u64);
         counters.extend(self.findings.clone());
+        counters.extend(self.redacted.counters());
         for (name, v) in self.detector.counters() {
             counters.insert(format!("detect_{name}"), v);
         }

@@ -1,6 +1,12 @@
 //! Redaction of secrets before anything is stored.
 //!
-//! API keys are never kept in clear, not even in memory longer than it takes
+//! Two layers. Every captured event goes through [`Redactor`] before
+//! routing and sinks: it finds secrets and personal data with
+//! [`scan::Scanner`] in every field that carries captured text and replaces
+//! them by markers, as the `[redact]` config ([`RedactConfig`]) says. See
+//! docs/redaction.md.
+//!
+//! Earlier, at capture, API keys are never kept in clear, not even in memory longer than it takes
 //! to parse an HTTP head: the parser replaces them with a fingerprint that
 //! identifies a key (which key did this call?) without revealing it. The
 //! fingerprint shows a few characters of both ends, enough for a human to
@@ -8,7 +14,15 @@
 //! keys with the same ends still differ. Keys shorter than 12 characters
 //! show no characters at all: the ends would be most of the key.
 
+pub mod policy;
+mod redactor;
 pub mod scan;
+#[cfg(test)]
+mod tests_redactor;
+mod text;
+
+pub use policy::{Mode, RedactConfig, RedactError};
+pub use redactor::{RedactStats, Redactor};
 
 use std::borrow::Cow;
 
