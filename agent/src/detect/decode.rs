@@ -42,7 +42,7 @@ pub fn runs(text: &str, max: usize) -> Vec<Run> {
             }
             let body = &b[start..end.min(start + MAX_RUN)];
             let decoded = if body.len() >= MIN_HEX
-                && body.len() % 2 == 0
+                && body.len().is_multiple_of(2)
                 && body.iter().all(u8::is_ascii_hexdigit)
             {
                 hex_decode(body).map(|t| (t, "hex"))

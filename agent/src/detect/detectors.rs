@@ -205,8 +205,8 @@ fn median(v: &VecDeque<u64>) -> u64 {
     s[s.len() / 2]
 }
 
-fn spike(i: usize, r: &Rule, hist: &VecDeque<u64>, v: u64, metric: &str) -> Option<Found> {
-    let p = &r.params;
+fn spike(rule: usize, r: &Rule, hist: &VecDeque<u64>, value: u64, metric: &str) -> Option<Found> {
+    let (p, v) = (&r.params, value);
     if hist.len() < p.min_history.unwrap_or(5).max(1) || v < p.min_value.unwrap_or(1000) {
         return None;
     }
@@ -219,7 +219,7 @@ fn spike(i: usize, r: &Rule, hist: &VecDeque<u64>, v: u64, metric: &str) -> Opti
     let ratio = v as f64 / m as f64;
     (ratio > factor).then(|| {
         found(
-            i,
+            rule,
             r,
             Vec::new(),
             format!(

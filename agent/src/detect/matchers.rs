@@ -42,6 +42,9 @@ pub struct Matchers {
     data_rules: Vec<usize>,
     signal_rules: Vec<usize>,
     scanner: Scanner,
+    /// Selectors some rule matches text in: a field no rule reads (most
+    /// `file.path`s: globs handle those) is not normalised at all.
+    text_selectors: Vec<Selector>,
 }
 
 fn set(patterns: &[String]) -> RegexSet {
@@ -56,9 +59,18 @@ impl Matchers {
         let (mut word, mut word_owner) = (Vec::new(), Vec::new());
         let (mut globs, mut glob_rule) = (Vec::new(), Vec::new());
         let (mut data_rules, mut signal_rules) = (Vec::new(), Vec::new());
+        let mut text_selectors = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             if !matches!(r.how, How::Match) {
                 continue;
+            }
+            let reads_text = !r.keywords.is_empty()
+                || !r.regex.is_empty()
+                || !r.word_regex.is_empty()
+                || !r.data_classes.is_empty()
+                || r.signal.is_some();
+            if reads_text {
+                text_selectors.extend(r.fields.iter().copied());
             }
             for k in &r.keywords {
                 kws.push(k.clone());
@@ -103,12 +115,16 @@ impl Matchers {
             data_rules,
             signal_rules,
             scanner: Scanner::new(),
+            text_selectors,
         }
     }
 
     /// Every hit of every pattern rule looking at `sel` in a field's text.
     /// `json` undoes JSON string escapes first (tool arguments).
     pub fn scan(&self, rules: &[Rule], sel: Selector, raw: &str, json: bool) -> Vec<Hit> {
+        if !self.text_selectors.contains(&sel) {
+            return Vec::new();
+        }
         let norm = if json {
             let (unescaped, map) = text::json_unescape(raw);
             let mut n = Norm::new(&unescaped);
@@ -121,7 +137,13 @@ impl Matchers {
         self.scan_views(rules, sel, &norm, None, &mut hits);
         // Encoded runs: what they decode to is matched like the text, and
         // reported at the encoded run's range.
-        for d in text::decoded_runs(raw, DECODE_DEPTH, MAX_DECODED) {
+        let paths = matches!(sel, Selector::FilePath | Selector::NetDest);
+        let decoded = if paths {
+            Vec::new()
+        } else {
+            text::decoded_runs(raw, DECODE_DEPTH, MAX_DECODED)
+        };
+        for d in decoded {
             self.scan_views(
                 rules,
                 sel,
@@ -204,7 +226,7 @@ impl Matchers {
             if set.is_empty() {
                 continue;
             }
-            for idx in set.matches(&view.text).iter() {
+            for idx in &set.matches(&view.text) {
                 let (rule, j) = owner[idx];
                 if !rules[rule].fields.contains(&sel) {
                     continue;

@@ -225,7 +225,7 @@ fn bump(c: &mut BTreeMap<String, u64>, k: &str, n: u64) {
     *c.entry(k.to_owned()).or_default() += n;
 }
 
-/// "3 matches in tool_result (keyword, base64:keyword)": where and how,
+/// `3 matches in tool_result (keyword, base64:keyword)`: where and how,
 /// never what.
 fn default_detail(matches: &[FindingMatch]) -> String {
     let mut fields: Vec<&str> = matches

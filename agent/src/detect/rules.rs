@@ -424,6 +424,10 @@ fn mitre_ok(id: &str) -> bool {
         && (sub.is_empty() || (sub.len() == 3 && sub.bytes().all(|b| b.is_ascii_digit())))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one check per key, in the order of the schema"
+)]
 fn validate(s: RuleSpec) -> Result<Rule, String> {
     if s.id.is_empty()
         || !s
@@ -573,7 +577,7 @@ fn validate(s: RuleSpec) -> Result<Rule, String> {
         if globs.is_some() && !fields.contains(&Selector::FilePath) {
             return Err(ctx("globs match `file.path`: add it to `fields`".into()));
         }
-        if matches!(s.params.metric.as_deref(), Some(_)) {
+        if s.params.metric.is_some() {
             return Err(ctx("params are for detectors".into()));
         }
     }

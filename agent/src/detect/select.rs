@@ -35,27 +35,30 @@ pub struct Field<'a> {
 /// new in this trace (and remembers it).
 pub fn fields<'a>(ev: &'a Event, fresh: &mut dyn FnMut(&str, &str) -> bool) -> Vec<Field<'a>> {
     let mut out = Vec::new();
-    let mut add = |sel: Selector, name: String, text: &'a str, json: bool, key: &str| {
+    let mut add = |sel: Selector, name: String, text: &'a str| {
+        let key = Selector::ALL
+            .iter()
+            .find(|(_, s)| *s == sel)
+            .map_or("", |(n, _)| n);
         if !text.trim().is_empty() && fresh(key, text) {
             out.push(Field {
                 sel,
                 name,
                 text: Cow::Borrowed(text),
-                json,
+                json: sel == Selector::ToolArgs,
             });
         }
     };
-    match ev.kind.as_str() {
-        kind::LLM_CALL => {
-            let Some(llm) = &ev.llm else { return out };
+    let owned = |sel: Selector, name: &str, text: String| Field {
+        sel,
+        name: name.to_owned(),
+        text: Cow::Owned(text),
+        json: false,
+    };
+    match (ev.kind.as_str(), &ev.llm, &ev.tool) {
+        (kind::LLM_CALL, Some(llm), _) => {
             if let Some(sys) = &llm.system {
-                add(
-                    Selector::Prompt,
-                    "llm.system.text".into(),
-                    &sys.text,
-                    false,
-                    "prompt",
-                );
+                add(Selector::Prompt, "llm.system.text".into(), &sys.text);
             }
             for (i, m) in llm.messages.iter().enumerate() {
                 let sel = match m.role.as_str() {
@@ -63,88 +66,36 @@ pub fn fields<'a>(ev: &'a Event, fresh: &mut dyn FnMut(&str, &str) -> bool) -> V
                     "tool" => Selector::ToolResult,
                     _ => continue,
                 };
-                let key = if sel == Selector::Prompt {
-                    "prompt"
-                } else {
-                    "tool_result"
-                };
-                add(
-                    sel,
-                    format!("llm.messages[{i}].content"),
-                    &m.content,
-                    false,
-                    key,
-                );
+                add(sel, format!("llm.messages[{i}].content"), &m.content);
             }
-            add(
-                Selector::Output,
-                "llm.output.text".into(),
-                &llm.output.text,
-                false,
-                "output",
-            );
+            add(Selector::Output, "llm.output.text".into(), &llm.output.text);
             if let Some(r) = &llm.output.refusal {
-                add(
-                    Selector::Output,
-                    "llm.output.refusal".into(),
-                    r,
-                    false,
-                    "output",
-                );
+                add(Selector::Output, "llm.output.refusal".into(), r);
             }
             for (i, c) in llm.output.tool_calls.iter().enumerate() {
                 let name = format!("llm.output.tool_calls[{i}].arguments");
-                add(Selector::ToolArgs, name, &c.arguments, true, "tool_args");
+                add(Selector::ToolArgs, name, &c.arguments);
             }
         }
-        kind::TOOL_CALL => {
-            let Some(t) = &ev.tool else { return out };
-            add(
-                Selector::ToolArgs,
-                "tool.arguments".into(),
-                &t.arguments,
-                true,
-                "tool_args",
-            );
+        (kind::TOOL_CALL, _, Some(t)) => {
+            add(Selector::ToolArgs, "tool.arguments".into(), &t.arguments);
             if let Some(r) = &t.result {
-                add(
-                    Selector::ToolResult,
-                    "tool.result".into(),
-                    r,
-                    false,
-                    "tool_result",
-                );
+                add(Selector::ToolResult, "tool.result".into(), r);
             }
         }
-        kind::PROCESS_EXEC => {
-            let Some(x) = &ev.exec else { return out };
-            if !x.args.is_empty() {
-                out.push(Field {
-                    sel: Selector::Command,
-                    name: "exec.args".into(),
-                    text: Cow::Owned(x.args.join(" ")),
-                    json: false,
-                });
+        (kind::PROCESS_EXEC, ..) => {
+            if let Some(x) = ev.exec.as_ref().filter(|x| !x.args.is_empty()) {
+                out.push(owned(Selector::Command, "exec.args", x.args.join(" ")));
             }
         }
-        kind::FILE_OPEN => {
+        (kind::FILE_OPEN, ..) => {
             if let Some(f) = &ev.file {
-                out.push(Field {
-                    sel: Selector::FilePath,
-                    name: "file.path".into(),
-                    text: Cow::Borrowed(&f.path),
-                    json: false,
-                });
+                out.push(owned(Selector::FilePath, "file.path", f.path.clone()));
             }
         }
-        kind::NET_CONNECT => {
+        (kind::NET_CONNECT, ..) => {
             if let Some(n) = &ev.net {
-                out.push(Field {
-                    sel: Selector::NetDest,
-                    name: "net.dest".into(),
-                    text: Cow::Owned(dest(n)),
-                    json: false,
-                });
+                out.push(owned(Selector::NetDest, "net.dest", dest(n)));
             }
         }
         _ => {}

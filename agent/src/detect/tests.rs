@@ -503,9 +503,10 @@ fn destructive_sql_in_tool_args_and_output() {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "a table of cases")]
 fn sensitive_files() {
     let mut d = det();
-    let cases = [
+    let cases = vec![
         (
             open("t", "/etc/shadow", 3),
             Some(("file.shadow", Severity::High)),
