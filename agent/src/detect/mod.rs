@@ -24,12 +24,15 @@
 mod decode;
 mod detectors;
 mod files;
+pub mod load;
 mod matchers;
 pub mod rules;
 mod select;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_actions;
 #[cfg(test)]
 mod tests_rules;
 mod text;
@@ -122,7 +125,7 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(cfg: &DetectConfig, env: Envelope) -> Result<Self, RuleError> {
-        let rules = rules::load(cfg.builtin, cfg.rules_dir.as_deref(), &cfg.disabled)?;
+        let rules = load::load(cfg.builtin, cfg.rules_dir.as_deref(), &cfg.disabled)?;
         let matchers = Matchers::new(&rules);
         let mut counters = BTreeMap::new();
         counters.insert("rules_loaded".to_owned(), rules.len() as u64);

@@ -1,4 +1,4 @@
-//! Rule files: the TOML schema, loading and validation.
+//! Rule files: the TOML schema and its validation into compiled rules.
 //!
 //! A rule file holds `[[rule]]` tables. Every rule has an id, a title, a
 //! finding class, a severity and MITRE ids, and exactly one way to match:
@@ -8,45 +8,13 @@
 //! docs/detection.md documents every key. Errors name the file and line:
 //! TOML errors by their span, semantic errors by the rule's `[[rule]]` line.
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::BTreeMap;
 
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
-use super::{text::Norm, RuleError};
+use super::text::Norm;
 use crate::{event::Severity, redact::scan::DataClass};
-
-/// The built-in pack, embedded so the binary needs no files.
-pub const BUILTIN: &[(&str, &str)] = &[
-    (
-        "config/rules/prompt_injection.toml",
-        include_str!("../../../config/rules/prompt_injection.toml"),
-    ),
-    (
-        "config/rules/data.toml",
-        include_str!("../../../config/rules/data.toml"),
-    ),
-    (
-        "config/rules/files.toml",
-        include_str!("../../../config/rules/files.toml"),
-    ),
-    (
-        "config/rules/commands.toml",
-        include_str!("../../../config/rules/commands.toml"),
-    ),
-    (
-        "config/rules/sql.toml",
-        include_str!("../../../config/rules/sql.toml"),
-    ),
-    (
-        "config/rules/exfiltration.toml",
-        include_str!("../../../config/rules/exfiltration.toml"),
-    ),
-    (
-        "config/rules/usage.toml",
-        include_str!("../../../config/rules/usage.toml"),
-    ),
-];
 
 /// Classes a rule may raise (`finding.class`).
 pub const CLASSES: &[&str] = &[
@@ -67,14 +35,14 @@ pub const CLASSES: &[&str] = &[
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleFile {
+pub(super) struct RuleFile {
     #[serde(default)]
-    rule: Vec<RuleSpec>,
+    pub(super) rule: Vec<RuleSpec>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleSpec {
+pub(super) struct RuleSpec {
     id: String,
     title: String,
     class: String,
@@ -268,101 +236,6 @@ impl Rule {
     }
 }
 
-/// Loads the built-in pack (if asked) and the user's directory, drops the
-/// disabled ids.
-pub fn load(
-    builtin: bool,
-    dir: Option<&Path>,
-    disabled: &[String],
-) -> Result<Vec<Rule>, RuleError> {
-    let mut sources: Vec<(String, String)> = Vec::new();
-    if builtin {
-        sources.extend(
-            BUILTIN
-                .iter()
-                .map(|(f, t)| ((*f).to_owned(), (*t).to_owned())),
-        );
-    }
-    if let Some(dir) = dir {
-        let read_err = |source| RuleError::Read {
-            path: dir.display().to_string(),
-            source,
-        };
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(read_err)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|source| RuleError::Read {
-                path: f.display().to_string(),
-                source,
-            })?;
-            sources.push((f.display().to_string(), text));
-        }
-    }
-    let mut rules: Vec<Rule> = Vec::new();
-    for (file, text) in &sources {
-        for (n, rule) in parse(file, text)?.into_iter().enumerate() {
-            if rules.iter().any(|r| r.id == rule.id) {
-                return Err(invalid(
-                    file,
-                    text,
-                    n,
-                    format!("duplicate rule id {:?}", rule.id),
-                ));
-            }
-            rules.push(rule);
-        }
-    }
-    rules.retain(|r| !disabled.contains(&r.id));
-    Ok(rules)
-}
-
-/// The line of the `n`-th `[[rule]]` header (1-based), for semantic errors.
-fn rule_line(text: &str, n: usize) -> usize {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with("[[rule]]"))
-        .nth(n)
-        .map_or(1, |(i, _)| i + 1)
-}
-
-fn invalid(file: &str, text: &str, n: usize, problem: String) -> RuleError {
-    RuleError::Invalid {
-        file: file.to_owned(),
-        line: rule_line(text, n),
-        problem,
-    }
-}
-
-/// Parses and validates one rule file.
-pub fn parse(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
-    let parsed: RuleFile = toml::from_str(text).map_err(|e| RuleError::Invalid {
-        file: file.to_owned(),
-        line: e.span().map_or(1, |s| {
-            text[..s.start.min(text.len())].matches('\n').count() + 1
-        }),
-        problem: e.message().to_owned(),
-    })?;
-    let mut out: Vec<Rule> = Vec::with_capacity(parsed.rule.len());
-    for (n, spec) in parsed.rule.into_iter().enumerate() {
-        let rule = validate(spec).map_err(|p| invalid(file, text, n, p))?;
-        if out.iter().any(|r| r.id == rule.id) {
-            return Err(invalid(
-                file,
-                text,
-                n,
-                format!("duplicate rule id {:?}", rule.id),
-            ));
-        }
-        out.push(rule);
-    }
-    Ok(out)
-}
-
 fn compile(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
         .size_limit(1 << 21)
@@ -428,7 +301,7 @@ fn mitre_ok(id: &str) -> bool {
     clippy::too_many_lines,
     reason = "one check per key, in the order of the schema"
 )]
-fn validate(s: RuleSpec) -> Result<Rule, String> {
+pub(super) fn validate(s: RuleSpec) -> Result<Rule, String> {
     if s.id.is_empty()
         || !s
             .id

@@ -4,7 +4,8 @@
 use proptest::prelude::*;
 
 use super::{
-    rules::{self, How, BUILTIN},
+    load::{self, BUILTIN},
+    rules::{self, How},
     tests::{base, det, llm, rules_of, with_shared},
     text::{self, Norm},
     DetectConfig, Detector, RuleError,
@@ -15,7 +16,7 @@ use crate::{
 };
 
 fn err(text: &str) -> (usize, String) {
-    match rules::parse("my.toml", text) {
+    match load::parse("my.toml", text) {
         Err(RuleError::Invalid {
             file,
             line,
@@ -42,7 +43,7 @@ keywords = ["open sesame"]
 
 #[test]
 fn builtin_pack_loads_and_is_complete() {
-    let all = rules::load(true, None, &[]).expect("built-in pack");
+    let all = load::load(true, None, &[]).expect("built-in pack");
     assert!(all.len() >= 35, "{}", all.len());
     for r in &all {
         assert!(!r.mitre.is_empty(), "{} has no MITRE id", r.id);
