@@ -45,6 +45,8 @@ pub struct State {
     rates: Bounded<(usize, String), (VecDeque<f64>, f64)>,
     refusals: Bounded<(usize, String), VecDeque<(bool, String)>>,
     prompts: Bounded<String, Prompts>,
+    /// System prompt versions recorded (first ones included).
+    pub prompt_versions: u64,
 }
 
 fn found(rule: usize, r: &Rule, evidence: Vec<String>, detail: String) -> Found {
@@ -64,6 +66,7 @@ impl State {
             rates: Bounded::new(max_keys),
             refusals: Bounded::new(max_keys),
             prompts: Bounded::new(max_keys),
+            prompt_versions: 0,
         }
     }
 
@@ -181,6 +184,7 @@ impl State {
         let new_version = !app.versions.contains(&sha);
         let detail = diff_summary(&app.lines, &lines);
         if new_version {
+            self.prompt_versions += 1;
             app.versions.push_back(sha.clone());
             if app.versions.len() > MAX_PROMPT_VERSIONS {
                 app.versions.pop_front();

@@ -217,6 +217,10 @@ impl Detector {
     pub fn counters(&self) -> BTreeMap<String, u64> {
         let mut c = self.counters.clone();
         c.insert("evicted.trace_entries".into(), self.evicted_in_gone_traces);
+        c.insert(
+            "system_prompt_versions".into(),
+            self.stateful.prompt_versions,
+        );
         for (k, v) in self.stateful.evictions() {
             c.insert(format!("evicted.{k}"), v);
         }

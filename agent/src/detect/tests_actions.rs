@@ -446,4 +446,5 @@ fn system_prompt_versions() {
     assert!(!detail.contains("helpful"), "{detail}");
     // Back to a version already seen: no new finding.
     assert!(d.on_event(&with_sys(v1)).is_empty());
+    assert_eq!(d.counters()["system_prompt_versions"], 2);
 }
