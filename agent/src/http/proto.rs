@@ -36,7 +36,7 @@ enum Proto {
         first: [Vec<u8>; 2],
         held: usize,
     },
-    H1(Http1Parser),
+    H1(Box<Http1Parser>),
     H2(Box<H2Parser>),
 }
 
@@ -164,7 +164,7 @@ impl HttpParser {
     /// Switches to the chosen parser and replays what was held.
     fn decide(&mut self, choice: Choice, dir: Direction) -> Vec<HttpOutput> {
         let next = match choice {
-            Choice::H1 => Proto::H1(Http1Parser::new(self.limits)),
+            Choice::H1 => Proto::H1(Box::new(Http1Parser::new(self.limits))),
             Choice::H2Preface => Proto::H2(Box::new(H2Parser::new(self.limits, Some(dir)))),
             Choice::H2MidWay => Proto::H2(Box::new(H2Parser::new(self.limits, None))),
         };

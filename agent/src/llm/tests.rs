@@ -658,3 +658,4 @@ fn openai_reasoning_content_and_legacy_function_call() {
 }
 
 mod props;
+mod unknown_headers;

@@ -339,7 +339,7 @@ impl Conn {
         }
     }
 
-    /// The frame carrying END_STREAM in `dir` ended.
+    /// The frame carrying `END_STREAM` in `dir` ended.
     pub(super) fn end_half(&mut self, dir: Direction, id: u32, ts: u64) {
         let Some(h) = self.half(dir, id) else { return };
         h.t_end = Some(ts);

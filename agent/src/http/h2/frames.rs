@@ -10,14 +10,14 @@
 //! for a frame boundary: an offset where a plausible frame header is
 //! followed, right after its payload, by another one. Plausible is strict
 //! (a known type, the flags and length that type allows, a frame no larger
-//! than the default SETTINGS_MAX_FRAME_SIZE) so that random bytes rarely
+//! than the default `SETTINGS_MAX_FRAME_SIZE`) so that random bytes rarely
 //! pass twice in a row.
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const HEADER_LEN: usize = 9;
 /// Frames longer than this are not used to find sync (the initial
-/// SETTINGS_MAX_FRAME_SIZE, which most peers keep).
+/// `SETTINGS_MAX_FRAME_SIZE`, which most peers keep).
 pub const SYNC_MAX_LEN: u32 = 16_384;
 /// Most bytes scanned without finding sync before a direction is judged
 /// not to carry HTTP/2.
@@ -69,7 +69,10 @@ impl FrameHeader {
 
 /// Whether 9 bytes look like a frame header a real peer would send.
 pub fn plausible(b: &[u8; HEADER_LEN]) -> bool {
-    use kind::*;
+    use kind::{
+        CONTINUATION, DATA, GOAWAY, HEADERS, PING, PRIORITY, PUSH_PROMISE, RST_STREAM, SETTINGS,
+        WINDOW_UPDATE,
+    };
     if b[5] & 0x80 != 0 {
         return false;
     }
@@ -85,7 +88,7 @@ pub fn plausible(b: &[u8; HEADER_LEN]) -> bool {
         RST_STREAM => (0, on_stream && h.len == 4),
         SETTINGS => (
             0x01,
-            !on_stream && h.len % 6 == 0 && (h.flags == 0 || h.len == 0),
+            !on_stream && h.len.is_multiple_of(6) && (h.flags == 0 || h.len == 0),
         ),
         PUSH_PROMISE => (0x0c, on_stream && h.len >= 4),
         PING => (0x01, !on_stream && h.len == 8),
@@ -127,7 +130,7 @@ fn header_at(buf: &[u8], at: usize) -> Option<[u8; HEADER_LEN]> {
 }
 
 /// What the reader found.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
     /// A piece of a DATA frame's data (padding removed).
     Data { stream: u32, data: &'a [u8] },
@@ -286,46 +289,8 @@ impl Reader {
                 Some(n)
             }
             State::Data(d) => {
-                if rest.is_empty() {
-                    return None;
-                }
-                let mut d = *d;
-                let mut used = 0;
-                if d.pad_pending {
-                    d.pad_pending = false;
-                    d.pad_left = u32::from(rest[0]);
-                    used = 1;
-                    if d.pad_left > d.data_left {
-                        on(Event::BadPadding);
-                        // Framing is still known: the rest is skipped.
-                        d.pad_left = d.data_left;
-                        d.data_left = 0;
-                    } else {
-                        d.data_left -= d.pad_left;
-                    }
-                }
-                let avail = &rest[used..];
-                let take = clamp(d.data_left, avail.len());
-                if take > 0 {
-                    on(Event::Data {
-                        stream: d.stream,
-                        data: &avail[..take],
-                    });
-                }
-                d.data_left -= take as u32;
-                let skip = clamp(d.pad_left, avail.len() - take);
-                d.pad_left -= skip as u32;
-                used += take + skip;
-                if d.data_left == 0 && d.pad_left == 0 && !d.pad_pending {
-                    on(Event::DataEnd {
-                        stream: d.stream,
-                        end_stream: d.end_stream,
-                    });
-                    self.state = State::Header { ts_start: None };
-                } else {
-                    self.state = State::Data(d);
-                }
-                Some(used)
+                let d = *d;
+                self.step_data(d, rest, on)
             }
             State::Payload {
                 header,
@@ -340,7 +305,7 @@ impl Reader {
                 let take = clamp(*remaining, rest.len());
                 let room = keep.saturating_sub(self.buf.len()).min(take);
                 self.buf.extend_from_slice(&rest[..room]);
-                *remaining -= take as u32;
+                sub(remaining, take);
                 if *remaining > 0 {
                     return Some(take);
                 }
@@ -358,6 +323,54 @@ impl Reader {
                 Some(take)
             }
         }
+    }
+
+    /// Inside a DATA frame: the pad-length byte, data, then padding.
+    fn step_data(
+        &mut self,
+        mut d: DataState,
+        rest: &[u8],
+        on: &mut impl FnMut(Event<'_>),
+    ) -> Option<usize> {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut used = 0;
+        if d.pad_pending {
+            d.pad_pending = false;
+            d.pad_left = u32::from(rest[0]);
+            used = 1;
+            if d.pad_left > d.data_left {
+                on(Event::BadPadding);
+                // Framing is still known: the rest is skipped.
+                d.pad_left = d.data_left;
+                d.data_left = 0;
+            } else {
+                d.data_left -= d.pad_left;
+            }
+        }
+        let avail = &rest[used..];
+        let take = clamp(d.data_left, avail.len());
+        if take > 0 {
+            on(Event::Data {
+                stream: d.stream,
+                data: &avail[..take],
+            });
+        }
+        sub(&mut d.data_left, take);
+        let skip = clamp(d.pad_left, avail.len() - take);
+        sub(&mut d.pad_left, skip);
+        used += take + skip;
+        if d.data_left == 0 && d.pad_left == 0 && !d.pad_pending {
+            on(Event::DataEnd {
+                stream: d.stream,
+                end_stream: d.end_stream,
+            });
+            self.state = State::Header { ts_start: None };
+        } else {
+            self.state = State::Data(d);
+        }
+        Some(used)
     }
 
     fn start_frame(
@@ -468,9 +481,10 @@ impl Reader {
             }
             State::Data(d) if !d.pad_pending && u64::from(d.data_left + d.pad_left) >= len => {
                 let mut d = *d;
-                let lost_data = len.min(u64::from(d.data_left));
-                d.data_left -= lost_data as u32;
-                d.pad_left -= (len - lost_data) as u32;
+                let lost_data = clamp(d.data_left, usize::try_from(len).unwrap_or(usize::MAX));
+                sub(&mut d.data_left, lost_data);
+                let lost_pad = usize::try_from(len).unwrap_or(usize::MAX) - lost_data;
+                sub(&mut d.pad_left, lost_pad);
                 if lost_data > 0 {
                     on(Event::DataGap { stream: d.stream });
                 }
@@ -499,6 +513,11 @@ impl Reader {
             }
         }
     }
+}
+
+/// `n -= by`, where `by` never exceeds `n` (it was clamped to it).
+fn sub(n: &mut u32, by: usize) {
+    *n = n.saturating_sub(u32::try_from(by).unwrap_or(u32::MAX));
 }
 
 fn clamp(n: u32, avail: usize) -> usize {

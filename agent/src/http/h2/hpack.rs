@@ -29,7 +29,7 @@ use crate::redact;
 
 /// Most octets (RFC 7541 §4.1 sizes) a dynamic table may hold here.
 pub const MAX_TABLE_SIZE: usize = 64 * 1024;
-/// The initial SETTINGS_HEADER_TABLE_SIZE (RFC 9113 §6.5.2).
+/// The initial `SETTINGS_HEADER_TABLE_SIZE` (RFC 9113 §6.5.2).
 pub const DEFAULT_TABLE_SIZE: usize = 4096;
 /// Per-entry overhead in the size accounting (RFC 7541 §4.1).
 const ENTRY_OVERHEAD: usize = 32;
@@ -191,6 +191,7 @@ impl Decoder {
 
     /// Whether the table state is known from the connection's start (or
     /// since a size update to zero).
+    #[cfg(test)]
     pub fn is_known(&self) -> bool {
         !self.older_unknown
     }
@@ -322,13 +323,11 @@ impl Decoder {
 
     fn evict(&mut self) {
         while self.size > self.max_size {
-            match self.table.pop_back() {
-                Some(e) => self.size -= e.size,
-                None => {
-                    self.size = 0;
-                    break;
-                }
-            }
+            let Some(e) = self.table.pop_back() else {
+                self.size = 0;
+                break;
+            };
+            self.size -= e.size;
         }
     }
 }

@@ -10,6 +10,10 @@
 
 /// `(code, length in bits)` per symbol 0..=256, copied from RFC 7541
 /// Appendix B (256 is EOS).
+#[expect(
+    clippy::unreadable_literal,
+    reason = "written as RFC 7541 Appendix B prints them, to compare at a glance"
+)]
 const CODES: [(u32, u8); 257] = [
     (0x1ff8, 13),
     (0x7fffd8, 23),
@@ -301,7 +305,9 @@ const fn canonical() -> Canonical {
                     c.first[len] = CODES[sym].0;
                 }
                 c.count[len] += 1;
-                c.symbols[next as usize] = sym as u16;
+                #[expect(clippy::cast_possible_truncation, reason = "sym < 257")]
+                let s = sym as u16;
+                c.symbols[next as usize] = s;
                 next += 1;
             }
             sym += 1;
@@ -363,6 +369,10 @@ mod tests {
     use super::*;
 
     /// Encoder for tests only: the decoder must invert it for every byte.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "keeps the low byte on purpose"
+    )]
     fn encode(input: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let (mut acc, mut bits) = (0u64, 0u32);

@@ -4,10 +4,10 @@
 //! Each direction has a frame reader (`frames.rs`) and an HPACK decoder
 //! (`hpack.rs`, the mirror of the peer that sends in that direction); the
 //! connection (`conn.rs`) assembles streams from header blocks and DATA
-//! frames. SETTINGS, PRIORITY, PING and WINDOW_UPDATE change nothing we
-//! decode and are skipped; a peer's SETTINGS_HEADER_TABLE_SIZE only
+//! frames. `SETTINGS`, `PRIORITY`, `PING` and `WINDOW_UPDATE` change nothing
+//! we decode and are skipped; a peer's `SETTINGS_HEADER_TABLE_SIZE` only
 //! matters through the size updates its encoder must send, which HPACK
-//! sees. PUSH_PROMISE blocks are decoded (they move the table) and the
+//! sees. `PUSH_PROMISE` blocks are decoded (they move the table) and the
 //! pushed stream ignored.
 //!
 //! Seen from its preface, a connection is decoded exactly. Picked up
@@ -89,8 +89,8 @@ impl H2Error {
     }
 }
 
-/// A header block being assembled from HEADERS (or PUSH_PROMISE) and
-/// CONTINUATION frames.
+/// A header block being assembled from `HEADERS` (or `PUSH_PROMISE`) and
+/// `CONTINUATION` frames.
 #[derive(Debug)]
 struct PendingBlock {
     stream: u32,
@@ -284,28 +284,27 @@ impl Ctx<'_> {
         }
     }
 
-    fn on_frame(&mut self, h: FrameHeader, payload: &[u8], cut: bool, ts_start: u64) {
-        if self.block.is_some() && h.kind != kind::CONTINUATION {
+    fn on_frame(&mut self, hdr: FrameHeader, payload: &[u8], cut: bool, ts_start: u64) {
+        if self.block.is_some() && hdr.kind != kind::CONTINUATION {
             // A block must be followed by its CONTINUATIONs only; what it
             // would have inserted in the table is lost.
             self.conn.error(H2Error::BadContinuation);
             self.drop_block();
             self.hpack.lose_state();
         }
-        match h.kind {
-            kind::HEADERS | kind::PUSH_PROMISE => self.on_block_start(h, payload, cut, ts_start),
-            kind::CONTINUATION => self.on_continuation(h, payload, cut),
+        match hdr.kind {
+            kind::HEADERS | kind::PUSH_PROMISE => self.on_block_start(hdr, payload, cut, ts_start),
+            kind::CONTINUATION => self.on_continuation(hdr, payload, cut),
             kind::RST_STREAM => {
-                if payload.len() == 4 && h.stream != 0 {
-                    self.conn.on_reset(h.stream);
+                if payload.len() == 4 && hdr.stream != 0 {
+                    self.conn.on_reset(hdr.stream);
                 } else {
                     self.conn.error(H2Error::BadFrame { what: "RST_STREAM" });
                 }
             }
-            kind::GOAWAY => match payload.get(..4) {
-                Some(&[a, b, c, d]) if h.stream == 0 => {
-                    self.conn
-                        .on_goaway(u32::from_be_bytes([a, b, c, d]) & 0x7fff_ffff);
+            kind::GOAWAY => match payload.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+                Some(last) if hdr.stream == 0 => {
+                    self.conn.on_goaway(u32::from_be_bytes(last) & 0x7fff_ffff);
                 }
                 _ => self.conn.error(H2Error::BadFrame { what: "GOAWAY" }),
             },
