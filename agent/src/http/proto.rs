@@ -157,7 +157,8 @@ impl HttpParser {
         match &self.proto {
             Proto::H1(p) => p.buffered_bytes(),
             Proto::H2(p) => p.buffered_bytes(),
-            Proto::Undecided { held, .. } => *held,
+            // The log and the per-direction copies.
+            Proto::Undecided { held, first, .. } => *held + first[0].len() + first[1].len(),
         }
     }
 

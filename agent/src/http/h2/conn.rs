@@ -177,13 +177,17 @@ impl Conn {
         self.error(e);
     }
 
-    fn is_request_dir(&mut self, dir: Direction, head: Option<&Head>) -> bool {
-        let rd = *self.request_dir.get_or_insert_with(|| match head {
+    fn is_request_dir(&mut self, dir: Direction, head: &Head) -> bool {
+        let rd = *self.request_dir.get_or_insert_with(|| {
             // Mid-way, the first head that tells decides; without one,
             // the process is taken to be the client, as it usually is.
-            Some(h) if h.status.is_some() => dir.other(),
-            Some(h) if h.is_request() => dir,
-            _ => Direction::Outbound,
+            if head.status.is_some() {
+                dir.other()
+            } else if head.is_request() {
+                dir
+            } else {
+                Direction::Outbound
+            }
         });
         rd == dir
     }
@@ -198,7 +202,7 @@ impl Conn {
         ts_start: u64,
         ts_end: u64,
     ) {
-        if self.is_request_dir(dir, Some(&head)) {
+        if self.is_request_dir(dir, &head) {
             self.on_request_headers(id, head, ts_start);
         } else {
             self.on_response_headers(id, head, ts_start);
@@ -274,8 +278,11 @@ impl Conn {
         }
     }
 
+    /// The half of stream `id` that `dir` carries, once its head is known.
+    /// No stream exists before a head fixed the role, so this never has to
+    /// guess it.
     fn half(&mut self, dir: Direction, id: u32) -> Option<&mut Half> {
-        let req = self.is_request_dir(dir, None);
+        let req = self.request_dir? == dir;
         let s = self.streams.get_mut(&id)?;
         let h = if req { &mut s.req } else { &mut s.resp };
         h.head.is_some().then_some(h)
@@ -322,7 +329,8 @@ impl Conn {
     /// Frames in `dir` were lost: whatever was in progress there may have
     /// lost data (and its end).
     pub(super) fn on_lost(&mut self, dir: Direction) {
-        let req = self.is_request_dir(dir, None);
+        let Some(rd) = self.request_dir else { return };
+        let req = rd == dir;
         let cap = self.limits.max_body_bytes;
         let mut errors = Vec::new();
         for s in self.streams.values_mut() {
