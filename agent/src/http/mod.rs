@@ -1,6 +1,10 @@
-//! HTTP/1.x over one TLS connection: plaintext bytes in, exchanges out.
+//! HTTP over one TLS connection: plaintext bytes in, exchanges out.
 //!
-//! One [`HttpParser`] per connection sees both directions. Each direction
+//! [`HttpParser`] (`proto.rs`) tells HTTP/2 from HTTP/1.x by the first
+//! bytes and hands the connection to [`h2::H2Parser`] or to the HTTP/1.x
+//! parser described here; both emit the same [`Exchange`].
+//!
+//! One [`Http1Parser`] per connection sees both directions. Each direction
 //! has a framer (`framer.rs`) that finds heads and frames bodies; the
 //! parser pairs requests with responses in order (HTTP/1.1 pipelining
 //! answers requests first in, first out) and emits an [`Exchange`] when
@@ -29,8 +33,10 @@
 
 mod body;
 mod framer;
+pub mod h2;
 mod head;
 mod pair;
+mod proto;
 pub mod sse;
 
 #[cfg(test)]
@@ -42,6 +48,7 @@ use serde::Serialize;
 
 use self::framer::Framer;
 pub(crate) use self::pair::Conn;
+pub use self::proto::HttpParser;
 use crate::event::Role;
 
 /// Most requests waiting for their response; more means the peer is not
@@ -139,6 +146,11 @@ pub struct Request {
     pub body_truncated: bool,
     /// Fingerprint of the API key the request carried.
     pub api_key_id: Option<String>,
+    /// HTTP/2 picked up mid-way: some header fields referred to state we
+    /// never saw and are missing; `method` and `path` are empty when they
+    /// were among them. Never set for HTTP/1.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub headers_unknown: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -154,6 +166,14 @@ pub struct Response {
     /// opposed to a body whose content is whole but whose framing did not
     /// end (a client that stopped reading after the last event).
     pub body_cut: bool,
+    /// HTTP/2 trailer fields, secrets replaced (HTTP/1 trailers are not
+    /// kept).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
+    /// As for [`Request::headers_unknown`]; `status` is 0 when it was
+    /// among them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub headers_unknown: bool,
 }
 
 impl Request {
@@ -211,6 +231,8 @@ pub enum HttpError {
     UnpairedResponse,
     #[error("more than {limit} requests waiting for a response, oldest given up")]
     TooManyPending { limit: usize },
+    #[error(transparent)]
+    H2(#[from] h2::H2Error),
 }
 
 impl HttpError {
@@ -229,20 +251,21 @@ impl HttpError {
             HttpError::BadChunk { .. } => "http_bad_chunk",
             HttpError::UnpairedResponse => "http_unpaired_response",
             HttpError::TooManyPending { .. } => "http_too_many_pending",
+            HttpError::H2(e) => e.name(),
         }
     }
 }
 
 /// HTTP/1.x parser for one connection, both directions.
 #[derive(Debug)]
-pub struct HttpParser {
+pub struct Http1Parser {
     conn: Conn,
     framers: [Framer; 2],
 }
 
-impl HttpParser {
+impl Http1Parser {
     pub fn new(limits: Limits) -> Self {
-        HttpParser {
+        Http1Parser {
             conn: Conn::new(limits),
             framers: [
                 Framer::new(Direction::Outbound),

@@ -136,7 +136,9 @@ impl Provider {
 
 fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> {
     let req = &ex.request;
-    if !req.method.eq_ignore_ascii_case("POST") {
+    // HTTP/2 picked up mid-way may not know the method; a body says POST.
+    let method_unknown = req.headers_unknown && req.method.is_empty() && !req.body.is_empty();
+    if !req.method.eq_ignore_ascii_case("POST") && !method_unknown {
         return None;
     }
     let by_path = provider_by_path(&req.path);
@@ -281,9 +283,11 @@ fn provider_by_path(target: &str) -> Option<Provider> {
     }
 }
 
-/// A chat request on a path we do not know (a proxy, a gateway): a JSON
-/// object with a model and a list of messages. Anthropic's shape differs
-/// by its version header, its top-level `system`, or its content blocks.
+/// A chat request on a path we do not know (a proxy, a gateway, or HTTP/2
+/// headers we could not decode): a JSON object with a model and a list of
+/// messages. Anthropic's shape differs by its version header, its
+/// top-level `system`, or its content blocks. A Responses API body
+/// (`input`, no `messages`) is not a chat request and is not decoded.
 fn provider_by_shape(req: &Request, v: &Value) -> Option<Provider> {
     let messages = v.get("messages")?.as_array()?;
     v.get("model")?.as_str()?;
@@ -299,11 +303,35 @@ fn provider_by_shape(req: &Request, v: &Value) -> Option<Provider> {
                 })
             })
     });
-    if req.header("anthropic-version").is_some() || v.get("system").is_some() || anthropic_blocks {
+    let anthropic = req.header("anthropic-version").is_some()
+        || v.get("system").is_some()
+        || anthropic_blocks
+        || (req.headers_unknown && anthropic_without_headers(v, messages));
+    if anthropic {
         Some(Provider::Anthropic)
     } else {
         Some(Provider::OpenAi)
     }
+}
+
+/// Without headers, a plain Anthropic request (no system prompt, no tool
+/// blocks) is told from an OpenAI one by what each API requires or
+/// refuses: Anthropic requires `max_tokens` and refuses `system`,
+/// `developer` and `tool` roles inside `messages`; `max_completion_tokens`,
+/// `stream_options` and `n` exist only in OpenAI's API. A heuristic: an
+/// OpenAI request that sets the legacy `max_tokens` and nothing else
+/// OpenAI-only still reads as Anthropic.
+fn anthropic_without_headers(v: &Value, messages: &[Value]) -> bool {
+    let openai_role = messages.iter().any(|m| {
+        matches!(
+            m.get("role").and_then(Value::as_str),
+            Some("system" | "developer" | "tool")
+        )
+    });
+    let openai_param = ["max_completion_tokens", "stream_options", "n"]
+        .iter()
+        .any(|k| v.get(k).is_some());
+    v.get("max_tokens").is_some() && !openai_role && !openai_param
 }
 
 /// Host and port from the Host header (`h`, `h:p`, `[v6]:p`).

@@ -434,6 +434,7 @@ fn exchange(
             body: body.as_bytes().to_vec(),
             body_truncated: false,
             api_key_id: None,
+            headers_unknown: false,
         },
         response,
         t_request_start: 1_000_000,
@@ -452,6 +453,7 @@ fn json_response(status: u16, body: &str) -> Response {
         body: body.as_bytes().to_vec(),
         body_truncated: false,
         body_cut: false,
+        ..Response::default()
     }
 }
 
@@ -473,6 +475,7 @@ fn an_ended_stream_is_whole_unless_bytes_were_lost() {
         body: sse.as_bytes().to_vec(),
         body_truncated: truncated,
         body_cut: cut,
+        ..Response::default()
     };
     let unterminated = exchange(
         "POST",
@@ -655,3 +658,4 @@ fn openai_reasoning_content_and_legacy_function_call() {
 }
 
 mod props;
+mod unknown_headers;

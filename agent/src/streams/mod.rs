@@ -55,7 +55,7 @@ pub struct Streams {
     pub gap_bytes: u64,
     /// Connections finished early because the table was full.
     pub evicted: u64,
-    /// Chunks skipped on connections known not to carry HTTP/1.
+    /// Chunks skipped on connections known not to carry HTTP (1.x or 2).
     pub skipped_not_http: u64,
     /// Connections finished early because all parsers together held more
     /// than the memory budget.

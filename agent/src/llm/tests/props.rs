@@ -23,6 +23,7 @@ proptest! {
             body: resp,
             body_truncated: false,
             body_cut: false,
+            ..Response::default()
         });
         let _ = decode_lenient(&ex);
     }
