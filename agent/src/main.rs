@@ -122,7 +122,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         Some(g)
     };
     let mut cfg = file.validate()?;
-    cfg.sinks.extend(args.sinks.iter().cloned());
+    cfg.add_sinks(&args.sinks);
     if cfg.sinks.is_empty() && cfg.routes.is_empty() {
         cfg.sinks.push(SinkSpec::Stdout);
     }

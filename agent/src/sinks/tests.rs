@@ -6,7 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{writer::Output, SinkError, SinkSpec, Sinks, QUEUE_CAPACITY};
+use super::{
+    writer::{Output, Pending},
+    SinkError, SinkSpec, Sinks, QUEUE_CAPACITY,
+};
 use crate::event::{kind, Event, FileInfo, Host};
 
 fn event(n: usize) -> Event {
@@ -50,7 +53,8 @@ struct Memory {
 }
 
 impl Output for Memory {
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &Pending<'_>) -> io::Result<()> {
+        let batch = batch.bytes;
         assert!(!self.panic, "test output panics");
         *self.batches.lock().unwrap() += 1;
         if *self.fail.lock().unwrap() {
