@@ -33,6 +33,15 @@ struct Cli {
 enum Cmd {
     /// Run the capture daemon.
     Agent(AgentArgs),
+    /// Run the collector: HTTPS ingest from agents, the store, the query API.
+    Collector(CollectorArgs),
+}
+
+#[derive(clap::Args)]
+struct CollectorArgs {
+    /// TOML configuration (see config/collector.toml).
+    #[arg(long)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -85,7 +94,33 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Agent(args) => run_agent(args),
+        Cmd::Collector(args) => run_collector(&args),
     }
+}
+
+/// Serves until SIGINT or SIGTERM; requests in flight finish first.
+fn run_collector(args: &CollectorArgs) -> anyhow::Result<()> {
+    let cfg = aitrail_collector::config::FileConfig::load(&args.config)?.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let collector = aitrail_collector::Collector::bind(cfg).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("signal handler")?;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        collector
+            .run(async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        Ok(())
+    })
 }
 
 /// The configuration file, with the command line's additions.

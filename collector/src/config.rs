@@ -233,3 +233,45 @@ impl FileConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/collector.toml");
+        let c = FileConfig::load(Path::new(path)).expect("config/collector.toml parses");
+        assert_eq!(c.agents.len(), 2);
+        assert_eq!(
+            c.limits.max_body_bytes,
+            LimitsSection::default().max_body_bytes
+        );
+    }
+
+    #[test]
+    fn open_ingest_and_weak_tokens_are_refused() {
+        let base = r#"
+            listen = "127.0.0.1:0"
+            [tls]
+            cert = "/c"
+            key = "/k"
+            [store]
+            dir = "/s"
+        "#;
+        let parse = |extra: &str| toml::from_str::<FileConfig>(&format!("{base}{extra}")).unwrap();
+        assert!(parse("").validate().is_err(), "no tokens, no mTLS");
+        assert!(parse("[agents.a]\ntoken = \"short\"").validate().is_err());
+        let ok = parse("[agents.a]\ntoken = \"0123456789abcdef\"")
+            .validate()
+            .unwrap();
+        assert_eq!(ok.agent_tokens["0123456789abcdef"], "a");
+        let shared =
+            "[agents.a]\ntoken = \"0123456789abcdef\"\n[api]\ntokens = [\"0123456789abcdef\"]";
+        assert!(
+            parse(shared).validate().is_err(),
+            "an agent token cannot query"
+        );
+        assert!(toml::from_str::<FileConfig>(&format!("{base}bogus = 1")).is_err());
+    }
+}

@@ -48,7 +48,10 @@ fn dedupe_by_id_within_and_across_batches() {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one assertion per filter, as rustfmt lays them out")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one assertion per filter, as rustfmt lays them out"
+)]
 fn search_by_every_filter_and_text() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
