@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     detect::DetectConfig, opinion::OpinionConfig, redact::RedactConfig, route::RouteConfig,
-    sinks::SinkSpec,
+    ship::CollectorSection, sinks::SinkSpec,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +126,9 @@ pub struct FileConfig {
     /// `[[route]]`: which sinks see which events (see `route`).
     #[serde(default)]
     pub route: Vec<RouteConfig>,
+    /// Settings of every `collector:` sink (see `ship`).
+    #[serde(default)]
+    pub collector: CollectorSection,
 }
 
 /// The validated configuration the daemon runs with.
@@ -140,6 +143,33 @@ pub struct Config {
     pub redact: RedactConfig,
     pub second_opinion: OpinionConfig,
     pub routes: Vec<RouteConfig>,
+    pub collector: CollectorSection,
+}
+
+impl Config {
+    /// Gives a `collector:` sink (e.g. from `--sink`) the `[collector]`
+    /// settings; other sinks are returned as they are.
+    pub fn resolve_sink(&self, spec: SinkSpec) -> SinkSpec {
+        with_collector_settings(spec, &self.collector)
+    }
+
+    /// Adds sinks that take every event (the command line's `--sink`).
+    pub fn add_sinks(&mut self, specs: &[SinkSpec]) {
+        for s in specs {
+            let s = self.resolve_sink(s.clone());
+            self.sinks.push(s);
+        }
+    }
+}
+
+fn with_collector_settings(spec: SinkSpec, section: &CollectorSection) -> SinkSpec {
+    match spec {
+        SinkSpec::Collector(mut c) => {
+            c.settings = section.clone();
+            SinkSpec::Collector(c)
+        }
+        other => other,
+    }
 }
 
 impl FileConfig {
@@ -184,17 +214,33 @@ impl FileConfig {
         }
         let mut sinks = Vec::new();
         for s in &self.sinks {
-            sinks.push(s.parse::<SinkSpec>().map_err(|e| ConfigError::Invalid {
+            let spec = s.parse::<SinkSpec>().map_err(|e| ConfigError::Invalid {
                 field: "sinks",
                 problem: format!("{s:?}: {e}"),
-            })?);
+            })?;
+            sinks.push(with_collector_settings(spec, &self.collector));
+        }
+        let mut route = self.route;
+        for r in &mut route {
+            r.sinks = std::mem::take(&mut r.sinks)
+                .into_iter()
+                .map(|s| with_collector_settings(s, &self.collector))
+                .collect();
+        }
+        for s in &sinks {
+            if let SinkSpec::Collector(c) = s {
+                c.validate().map_err(|e| ConfigError::Invalid {
+                    field: "collector",
+                    problem: e.to_string(),
+                })?;
+            }
         }
         self.redact.validate().map_err(|e| ConfigError::Invalid {
             field: "redact",
             problem: e.to_string(),
         })?;
         let mut distinct = sinks.clone();
-        distinct.extend(crate::route::Router::sink_specs(&self.route));
+        distinct.extend(crate::route::Router::sink_specs(&route));
         distinct.sort_by_key(ToString::to_string);
         distinct.dedup();
         if distinct.len() > crate::route::MAX_SINKS {
@@ -203,7 +249,7 @@ impl FileConfig {
                 problem: format!("more than {} distinct sinks", crate::route::MAX_SINKS),
             });
         }
-        if let Some(r) = self.route.iter().find(|r| r.sinks.is_empty()) {
+        if let Some(r) = route.iter().find(|r| r.sinks.is_empty()) {
             return Err(ConfigError::Invalid {
                 field: "route",
                 problem: format!("route {:?} has no sinks", r.name),
@@ -217,7 +263,8 @@ impl FileConfig {
             detect: self.detect,
             redact: self.redact,
             second_opinion: self.second_opinion,
-            routes: self.route,
+            routes: route,
+            collector: self.collector,
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod procs;
 pub mod redact;
 pub mod route;
+pub mod ship;
 pub mod sinks;
 pub mod streams;
 pub mod util;

@@ -37,6 +37,8 @@ enum Cmd {
     /// Measure detection on the labelled corpus: precision and recall per
     /// finding class, false positives on benign cases, time per llm.call.
     DetectEval(DetectEvalArgs),
+    /// Run the collector: HTTPS ingest from agents, the store, the query API.
+    Collector(CollectorArgs),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +56,13 @@ struct DetectEvalArgs {
     /// Runs of the whole corpus, for stable latency percentiles.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+}
+
+#[derive(clap::Args)]
+struct CollectorArgs {
+    /// TOML configuration (see config/collector.toml).
+    #[arg(long)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -107,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Agent(args) => run_agent(args),
         Cmd::DetectEval(args) => detect_eval(&args),
+        Cmd::Collector(args) => run_collector(&args),
     }
 }
 
@@ -133,6 +143,31 @@ fn detect_eval(args: &DetectEvalArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Serves until SIGINT or SIGTERM; requests in flight finish first.
+fn run_collector(args: &CollectorArgs) -> anyhow::Result<()> {
+    let cfg = aitrail_collector::config::FileConfig::load(&args.config)?.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let collector = aitrail_collector::Collector::bind(cfg).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("signal handler")?;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        collector
+            .run(async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        Ok(())
+    })
 }
 
 /// The configuration file, with the command line's additions.
@@ -187,7 +222,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         Some(g)
     };
     let mut cfg = file.validate()?;
-    cfg.sinks.extend(args.sinks.iter().cloned());
+    cfg.add_sinks(&args.sinks);
     if cfg.sinks.is_empty() && cfg.routes.is_empty() {
         cfg.sinks.push(SinkSpec::Stdout);
     }

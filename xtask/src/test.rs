@@ -127,6 +127,23 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     }
     tally.cargo_test("unit and fixture tests", &mut cmd)?;
 
+    // The long reliability test (the collector down for 60 s under load):
+    // no privileges needed, ignored by a plain `cargo test` for its length.
+    if root.join("agent/tests/shipping/main.rs").is_file() {
+        let mut cmd = util::cargo();
+        cmd.args([
+            "test",
+            "--no-fail-fast",
+            "--package",
+            "aitrail",
+            "--test",
+            "shipping",
+            "--",
+            "--ignored",
+        ]);
+        tally.cargo_test("long reliability tests", &mut cmd)?;
+    }
+
     let mut not_run = None;
     if privileged {
         let e2e = ["agent/tests/e2e.rs", "agent/tests/e2e/main.rs"];

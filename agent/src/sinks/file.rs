@@ -13,7 +13,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{writer::Output, SinkError};
+use super::{
+    writer::{Output, Pending},
+    SinkError,
+};
 
 pub(super) struct FileOutput {
     file: File,
@@ -66,7 +69,8 @@ impl FileOutput {
 }
 
 impl Output for FileOutput {
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &Pending<'_>) -> io::Result<()> {
+        let batch = batch.bytes;
         let before = if self.regular {
             Some(self.file.metadata()?.len())
         } else {

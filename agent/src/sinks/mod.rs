@@ -1,4 +1,4 @@
-//! sinks: the only stage that writes events out (stdout, files).
+//! sinks: the only stage that writes events out (stdout, files, collector).
 //!
 //! Design. [`Sinks::send`] serialises an event once, to one NDJSON line (JSON
 //! object + `\n`), and hands the same line to every sink. Each sink is one
@@ -23,6 +23,7 @@
 //! Counters are monotonic (`lines_queued` in, `lines_written` and
 //! `lines_dropped` out); a queue's depth is their difference.
 
+mod collector;
 mod file;
 mod stdout;
 mod writer;
@@ -44,7 +45,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::{
+    event::{kind, Event},
+    ship::{CollectorSpec, ShipError, ShipHandle, ShipStats},
+};
 
 /// Lines each sink's queue holds before `send` blocks.
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -53,14 +57,18 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// A batch this large is written without waiting for the queue to empty.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
-/// Where events go: `stdout` or `file:PATH`.
+/// Where events go: `stdout`, `file:PATH` or `collector:https://HOST:PORT`.
 ///
 /// Parsed from, displayed as and (de)serialised as those strings; in a
-/// config file a table `{ type = "file", path = "…" }` is accepted too.
+/// config file a table `{ type = "file", path = "…" }` is accepted too. A
+/// collector's settings come from the agent config's `[collector]` section
+/// (see [`crate::ship::CollectorSection`]); parsed alone, it has the
+/// defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SinkSpec {
     Stdout,
     File(PathBuf),
+    Collector(Box<CollectorSpec>),
 }
 
 impl FromStr for SinkSpec {
@@ -79,7 +87,12 @@ impl FromStr for SinkSpec {
                 "file: needs a path, e.g. file:/var/log/aitrail/events.ndjson",
             )),
             Some(("file", path)) => Ok(Self::File(PathBuf::from(path))),
-            _ => Err(invalid("expected `stdout` or `file:PATH`")),
+            Some(("collector", url)) => CollectorSpec::from_url(url)
+                .map(|c| Self::Collector(Box::new(c)))
+                .map_err(|_| invalid("collector: needs https://HOST[:PORT]")),
+            _ => Err(invalid(
+                "expected `stdout`, `file:PATH` or `collector:https://HOST:PORT`",
+            )),
         }
     }
 }
@@ -89,6 +102,7 @@ impl fmt::Display for SinkSpec {
         match self {
             Self::Stdout => f.write_str("stdout"),
             Self::File(path) => write!(f, "file:{}", path.display()),
+            Self::Collector(c) => write!(f, "collector:{}", c.url),
         }
     }
 }
@@ -158,6 +172,12 @@ pub enum SinkError {
     },
     #[error("sink `{sink}`: writer thread panicked")]
     WriterPanicked { sink: String },
+    #[error("sink `{sink}`: cannot start")]
+    Ship {
+        sink: String,
+        #[source]
+        source: ShipError,
+    },
 }
 
 /// Counters of one sink, since start.
@@ -175,6 +195,9 @@ pub struct SinkStat {
     pub write_errors: u64,
     /// Lines lost: in a failed write, or queued for a writer that is gone.
     pub lines_dropped: u64,
+    /// A collector sink's spool and sender ("written" = spooled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ship: Option<ShipStats>,
 }
 
 /// Counters of every sink, in the order they were given.
@@ -186,14 +209,26 @@ pub struct SinkStats {
 }
 
 impl SinkStats {
-    /// Lines lost across all sinks, serialisation failures included.
+    /// Lines lost across all sinks, serialisation failures and events a
+    /// collector sink dropped after spooling them included.
     pub fn lines_dropped(&self) -> u64 {
-        self.serialize_errors + self.sinks.iter().map(|s| s.lines_dropped).sum::<u64>()
+        self.serialize_errors
+            + self
+                .sinks
+                .iter()
+                .map(|s| s.lines_dropped + s.ship.as_ref().map_or(0, ShipStats::events_dropped))
+                .sum::<u64>()
     }
 }
 
 /// One NDJSON line, shared by every sink's queue.
-type Line = Arc<[u8]>;
+#[derive(Clone)]
+struct Line {
+    bytes: Arc<[u8]>,
+    /// A `finding` event: a collector's spool keeps batches with findings
+    /// longest.
+    finding: bool,
+}
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -217,6 +252,7 @@ struct SinkHandle {
     counters: Arc<Counters>,
     /// Set once the writer is found gone, so that is logged once.
     gone_logged: std::sync::atomic::AtomicBool,
+    ship: Option<ShipHandle>,
 }
 
 impl SinkHandle {
@@ -229,6 +265,7 @@ impl SinkHandle {
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
             write_errors: c.write_errors.load(Ordering::Relaxed),
             lines_dropped: c.lines_dropped.load(Ordering::Relaxed),
+            ship: self.ship.as_ref().map(ShipHandle::stats),
         }
     }
 
@@ -277,7 +314,8 @@ impl Sinks {
             return Err(SinkError::NoSinks);
         }
         // Open everything first: a bad path must not leave threads behind.
-        let mut outputs: Vec<(String, Box<dyn writer::Output>)> = Vec::with_capacity(specs.len());
+        let mut outputs: Vec<(String, Box<dyn writer::Output>, Option<ShipHandle>)> =
+            Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             // The config's sinks and the command line's are merged: the same
             // sink given in both is used once, not written to twice.
@@ -285,13 +323,23 @@ impl Sinks {
                 tracing::warn!(sink = %spec, "sink given twice; used once");
                 continue;
             }
+            let mut ship = None;
             let output: Box<dyn writer::Output> = match spec {
                 SinkSpec::Stdout => Box::new(stdout::StdoutOutput::new()),
                 SinkSpec::File(path) => Box::new(file::FileOutput::open(path)?),
+                SinkSpec::Collector(c) => {
+                    let out =
+                        collector::CollectorOutput::start(c).map_err(|source| SinkError::Ship {
+                            sink: spec.to_string(),
+                            source,
+                        })?;
+                    ship = Some(out.handle());
+                    Box::new(out)
+                }
             };
-            outputs.push((spec.to_string(), output));
+            outputs.push((spec.to_string(), output, ship));
         }
-        let sinks = Self::start_outputs(outputs)?;
+        let sinks = Self::start_outputs_with(outputs)?;
         for s in &sinks.sinks {
             tracing::info!(sink = %s.name, "sink started");
         }
@@ -300,12 +348,19 @@ impl Sinks {
 
     /// Starts one writer thread per output (tests use it with in-memory and
     /// failing outputs).
+    #[cfg(test)]
     fn start_outputs(outputs: Vec<(String, Box<dyn writer::Output>)>) -> Result<Sinks, SinkError> {
+        Self::start_outputs_with(outputs.into_iter().map(|(n, o)| (n, o, None)).collect())
+    }
+
+    fn start_outputs_with(
+        outputs: Vec<(String, Box<dyn writer::Output>, Option<ShipHandle>)>,
+    ) -> Result<Sinks, SinkError> {
         let mut sinks = Sinks {
             sinks: Vec::with_capacity(outputs.len()),
             serialize_errors: AtomicU64::new(0),
         };
-        for (name, output) in outputs {
+        for (name, output, ship) in outputs {
             let (tx, rx) = flume::bounded::<Line>(QUEUE_CAPACITY);
             let counters = Arc::new(Counters::default());
             let thread = std::thread::Builder::new()
@@ -325,6 +380,7 @@ impl Sinks {
                 thread: Some(thread),
                 counters,
                 gone_logged: std::sync::atomic::AtomicBool::new(false),
+                ship,
             });
         }
         Ok(sinks)
@@ -367,14 +423,17 @@ impl Sinks {
             }
         };
         buf.push(b'\n');
-        let line: Line = buf.into();
+        let line = Line {
+            bytes: buf.into(),
+            finding: ev.kind == kind::FINDING,
+        };
         for (i, sink) in self.sinks.iter().enumerate() {
             if only.is_some_and(|mask| i >= 64 || mask & (1 << i) == 0) {
                 continue;
             }
             let Some(tx) = &sink.tx else { continue };
             Counters::add(&sink.counters.lines_queued, 1);
-            if tx.send(Arc::clone(&line)).is_err() {
+            if tx.send(line.clone()).is_err() {
                 // The writer thread has ended (it only does so on panic
                 // before shutdown): the line is lost, and counted.
                 Counters::add(&sink.counters.lines_dropped, 1);

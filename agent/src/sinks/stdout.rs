@@ -2,7 +2,7 @@
 
 use std::io::{self, Write as _};
 
-use super::writer::Output;
+use super::writer::{Output, Pending};
 
 /// Writes batches to the process's stdout.
 pub(super) struct StdoutOutput;
@@ -14,7 +14,8 @@ impl StdoutOutput {
 }
 
 impl Output for StdoutOutput {
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &Pending<'_>) -> io::Result<()> {
+        let batch = batch.bytes;
         // Holding the lock for the whole batch keeps lines whole even if
         // something else in the process prints to stdout.
         let mut out = io::stdout().lock();

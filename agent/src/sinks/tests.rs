@@ -6,7 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{writer::Output, SinkError, SinkSpec, Sinks, QUEUE_CAPACITY};
+use super::{
+    writer::{Output, Pending},
+    SinkError, SinkSpec, Sinks, QUEUE_CAPACITY,
+};
 use crate::event::{kind, Event, FileInfo, Host};
 
 fn event(n: usize) -> Event {
@@ -50,7 +53,8 @@ struct Memory {
 }
 
 impl Output for Memory {
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &Pending<'_>) -> io::Result<()> {
+        let batch = batch.bytes;
         assert!(!self.panic, "test output panics");
         *self.batches.lock().unwrap() += 1;
         if *self.fail.lock().unwrap() {
@@ -380,4 +384,33 @@ fn lines_for_a_dead_writer_are_counted() {
     let s = sinks.stats().sinks[0].clone();
     assert_eq!((s.lines_written, s.lines_dropped), (0, 2));
     assert!(sinks.shutdown().is_ok());
+}
+
+#[test]
+fn collector_spec_parses_and_takes_the_config_section() {
+    let spec: SinkSpec = "collector:https://collector.example:8443".parse().unwrap();
+    assert_eq!(spec.to_string(), "collector:https://collector.example:8443");
+    let SinkSpec::Collector(c) = &spec else {
+        panic!("not a collector sink: {spec:?}")
+    };
+    assert_eq!((c.host.as_str(), c.port), ("collector.example", 8443));
+    for bad in ["collector:", "collector:http://c:1", "collector:c:1"] {
+        assert!(bad.parse::<SinkSpec>().is_err(), "{bad:?} should not parse");
+    }
+    let cfg = crate::config::FileConfig::parse(
+        "sinks = [\"collector:https://c:1\"]\n[collector]\ntoken = \"t0123456789abcdef\"\nbatch_max_events = 7\n",
+        "x",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let SinkSpec::Collector(c) = &cfg.sinks[0] else {
+        panic!()
+    };
+    assert_eq!(c.settings.batch_max_events, 7);
+    // Without credentials the config is refused.
+    let no_auth = crate::config::FileConfig::parse("sinks = [\"collector:https://c:1\"]", "x")
+        .unwrap()
+        .validate();
+    assert!(no_auth.is_err());
 }

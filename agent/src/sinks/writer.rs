@@ -1,17 +1,56 @@
 //! The writer thread of one sink: batches queued lines, writes whole
 //! batches, counts what was written and what was lost.
 
-use std::{io, sync::Arc, time::Instant};
+use std::{
+    io,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::{Counters, Line, BATCH_BYTES, FLUSH_INTERVAL};
+
+/// When a writer closes a batch.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BatchPolicy {
+    pub max_bytes: usize,
+    pub max_lines: u64,
+    /// Longest time the first line of a batch waits.
+    pub max_wait: Duration,
+    /// Also close the batch whenever the queue is empty (low latency for
+    /// local outputs; a collector wants full batches instead).
+    pub when_idle: bool,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            max_bytes: BATCH_BYTES,
+            max_lines: u64::MAX,
+            max_wait: FLUSH_INTERVAL,
+            when_idle: true,
+        }
+    }
+}
+
+/// A closed batch of whole lines.
+pub(super) struct Pending<'a> {
+    pub bytes: &'a [u8],
+    pub lines: u64,
+    /// Lines that are `finding` events.
+    pub findings: u64,
+}
 
 /// Where a writer thread puts its lines.
 pub(super) trait Output: Send {
     /// Writes one batch of whole lines and flushes it out of any user-space
     /// buffer. On error, as little of the batch as possible is left behind.
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()>;
+    fn write_batch(&mut self, batch: &Pending<'_>) -> io::Result<()>;
     /// Makes what was written durable (fsync for files); called once, last.
     fn finish(&mut self) -> io::Result<()>;
+    /// How this output wants its batches cut.
+    fn policy(&self) -> BatchPolicy {
+        BatchPolicy::default()
+    }
 }
 
 /// Runs until every sender is gone and the queue is empty, then writes the
@@ -22,9 +61,11 @@ pub(super) fn run(
     rx: &flume::Receiver<Line>,
     counters: &Arc<Counters>,
 ) -> io::Result<()> {
+    let policy = output.policy();
     let mut batch = Batch {
         buf: Vec::with_capacity(BATCH_BYTES),
         lines: 0,
+        findings: 0,
         failing: false,
     };
     // When the oldest unwritten line must be written at the latest.
@@ -39,13 +80,17 @@ pub(super) fn run(
         match next {
             Ok(line) => {
                 if batch.lines == 0 {
-                    deadline = Some(Instant::now() + FLUSH_INTERVAL);
+                    deadline = Some(Instant::now() + policy.max_wait);
                 }
-                batch.buf.extend_from_slice(&line);
+                batch.buf.extend_from_slice(&line.bytes);
                 batch.lines += 1;
+                batch.findings += u64::from(line.finding);
                 // Write when caught up (low latency when quiet) or when the
                 // batch is big (few syscalls under load).
-                if batch.buf.len() >= BATCH_BYTES || rx.is_empty() {
+                if batch.buf.len() >= policy.max_bytes
+                    || batch.lines >= policy.max_lines
+                    || (policy.when_idle && rx.is_empty())
+                {
                     batch.write(name, output.as_mut(), counters);
                     deadline = None;
                 }
@@ -64,6 +109,7 @@ pub(super) fn run(
 struct Batch {
     buf: Vec<u8>,
     lines: u64,
+    findings: u64,
     /// The last write failed: further failures are logged at debug only.
     failing: bool,
 }
@@ -74,7 +120,12 @@ impl Batch {
             return;
         }
         let bytes = self.buf.len() as u64;
-        match output.write_batch(&self.buf) {
+        let pending = Pending {
+            bytes: &self.buf,
+            lines: self.lines,
+            findings: self.findings,
+        };
+        match output.write_batch(&pending) {
             Ok(()) => {
                 Counters::add(&counters.lines_written, self.lines);
                 Counters::add(&counters.bytes_written, bytes);
@@ -101,6 +152,7 @@ impl Batch {
         }
         self.buf.clear();
         self.lines = 0;
+        self.findings = 0;
         // One huge event must not pin a huge buffer for the daemon's life.
         if self.buf.capacity() > 4 * BATCH_BYTES {
             self.buf = Vec::with_capacity(BATCH_BYTES);
