@@ -641,3 +641,90 @@ fn a_hostile_session_raises_findings_and_leaks_nothing() {
     );
     c.finish(&ev, &["/etc/shadow", "/home/tester"], "hostile session");
 }
+
+// ------------------------------------------------------------------ HTTP/2
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn curl_http2_plain_and_streamed() {
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new("h2");
+    let pki = make_cert(&dir);
+    let mut mock = MockServer::start_h2(&dir, &pki);
+    let body = |stream: bool| {
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "stream": stream,
+            "stream_options": {"include_usage": true},
+            "messages": [
+                {"role": "system", "content": "You are the aitrail h2 test."},
+                {"role": "user", "content": format!("Read it.\nFILE: /tmp/h2-{stream}.txt\n")},
+            ],
+            "tools": [{"type": "function", "function": {"name": "read_file",
+                "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}],
+        })
+        .to_string()
+    };
+    // One curl, two requests on one HTTP/2 connection (`--next`): a plain
+    // one, then a streamed one.
+    let request = |b: String| {
+        vec![
+            "--http2".to_string(),
+            "--compressed".into(),
+            "--cacert".into(),
+            pki.ca.display().to_string(),
+            "-H".into(),
+            format!("Authorization: Bearer {OPENAI_KEY}"),
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            b,
+            format!("{}/v1/chat/completions", mock.base_url),
+        ]
+    };
+    let mut args = vec!["-sS".to_string(), "--fail-with-body".into()];
+    args.extend(request(body(false)));
+    args.push("--next".into());
+    args.extend(request(body(true)));
+    let mut client = Launched::spawn(&dir, "h2", &common::curl(), &args, &[]);
+    let mut daemon = Daemon::start(&dir, client.pid());
+    client.release();
+    let out = client.wait_success(CLIENT_TIMEOUT);
+    assert!(out.contains("read_file"), "curl output: {out}");
+    common::grace();
+    daemon.stop();
+    mock.stop();
+    common::assert_no_secrets(&daemon);
+
+    let ev = Events::read(&daemon.events);
+    let mut c = Checker::default();
+    let calls = ev.llm_calls();
+    c.eq("llm.calls over h2", 2, calls.len());
+    for (e, stream) in calls.iter().zip([false, true]) {
+        let l = e.llm.as_ref().expect("llm");
+        c.eq("path", "/v1/chat/completions", l.path.as_str());
+        c.eq("provider", "openai", l.provider.as_str());
+        c.eq("stream", stream, l.stream);
+        c.eq("status", Some(200), l.status);
+        c.eq("model", Some("gpt-4o-mini"), l.model.as_deref());
+        c.check(l.api_key_id.is_some(), || "no api_key_id".into());
+        let want = format!("/tmp/h2-{stream}.txt");
+        c.check(
+            l.output
+                .tool_calls
+                .iter()
+                .any(|t| t.name == "read_file" && t.arguments.contains(&want)),
+            || {
+                format!(
+                    "stream={stream}: no read_file tool call for {want}: {:?}",
+                    l.output.tool_calls
+                )
+            },
+        );
+        c.check(l.usage.output_tokens.is_some(), || {
+            format!("stream={stream}: no usage")
+        });
+    }
+    c.finish(&ev, &[], "curl --http2");
+}

@@ -155,12 +155,17 @@ impl Attacher {
         ]
     }
 
-    /// Attaches every known target to `pid` (where not attached yet).
+    /// Attaches every known library to `pid`, and its executable when that
+    /// embeds OpenSSL (where not attached yet). Programs such as node are
+    /// attached only to their own processes: registering a uprobe on a big
+    /// binary costs tens of milliseconds, time in which a short client
+    /// would already have made its first request.
     pub fn attach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        let targets: Vec<TlsTarget> = self.targets.all().cloned().collect();
-        for t in &targets {
+        let libraries: Vec<TlsTarget> = self.targets.all().filter(|t| t.library).cloned().collect();
+        for t in &libraries {
             self.attach_target(ebpf, pid, t);
         }
+        self.attach_exe(ebpf, pid);
     }
 
     /// Learns the targets `pid` has mapped or is, then attaches them all.
@@ -214,7 +219,7 @@ impl Attacher {
                     Err(e) => {
                         self.attach_failed += 1;
                         tracing::debug!(
-                            pid, path = %t.path.display(), function = FUNCTIONS[i], error = %e,
+                            pid, path = %t.path.display(), function = FUNCTIONS[i], error = ?e,
                             "TLS probe attach failed"
                         );
                     }

@@ -381,9 +381,8 @@ impl Capture {
                 }
                 if scoped {
                     // Probes attached at fork (or at start) survive exec;
-                    // only a new executable that embeds OpenSSL is new here.
+                    // a new executable that embeds OpenSSL is new here.
                     self.attacher.attach_process(&mut self.ebpf, pid);
-                    self.attacher.attach_exe(&mut self.ebpf, pid);
                 }
             }
             Record::Exit(_) => self.attacher.detach_process(&mut self.ebpf, rec.tgid()),

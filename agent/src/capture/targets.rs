@@ -31,6 +31,9 @@ pub struct TlsTarget {
     pub id: (u64, u64),
     /// File offsets of [`FUNCTIONS`], where present.
     pub offsets: [Option<u64>; 5],
+    /// A shared library (any process may map it), as opposed to a program
+    /// that embeds OpenSSL (node), which only its own processes run.
+    pub library: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,10 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
         path: path.to_path_buf(),
         id: (meta.dev(), meta.ino()),
         offsets,
+        library: path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(".so")),
     })
 }
 

@@ -10,7 +10,7 @@ use super::*;
 
 // ------------------------------------------------------------------ mock server
 
-/// tests/mock/mock_llm.py, listening on 127.0.0.1 on a free port.
+/// A mock LLM server (tests/mock/), listening on 127.0.0.1 on a free port.
 pub struct MockServer {
     child: Child,
     pub port: u16,
@@ -21,10 +21,19 @@ pub struct MockServer {
 
 impl MockServer {
     pub fn start(dir: &TestDir, pki: &Pki) -> Self {
+        Self::start_script(dir, pki, &python(), "tests/mock/mock_llm.py")
+    }
+
+    /// tests/mock/mock_h2.js: the same answers over HTTP/2 only.
+    pub fn start_h2(dir: &TestDir, pki: &Pki) -> Self {
+        Self::start_script(dir, pki, &node(), "tests/mock/mock_h2.js")
+    }
+
+    fn start_script(dir: &TestDir, pki: &Pki, interpreter: &str, script: &str) -> Self {
         let record = dir.join("mock/requests.jsonl");
         let log = dir.join("mock/mock.log");
-        let script = repo_root().join("tests/mock/mock_llm.py");
-        let mut child = Command::new(python())
+        let script = repo_root().join(script);
+        let mut child = Command::new(interpreter)
             .arg(&script)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .arg("--cert")
