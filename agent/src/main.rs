@@ -188,6 +188,15 @@ fn file_config(args: &AgentArgs) -> anyhow::Result<FileConfig> {
     Ok(file)
 }
 
+/// Gives the memory freed after start-up back to the system.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The sinks and the stages after correlation, their configs checked.
 fn stages(cfg: &Config) -> anyhow::Result<(Sinks, Stages)> {
     let detector = Detector::new(&cfg.detect, Envelope::new()).context("detection rules")?;
@@ -246,8 +255,6 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     }
 
-    // Everything that can refuse its config does so before the probes load.
-    let (sinks, stages) = stages(&cfg)?;
     let capture_cfg = CaptureConfig {
         scope_pids: cfg.scope.pids.clone(),
         scope_cgroups: cfg.scope.cgroups.clone(),
@@ -283,6 +290,20 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         }
         Err(_) => bail!("capture thread ended before it was ready"),
     }
+    // Built once the probes are loaded: parsing the kernel's BTF and
+    // compiling the rules are the two peaks of the daemon's memory, and
+    // one after the other they do not add up. A refused config still stops
+    // the daemon before anything is captured or written.
+    let (sinks, stages) = match stages(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(rec_rx);
+            let _ = capture.join();
+            return Err(e);
+        }
+    };
+    trim_heap();
     let mut pipeline = Pipeline::new(&cfg, stages, sinks, cmd_tx);
     pipeline.seed(&aitrail::capture::descendants(&cfg.scope.pids));
     tracing::info!("probes attached; capturing");
