@@ -1,5 +1,7 @@
 //! `aitrail`: the host daemon and its command line.
 
+mod commands;
+
 use std::{
     path::PathBuf,
     sync::{atomic::AtomicBool, Arc},
@@ -39,6 +41,23 @@ enum Cmd {
     DetectEval(DetectEvalArgs),
     /// Run the collector: HTTPS ingest from agents, the store, the query API.
     Collector(CollectorArgs),
+    /// One host, nothing else to install: the daemon writing into an
+    /// embedded store (`--store`, default /var/lib/aitrail/store) that
+    /// `aitrail search` and `aitrail trace` read; other sinks as for `agent`.
+    Run(RunArgs),
+    /// Search a store: events newest first, as NDJSON.
+    Search(commands::query::SearchArgs),
+    /// Every event of one trace (a conversation), as NDJSON.
+    Trace(commands::query::TraceArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The store directory (created 0700).
+    #[arg(long, default_value = commands::query::DEFAULT_STORE)]
+    store: PathBuf,
+    #[command(flatten)]
+    agent: AgentArgs,
 }
 
 #[derive(clap::Args)]
@@ -70,7 +89,8 @@ struct AgentArgs {
     /// TOML configuration (see config/agent.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Where events go: `stdout` or `file:PATH` (repeatable; adds to the config's).
+    /// Where events go: `stdout`, `file:PATH`, `store:DIR` or
+    /// `collector:https://HOST:PORT` (repeatable; adds to the config's).
     #[arg(long = "sink")]
     sinks: Vec<SinkSpec>,
     /// Capture only this process and its descendants (repeatable).
@@ -117,6 +137,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Agent(args) => run_agent(args),
         Cmd::DetectEval(args) => detect_eval(&args),
         Cmd::Collector(args) => run_collector(&args),
+        Cmd::Run(mut args) => {
+            args.agent.sinks.push(SinkSpec::Store(args.store));
+            run_agent(args.agent)
+        }
+        Cmd::Search(args) => commands::query::search(&args),
+        Cmd::Trace(args) => commands::query::trace(&args),
     }
 }
 

@@ -26,6 +26,7 @@
 mod collector;
 mod file;
 mod stdout;
+mod store;
 mod writer;
 
 #[cfg(test)]
@@ -69,6 +70,8 @@ pub enum SinkSpec {
     Stdout,
     File(PathBuf),
     Collector(Box<CollectorSpec>),
+    /// An embedded store directory (one host, no collector server).
+    Store(PathBuf),
 }
 
 impl FromStr for SinkSpec {
@@ -87,11 +90,15 @@ impl FromStr for SinkSpec {
                 "file: needs a path, e.g. file:/var/log/aitrail/events.ndjson",
             )),
             Some(("file", path)) => Ok(Self::File(PathBuf::from(path))),
+            Some(("store", "")) => Err(invalid(
+                "store: needs a directory, e.g. store:/var/lib/aitrail/store",
+            )),
+            Some(("store", dir)) => Ok(Self::Store(PathBuf::from(dir))),
             Some(("collector", url)) => CollectorSpec::from_url(url)
                 .map(|c| Self::Collector(Box::new(c)))
                 .map_err(|_| invalid("collector: needs https://HOST[:PORT]")),
             _ => Err(invalid(
-                "expected `stdout`, `file:PATH` or `collector:https://HOST:PORT`",
+                "expected `stdout`, `file:PATH`, `store:DIR` or `collector:https://HOST:PORT`",
             )),
         }
     }
@@ -103,6 +110,7 @@ impl fmt::Display for SinkSpec {
             Self::Stdout => f.write_str("stdout"),
             Self::File(path) => write!(f, "file:{}", path.display()),
             Self::Collector(c) => write!(f, "collector:{}", c.url),
+            Self::Store(dir) => write!(f, "store:{}", dir.display()),
         }
     }
 }
@@ -327,6 +335,7 @@ impl Sinks {
             let output: Box<dyn writer::Output> = match spec {
                 SinkSpec::Stdout => Box::new(stdout::StdoutOutput::new()),
                 SinkSpec::File(path) => Box::new(file::FileOutput::open(path)?),
+                SinkSpec::Store(dir) => Box::new(store::StoreOutput::open(dir)?),
                 SinkSpec::Collector(c) => {
                     let out =
                         collector::CollectorOutput::start(c).map_err(|source| SinkError::Ship {

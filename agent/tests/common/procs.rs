@@ -246,6 +246,12 @@ impl Daemon {
     /// Starts the daemon with the given scope arguments (`--pid N` or
     /// `--cgroup PATH`) and waits for `READY=1`.
     pub fn start_scoped(dir: &TestDir, scope: &[String]) -> Self {
+        Self::start_command(dir, "agent", scope)
+    }
+
+    /// Starts `aitrail <command> <args> --sink file:…` (command `agent` or
+    /// `run`) and waits for `READY=1`.
+    pub fn start_command(dir: &TestDir, command: &str, scope: &[String]) -> Self {
         let ddir = dir.join("daemon");
         let events = ddir.join("events.ndjson");
         let stdout = ddir.join("daemon.stdout.log");
@@ -259,7 +265,7 @@ impl Daemon {
 
         let exe_owned = env_or("AITRAIL_E2E_DAEMON_BIN", env!("CARGO_BIN_EXE_aitrail"));
         let exe = exe_owned.as_str();
-        let mut args: Vec<String> = vec!["agent".into()];
+        let mut args: Vec<String> = vec![command.into()];
         args.extend(scope.iter().cloned());
         args.extend(["--sink".into(), format!("file:{}", events.display())]);
         if let Ok(extra) = std::env::var("AITRAIL_E2E_DAEMON_ARGS") {

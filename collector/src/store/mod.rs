@@ -20,7 +20,7 @@
 //! rowid = `events.seq`) indexes the text; `evidence` lists the event ids
 //! each finding cites, for retention.
 
-mod query;
+pub mod query;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,3 @@
+//! Commands of the `aitrail` binary other than the daemon itself.
+
+pub mod query;
