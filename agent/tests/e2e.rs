@@ -533,7 +533,18 @@ fn a_hostile_session_raises_findings_and_leaks_nothing() {
         ("SSL_CERT_FILE", pki.ca.display().to_string()),
     ];
     let mut client = Launched::spawn(&dir, "findings", &common::which("unshare"), &args, &env);
-    let mut daemon = Daemon::start(&dir, client.pid());
+    // Events also go to an embedded store: its database and WAL files are
+    // grepped for the secrets too.
+    let store = format!("store:{}", dir.join("daemon/store").display());
+    let mut daemon = Daemon::start_scoped(
+        &dir,
+        &[
+            "--pid".into(),
+            client.pid().to_string(),
+            "--sink".into(),
+            store,
+        ],
+    );
     client.release();
     client.wait_success(CLIENT_TIMEOUT);
     common::grace();
