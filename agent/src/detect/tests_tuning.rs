@@ -110,7 +110,10 @@ fn single_contacts_are_pii() {
     ] {
         assert_fires(text, "pii.contact");
     }
-    let bulk: String = (0..6).map(|i| format!("user{i}@corp-mail.de ")).collect();
+    let bulk = (0..6)
+        .map(|i| format!("user{i}@corp-mail.de"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let got = fires(&tool("t", "{}", Some(&bulk)));
     assert!(got.contains(&"pii.contact_bulk".to_owned()), "{got:?}");
     for text in [
