@@ -62,7 +62,8 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct DetectEvalArgs {
-    /// The directory of `*.jsonl` cases (see docs/detection.md).
+    /// The directory of `*.jsonl` cases (see docs/detection.md; its
+    /// heldout.jsonl is left out), or one `.jsonl` file.
     #[arg(long, default_value = "tests/corpus")]
     corpus: PathBuf,
     /// Print the report as JSON.

@@ -7,7 +7,9 @@
 //!   with the same arguments, `count` times.
 //! - `call_rate` (per process): more than `per_minute` llm.calls in 60 s.
 //! - `refusal_rate` (per API user, else exe): refusals in a sliding window.
-//! - `content_filter`: the provider filtered or refused the answer.
+//! - `content_filter`: the provider's content filter stopped the answer or
+//!   rejected the request. A refusal the model wrote (`output.refusal`) is
+//!   not one: a single refusal is ordinary, `refusal_rate` counts them.
 //! - `system_prompt` (per exe + provider + model): a system prompt version
 //!   not seen before; the first one is only recorded.
 //! - sequences: ordered steps within one trace and a time window.
@@ -31,6 +33,8 @@ use crate::event::{kind, Event, FindingMatch, LlmCall};
 
 /// System prompt versions remembered per application.
 const MAX_PROMPT_VERSIONS: usize = 64;
+/// Shortest output text whose repeats make a loop (`min_text`).
+const MIN_LOOP_TEXT: usize = 64;
 /// Bytes of output text searched for refusal phrasings (they open a reply).
 const REFUSAL_PREFIX: usize = 400;
 
@@ -244,7 +248,7 @@ fn output_loop(
     let count = r.params.count.unwrap_or(5).max(2);
     let mut keys: Vec<(u64, &str)> = Vec::new();
     let text = llm.output.text.trim();
-    if !text.is_empty() {
+    if text.len() >= r.params.min_text.unwrap_or(MIN_LOOP_TEXT).max(1) {
         keys.push((state::hash(&["output", text]), "output text"));
     }
     for c in &llm.output.tool_calls {
@@ -288,7 +292,9 @@ fn is_refusal(r: &Rule, llm: &LlmCall) -> bool {
         cut -= 1;
     }
     let norm = Norm::new(&text[..cut]);
-    r.regex.iter().any(|re| re.is_match(&norm.plain.text))
+    r.regex
+        .iter()
+        .any(|re| re.is_match(norm.plain.text.as_bytes()))
 }
 
 fn refusal_rate(
@@ -327,8 +333,6 @@ fn content_filter(i: usize, r: &Rule, llm: &LlmCall) -> Option<Found> {
     let error = llm.error.as_deref().unwrap_or("").to_ascii_lowercase();
     let detail = if o.finish_reason.as_deref() == Some("content_filter") {
         "the provider's content filter stopped the answer"
-    } else if o.refusal.as_deref().is_some_and(|s| !s.trim().is_empty()) {
-        "the API returned a refusal"
     } else if [
         "content_filter",
         "content_policy",
@@ -429,11 +433,16 @@ pub(super) fn sequences(
                     .class
                     .as_ref()
                     .is_none_or(|c| classes.contains(&c.as_str()))
-                && st
-                    .globs
-                    .as_ref()
-                    .is_none_or(|g| ev.file.as_ref().is_some_and(|f| g.is_match(&f.path)))
-                && (!st.external || ev.net.as_ref().is_some_and(select::external))
+                && st.globs.as_ref().is_none_or(|g| {
+                    ev.file
+                        .as_ref()
+                        .is_some_and(|f| g.is_match(f.path.as_bytes()))
+                })
+                && (!st.external
+                    || ev
+                        .net
+                        .as_ref()
+                        .is_some_and(|n| select::external(n, st.attempts)))
                 && (!st.new_dest
                     || ev
                         .net

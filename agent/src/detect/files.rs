@@ -40,14 +40,14 @@ pub(super) fn judge(rules: &[Rule], matchers: &Matchers, ev: &Event) -> Vec<Foun
     let mut out = Vec::new();
     for i in matchers.glob_rules(&f.path) {
         let r = &rules[i];
-        if !matches!(r.how, How::Match) || r.unless.iter().any(|u| u.is_match(&f.path)) {
+        if !matches!(r.how, How::Match) || r.unless.iter().any(|u| u.is_match(f.path.as_bytes())) {
             continue;
         }
         if let (Some(unless), Some(p)) = (&r.unless_process, &ev.process) {
             // The exe, and the script an interpreter runs (`python3 /usr/bin/gcloud`).
             let mut names =
                 std::iter::once(p.exe.as_str()).chain(p.args.iter().take(2).map(String::as_str));
-            if names.any(|n| unless.is_match(n)) {
+            if names.any(|n| unless.is_match(n.as_bytes())) {
                 continue;
             }
         }

@@ -48,6 +48,11 @@ pub fn load(
     dir: Option<&Path>,
     disabled: &[String],
 ) -> Result<Vec<Rule>, RuleError> {
+    compile(&sources(builtin, dir)?, disabled)
+}
+
+/// The rule files to load, as (file name, text), in load order.
+pub fn sources(builtin: bool, dir: Option<&Path>) -> Result<Vec<(String, String)>, RuleError> {
     let mut sources: Vec<(String, String)> = Vec::new();
     if builtin {
         sources.extend(
@@ -76,8 +81,13 @@ pub fn load(
             sources.push((f.display().to_string(), text));
         }
     }
+    Ok(sources)
+}
+
+/// Parses and validates `sources`, then drops the disabled ids.
+pub fn compile(sources: &[(String, String)], disabled: &[String]) -> Result<Vec<Rule>, RuleError> {
     let mut rules: Vec<Rule> = Vec::new();
-    for (file, text) in &sources {
+    for (file, text) in sources {
         for (n, rule) in parse(file, text)?.into_iter().enumerate() {
             if rules.iter().any(|r| r.id == rule.id) {
                 return Err(invalid(

@@ -5,7 +5,7 @@
 //! run their own regex to find positions.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::RegexSet;
+use regex::bytes::RegexSet;
 
 use super::{
     rules::{How, Rule, Selector, Signal},
@@ -125,16 +125,30 @@ impl Matchers {
         if !self.text_selectors.contains(&sel) {
             return Vec::new();
         }
-        let norm = if json {
+        let (norm, unescaped) = if json {
             let (unescaped, map) = text::json_unescape(raw);
             let mut n = Norm::new(&unescaped);
             text::rebase(&mut n, &map);
-            n
+            (n, Some((unescaped, map)))
         } else {
-            Norm::new(raw)
+            (Norm::new(raw), None)
         };
         let mut hits = Vec::new();
         self.scan_views(rules, sel, &norm, None, &mut hits);
+        // Commands and tool arguments are matched again as a shell or SQL
+        // parser reads them when they hide words (`'r''m'`, `DROP/**/TABLE`).
+        if matches!(sel, Selector::Command | Selector::ToolArgs) {
+            let base = unescaped.as_ref().map_or(raw, |(u, _)| u.as_str());
+            if let Some((clear, map)) = text::deobfuscate(base) {
+                let map = match &unescaped {
+                    Some((_, outer)) => text::compose(&map, outer),
+                    None => map,
+                };
+                let mut n = Norm::new(&clear);
+                text::rebase(&mut n, &map);
+                self.scan_views(rules, sel, &n, None, &mut hits);
+            }
+        }
         // Encoded runs: what they decode to is matched like the text, and
         // reported at the encoded run's range.
         let paths = matches!(sel, Selector::FilePath | Selector::NetDest);
@@ -193,7 +207,9 @@ impl Matchers {
         let mut push = |rule: usize, view: &View, s: usize, e: usize, what: &str| {
             let r = &rules[rule];
             if hits.iter().filter(|h| h.rule == rule).count() >= MAX_HITS_PER_RULE
-                || r.unless.iter().any(|u| u.is_match(&view.text[s..e]))
+                || r.unless
+                    .iter()
+                    .any(|u| u.is_match(&view.text.as_bytes()[s..e]))
             {
                 return;
             }
@@ -226,7 +242,7 @@ impl Matchers {
             if set.is_empty() {
                 continue;
             }
-            for idx in &set.matches(&view.text) {
+            for idx in &set.matches(view.text.as_bytes()) {
                 let (rule, j) = owner[idx];
                 if !rules[rule].fields.contains(&sel) {
                     continue;
@@ -236,7 +252,7 @@ impl Matchers {
                 } else {
                     &rules[rule].regex[j]
                 };
-                for m in re.find_iter(&view.text).take(MAX_HITS_PER_RULE) {
+                for m in re.find_iter(view.text.as_bytes()).take(MAX_HITS_PER_RULE) {
                     let what = if word {
                         format!("word_regex[{j}]")
                     } else {
@@ -283,7 +299,7 @@ impl Matchers {
             return Vec::new();
         }
         self.globs
-            .matches(path)
+            .matches(path.as_bytes())
             .iter()
             .map(|i| self.glob_rule[i])
             .collect()

@@ -35,9 +35,15 @@ mod tests;
 mod tests_actions;
 #[cfg(test)]
 mod tests_rules;
+#[cfg(test)]
+mod tests_tuning;
 mod text;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use serde::Deserialize;
 
@@ -111,11 +117,56 @@ struct Found {
     detail: Option<String>,
 }
 
+/// A compiled rule set: the rules and their shared automata. Immutable, so
+/// detectors built from the same rule files share one (see [`pack`]).
+struct Pack {
+    rules: Vec<Rule>,
+    matchers: Matchers,
+}
+
+/// Compiled packs kept for reuse, most recent last.
+const MAX_PACKS: usize = 4;
+
+type PackKey = (Vec<(String, String)>, Vec<String>);
+
+/// The compiled pack for these rule files and disabled ids: compiled once
+/// per process and shared by every detector built from the same texts.
+/// Compiling costs tens of milliseconds, and the lazy DFAs of the regexes
+/// fill their caches as they search: a detector built afresh for each test
+/// or evaluation case would otherwise pay both on its first events, which a
+/// running daemon pays once. Keyed by the exact texts, so a changed rule
+/// file is compiled anew; at most [`MAX_PACKS`] are kept.
+fn pack(cfg: &DetectConfig) -> Result<Arc<Pack>, RuleError> {
+    static PACKS: Mutex<Vec<(PackKey, Arc<Pack>)>> = Mutex::new(Vec::new());
+    let key = (
+        load::sources(cfg.builtin, cfg.rules_dir.as_deref())?,
+        cfg.disabled.clone(),
+    );
+    if let Some((_, p)) = PACKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|(k, _)| *k == key)
+    {
+        return Ok(Arc::clone(p));
+    }
+    let rules = load::compile(&key.0, &key.1)?;
+    let matchers = Matchers::new(&rules);
+    let p = Arc::new(Pack { rules, matchers });
+    let mut packs = PACKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if packs.len() >= MAX_PACKS {
+        packs.remove(0);
+    }
+    packs.push((key, Arc::clone(&p)));
+    Ok(p)
+}
+
 pub struct Detector {
     env: Envelope,
     cfg: DetectConfig,
-    rules: Vec<Rule>,
-    matchers: Matchers,
+    pack: Arc<Pack>,
     traces: Bounded<String, TraceState>,
     stateful: detectors::State,
     counters: BTreeMap<String, u64>,
@@ -125,17 +176,15 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(cfg: &DetectConfig, env: Envelope) -> Result<Self, RuleError> {
-        let rules = load::load(cfg.builtin, cfg.rules_dir.as_deref(), &cfg.disabled)?;
-        let matchers = Matchers::new(&rules);
+        let pack = pack(cfg)?;
         let mut counters = BTreeMap::new();
-        counters.insert("rules_loaded".to_owned(), rules.len() as u64);
+        counters.insert("rules_loaded".to_owned(), pack.rules.len() as u64);
         Ok(Self {
             env,
             cfg: cfg.clone(),
-            matchers,
+            pack,
             traces: Bounded::new(cfg.max_traces),
             stateful: detectors::State::new(cfg.max_keys),
-            rules,
             counters,
             evicted_in_gone_traces: 0,
         })
@@ -143,7 +192,7 @@ impl Detector {
 
     /// Ids of the loaded rules.
     pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|r| r.id.as_str())
+        self.pack.rules.iter().map(|r| r.id.as_str())
     }
 
     /// The findings `ev` raises.
@@ -158,21 +207,21 @@ impl Detector {
             .get_or_insert_with(ev.trace_id.clone(), || TraceState::new(max_seen));
         let before = trace.evictions();
         let mut found = scan_fields(
-            &self.rules,
-            &self.matchers,
+            &self.pack.rules,
+            &self.pack.matchers,
             self.cfg.max_scan_bytes,
             trace,
             ev,
             &mut self.counters,
         );
-        found.extend(files::judge(&self.rules, &self.matchers, ev));
-        found.extend(detectors::numbers(&self.rules, ev));
-        found.extend(self.stateful.judge(&self.rules, trace, ev));
+        found.extend(files::judge(&self.pack.rules, &self.pack.matchers, ev));
+        found.extend(detectors::numbers(&self.pack.rules, ev));
+        found.extend(self.stateful.judge(&self.pack.rules, trace, ev));
         let classes: Vec<&str> = found
             .iter()
-            .map(|f| self.rules[f.rule].class.as_str())
+            .map(|f| self.pack.rules[f.rule].class.as_str())
             .collect();
-        let seq = detectors::sequences(&self.rules, trace, ev, &classes);
+        let seq = detectors::sequences(&self.pack.rules, trace, ev, &classes);
         found.extend(seq);
         if let Some(n) = &ev.net {
             trace.dests.insert(state::hash(&[&select::dest(n)]));
@@ -190,7 +239,7 @@ impl Detector {
     }
 
     fn finding(&mut self, ev: &Event, f: Found) -> Event {
-        let rule = &self.rules[f.rule];
+        let rule = &self.pack.rules[f.rule];
         bump(&mut self.counters, "findings", 1);
         bump(&mut self.counters, &format!("findings.{}", rule.class), 1);
         let mut out = self.env.event(kind::FINDING, 0, ev.process.clone());

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use regex::{Regex, RegexBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
 use super::text::Norm;
@@ -104,6 +104,8 @@ struct StepSpec {
     new_dest: bool,
     #[serde(default)]
     external: bool,
+    #[serde(default)]
+    attempts: bool,
 }
 
 /// Settings of the stateful detectors; each reads the ones it needs.
@@ -122,6 +124,9 @@ pub struct Params {
     pub min_value: Option<u64>,
     /// Repeats that make a loop (`output_loop`).
     pub count: Option<u32>,
+    /// Shortest output text whose repeats count (`output_loop`): "done",
+    /// "OK" and "Summary." repeat in every healthy batch job.
+    pub min_text: Option<usize>,
     /// llm.calls per minute per process (`call_rate`).
     pub per_minute: Option<usize>,
     /// Calls in the sliding window (`refusal_rate`).
@@ -189,6 +194,8 @@ pub struct Step {
     pub globs: Option<Regex>,
     pub new_dest: bool,
     pub external: bool,
+    /// With `external`: failed connects (refused, unreachable) count too.
+    pub attempts: bool,
 }
 
 #[derive(Debug)]
@@ -236,10 +243,17 @@ impl Rule {
     }
 }
 
+/// Compiles a rule pattern over bytes, with ASCII classes (`\w`, `\s`,
+/// `\b`, `[^x]` of any byte) where the pattern allows it: the views are
+/// lowercase and mostly ASCII, and Unicode classes make automata many times
+/// larger (slower to build, to start and to search, and the lazy DFA gives
+/// up on Unicode `\b` before non-ASCII text). A pattern that needs Unicode
+/// (`\p{Greek}`) keeps it. `as_str()` is the pattern as compiled, so the
+/// shared `RegexSet`s get the same form.
 fn compile(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(1 << 21)
-        .build()
+    let build = |p: &str| RegexBuilder::new(p).size_limit(1 << 21).build();
+    build(&format!("(?-u:{pattern})"))
+        .or_else(|_| build(pattern))
         .map_err(|e| format!("bad regex {pattern:?}: {e}"))
 }
 
@@ -493,6 +507,9 @@ fn steps(specs: &[StepSpec]) -> Result<Vec<Step>, String> {
     specs
         .iter()
         .map(|st| {
+            if st.attempts && !st.external {
+                return Err("`attempts` qualifies `external = true`".into());
+            }
             if let Some(c) = &st.class {
                 if !CLASSES.contains(&c.as_str()) {
                     return Err(format!("unknown class {c:?} in sequence"));
@@ -504,6 +521,7 @@ fn steps(specs: &[StepSpec]) -> Result<Vec<Step>, String> {
                 globs: globs_regex(&st.globs)?,
                 new_dest: st.new_dest,
                 external: st.external,
+                attempts: st.attempts,
             })
         })
         .collect()

@@ -5,13 +5,15 @@
 //! | `prompt`      | `llm.system.text`, `llm.messages[i].content` of role user / system / developer |
 //! | `tool_result` | `llm.messages[i].content` of role tool, `tool.result`        |
 //! | `output`      | `llm.output.text`, `llm.output.refusal`                      |
-//! | `tool_args`   | `llm.output.tool_calls[i].arguments`, `tool.arguments` (JSON escapes undone) |
+//! | `tool_args`   | `llm.output.tool_calls[i].arguments`, `llm.messages[i].tool_calls[j].arguments`, `tool.arguments` (JSON escapes undone) |
 //! | `command`     | `exec.args` joined by single spaces (a `sh -c` payload is one argument) |
 //! | `file.path`   | `file.path`                                                  |
 //! | `net.dest`    | `net.address:net.port`                                       |
 //!
-//! Assistant messages of the history are not scanned: they are earlier
-//! outputs, scanned as `output` when their call was seen. Texts that repeat
+//! The text of assistant messages in the history is not scanned: it is an
+//! earlier output, scanned as `output` when its call was seen. Their tool
+//! calls are (as `tool_args`): that is where the policy counts commands
+//! headed for execution, and a call already seen as output is skipped. Texts that repeat
 //! within a trace (the history every turn, a tool result seen both in
 //! `tool.call` and in the next request, the same arguments in the call's
 //! output and in its `tool.call`) are given only once: `fresh` remembers
@@ -61,6 +63,13 @@ pub fn fields<'a>(ev: &'a Event, fresh: &mut dyn FnMut(&str, &str) -> bool) -> V
                 add(Selector::Prompt, "llm.system.text".into(), &sys.text);
             }
             for (i, m) in llm.messages.iter().enumerate() {
+                // The tool calls of assistant turns in the history: a client
+                // can replay (or forge) a call the detector never saw as
+                // output; one it did see is skipped as already scanned.
+                for (j, c) in m.tool_calls.iter().enumerate() {
+                    let name = format!("llm.messages[{i}].tool_calls[{j}].arguments");
+                    add(Selector::ToolArgs, name, &c.arguments);
+                }
                 let sel = match m.role.as_str() {
                     "user" | "system" | "developer" => Selector::Prompt,
                     "tool" => Selector::ToolResult,
@@ -112,17 +121,36 @@ pub fn dest(n: &crate::event::NetInfo) -> String {
     }
 }
 
-/// A successful connect that leaves the host: not loopback, not a DNS
-/// resolver (port 53), not a unix socket.
-pub fn external(n: &crate::event::NetInfo) -> bool {
-    let loopback = match n.address.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(a)) => a.is_loopback() || a.is_unspecified(),
-        Ok(std::net::IpAddr::V6(a)) => {
+/// A connect that leaves the host for the internet: not loopback, not a
+/// private, link-local, carrier-grade NAT or unique-local address (the
+/// cluster's API server, the office NAS), not a DNS resolver (port 53), not
+/// a unix socket. It must have succeeded unless `attempts` is set, when a
+/// connect the peer refused or the network could not route counts too.
+pub fn external(n: &crate::event::NetInfo, attempts: bool) -> bool {
+    use std::net::IpAddr;
+    let internal = match n.address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => internal_v4(a),
+        Ok(IpAddr::V6(a)) => {
+            let s = a.segments();
             a.is_loopback()
                 || a.is_unspecified()
-                || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || a.to_ipv4_mapped().is_some_and(internal_v4)
         }
         Err(_) => n.address == "localhost",
     };
-    n.result == 0 && matches!(n.family.as_str(), "ipv4" | "ipv6") && !loopback && n.port != 53
+    (n.result == 0 || (attempts && n.result < 0))
+        && matches!(n.family.as_str(), "ipv4" | "ipv6")
+        && !internal
+        && n.port != 53
+}
+
+fn internal_v4(a: std::net::Ipv4Addr) -> bool {
+    let [o0, o1, ..] = a.octets();
+    a.is_loopback()
+        || a.is_unspecified()
+        || a.is_private()
+        || a.is_link_local()
+        || (o0 == 100 && (64..128).contains(&o1))
 }

@@ -386,3 +386,81 @@ pub fn rebase(norm: &mut Norm, map: &[(u32, u32)]) {
         }
     }
 }
+
+/// Longest `/* … */` comment taken for a space by [`deobfuscate`].
+const MAX_COMMENT: usize = 64;
+
+/// Whether a command or tool argument hides its words: a quote or a
+/// backslash inside a word (`'r''m'`, `r"m"`, `c\url`) or an SQL comment
+/// in place of a space (`DROP/**/TABLE`).
+fn obfuscated(b: &[u8]) -> bool {
+    let word = |c: u8| c.is_ascii_alphanumeric();
+    b.windows(2).any(|w| w == b"/*")
+        || b.windows(3).any(|w| {
+            word(w[0]) && matches!(w[1], b'\'' | b'"' | b'\\') && (word(w[2]) || w[2] == w[1])
+        })
+}
+
+/// The text as a shell or SQL parser would read it, for commands and tool
+/// arguments that hide their words from the patterns: quotes next to a
+/// letter or digit and the backslash before one dropped, `/* … */` comments (up to
+/// [`MAX_COMMENT`] bytes) read as one space. `None` when the text shows no
+/// such trick (most texts: the caller then scans nothing twice). Each
+/// output byte keeps the range it came from, for [`rebase`]. One pass.
+pub fn deobfuscate(text: &str) -> Option<(String, Vec<(u32, u32)>)> {
+    let b = text.as_bytes();
+    if !obfuscated(b) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut map = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        let word = |j: Option<usize>| {
+            j.and_then(|j| b.get(j))
+                .is_some_and(u8::is_ascii_alphanumeric)
+        };
+        match b[i] {
+            // A quote next to a letter or digit opens or closes part of a
+            // word (`'r''m'` is `rm`); one between spaces or punctuation
+            // still ends a string (`"/"}`), which the patterns look for.
+            b'\'' | b'"' if word(i.checked_sub(1)) || word(Some(i + 1)) => i += 1,
+            b'\\' if b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric) => i += 1,
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = b[i + 2..b.len().min(i + 2 + MAX_COMMENT)]
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map(|p| i + 2 + p + 2);
+                if let Some(end) = end {
+                    push_mapped(&mut out, &mut map, ' ', i, end);
+                    i = end;
+                } else {
+                    push_mapped(&mut out, &mut map, '/', i, i + 1);
+                    i += 1;
+                }
+            }
+            _ => {
+                let c = text[i..].chars().next().unwrap_or(' ');
+                push_mapped(&mut out, &mut map, c, i, i + c.len_utf8());
+                i += c.len_utf8();
+            }
+        }
+    }
+    Some((out, map))
+}
+
+/// `inner` maps a text derived from `outer`'s text; the result maps it to
+/// `outer`'s original.
+pub fn compose(inner: &[(u32, u32)], outer: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    inner
+        .iter()
+        .map(|&(s, e)| {
+            let (os, _) = outer.get(s as usize).copied().unwrap_or_default();
+            let (_, oe) = outer
+                .get((e as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or((os, os));
+            (os, oe)
+        })
+        .collect()
+}

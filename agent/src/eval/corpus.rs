@@ -76,9 +76,17 @@ struct RawCase {
     events: Vec<Value>,
 }
 
-/// Every case of every `*.jsonl` in `dir`, files in name order. Ids are
+/// Held-out cases, written apart from the tuned corpus and scored on their
+/// own: loading the directory leaves this file out, naming it loads only it.
+pub const HELDOUT: &str = "heldout.jsonl";
+
+/// Every case of every `*.jsonl` in `dir` but [`HELDOUT`], files in name
+/// order; or, when `dir` is a `.jsonl` file, the cases of that file. Ids are
 /// unique across the corpus.
 pub fn load_dir(dir: &Path) -> Result<Vec<Case>, EvalError> {
+    if dir.is_file() {
+        return load_files(dir, vec![dir.to_path_buf()]);
+    }
     let entries = fs::read_dir(dir).map_err(|source| EvalError::ReadDir {
         dir: dir.display().to_string(),
         source,
@@ -91,11 +99,17 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Case>, EvalError> {
                 source,
             })?
             .path();
-        if path.extension().is_some_and(|e| e == "jsonl") {
+        if path.extension().is_some_and(|e| e == "jsonl")
+            && path.file_name().is_none_or(|n| n != HELDOUT)
+        {
             files.push(path);
         }
     }
     files.sort();
+    load_files(dir, files)
+}
+
+fn load_files(dir: &Path, files: Vec<std::path::PathBuf>) -> Result<Vec<Case>, EvalError> {
     let mut cases = Vec::new();
     let mut first_seen: HashMap<String, (String, usize)> = HashMap::new();
     for path in files {

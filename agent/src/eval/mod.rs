@@ -23,8 +23,12 @@ use std::{path::PathBuf, time::Instant};
 pub use self::{
     corpus::{Case, CLASSES},
     metrics::{Goal, Latency, Outcome, Scores},
-    report::Report,
+    report::{Report, SlowCase},
 };
+
+/// Cases listed as the slowest (by their slowest `llm.call`): where to look
+/// first when the latency goal is missed.
+const SLOWEST: usize = 5;
 use crate::{
     detect::{DetectConfig, Detector, RuleError},
     event::{kind, Event, Severity},
@@ -100,11 +104,17 @@ pub fn run(opts: &EvalOptions) -> Result<Report, EvalError> {
     let cfg = DetectConfig::default();
     let mut outcomes = Vec::with_capacity(cases.len());
     let mut samples = Vec::new();
+    // Per case, its slowest llm.call over all rounds.
+    let mut slowest = vec![std::time::Duration::ZERO; cases.len()];
     for round in 0..rounds {
-        for case in &cases {
+        for (i, case) in cases.iter().enumerate() {
             let mut det = Detector::new(&cfg, env.clone())
                 .map_err(|source| EvalError::Detector { source })?;
+            let before = samples.len();
             let raised = run_case(&mut det, &case.events, &mut samples);
+            if let Some(&m) = samples[before..].iter().max() {
+                slowest[i] = slowest[i].max(m);
+            }
             if round == 0 {
                 outcomes.push(Outcome {
                     id: case.id.clone(),
@@ -118,7 +128,23 @@ pub fn run(opts: &EvalOptions) -> Result<Report, EvalError> {
     let scores = metrics::score(&outcomes);
     let latency = metrics::latency(&mut samples);
     let goals = metrics::goals(&scores, &latency);
+    let mut slow: Vec<(std::time::Duration, &str)> = slowest
+        .iter()
+        .zip(&cases)
+        .map(|(d, c)| (*d, c.id.as_str()))
+        .collect();
+    slow.sort_unstable_by(|a, b| b.cmp(a));
+    let slowest = slow
+        .into_iter()
+        .take(SLOWEST)
+        .filter(|(d, _)| !d.is_zero())
+        .map(|(d, id)| SlowCase {
+            id: id.to_owned(),
+            max_us: d.as_secs_f64() * 1e6,
+        })
+        .collect();
     Ok(Report {
+        slowest,
         corpus: opts.corpus.display().to_string(),
         cases: cases.len(),
         rounds,

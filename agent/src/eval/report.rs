@@ -15,6 +15,15 @@ pub struct Report {
     pub scores: Scores,
     pub latency: Latency,
     pub goals: Vec<Goal>,
+    /// The cases whose slowest `llm.call` took longest, slowest first.
+    pub slowest: Vec<SlowCase>,
+}
+
+/// A case and its slowest `llm.call` over all rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct SlowCase {
+    pub id: String,
+    pub max_us: f64,
 }
 
 impl Report {
@@ -67,6 +76,14 @@ impl Report {
             "llm.call detection: {} samples, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
             l.samples, l.p50_us, l.p99_us, l.max_us
         );
+        if !self.slowest.is_empty() {
+            let slow: Vec<String> = self
+                .slowest
+                .iter()
+                .map(|c| format!("{} {:.0} µs", c.id, c.max_us))
+                .collect();
+            let _ = writeln!(out, "slowest cases: {}", slow.join(", "));
+        }
         let _ = writeln!(out, "\ngoals:");
         for g in &self.goals {
             let _ = writeln!(

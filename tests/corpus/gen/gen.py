@@ -23,6 +23,7 @@ import benign_misc
 import benign_more
 import benign_ops
 import data
+import heldout
 import inject
 import system
 
@@ -43,6 +44,9 @@ GROUPS = {
     "benign_ops": benign_ops.cases,
     "benign_misc": benign_misc.cases,
     "benign_more": benign_more.cases,
+    # Scored on its own (`detect-eval --corpus tests/corpus/heldout.jsonl`);
+    # loading the directory leaves it out.
+    "heldout": heldout.cases,
 }
 
 
@@ -61,7 +65,8 @@ def main():
             assert c["id"] not in seen, f"duplicate id {c['id']}"
             seen.add(c["id"])
             for cls in c["expect"] or ["benign"]:
-                counts[cls] = counts.get(cls, 0) + 1
+                key = f"{name}:{cls}" if name == "heldout" else cls
+                counts[key] = counts.get(key, 0) + 1
         path = OUT / f"{name}.jsonl"
         text = render(cases)
         if check:
@@ -71,7 +76,9 @@ def main():
             path.write_text(text)
     for cls, n in sorted(counts.items()):
         print(f"{cls:22} {n}")
-    print(f"{'total cases':22} {len(seen)}")
+    held = sum(n for k, n in counts.items() if k.startswith("heldout:") and k != "heldout:benign")
+    print(f"{'total cases':22} {len(seen)} (heldout.jsonl: {held} class labels, "
+          f"{counts.get('heldout:benign', 0)} benign)")
     if stale:
         sys.exit(f"out of date: {', '.join(stale)} (run tests/corpus/gen/gen.py)")
 

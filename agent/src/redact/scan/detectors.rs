@@ -38,6 +38,9 @@ pub(super) struct Detectors {
     azure_sas: Regex,
     azure_client_secret: Regex,
     password_assign: Regex,
+    /// `… with password Qz8!mR4#tLw2 and …`: no `=`, so only values that
+    /// look like a password (see `strong_password`).
+    password_prose: Regex,
     url_password: Regex,
     mysql_password: Regex,
     card: Regex,
@@ -85,11 +88,18 @@ impl Detectors {
             azure_assign: re(r"(?i)(?:AccountKey|SharedAccessKey|AccessKey)="),
             azure_sas: re(r"[?&;]sig="),
             azure_client_secret: re(r"(?-u:\b)[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}"),
+            // Starts at the keyword: a literal start lets the search skip
+            // to candidates (`DB_PASSWORD=` still matches at `PASSWORD`).
             password_assign: re(&format!(
-                r"(?i)[a-z0-9_.-]{{0,24}}(?:password|passwd|passphrase|pwd|_pass){ASSIGN}"
+                r"(?i)(?:password|passwd|passphrase|pwd|_pass){ASSIGN}"
             )),
+            // The user may be empty (`redis://:pw@host`); a `#` that should
+            // have been percent-encoded is still part of the password.
             url_password: re(
-                r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]{1,15}://[^\s:/?#@\[\]"'<>\\]{1,128}:([^\s:/?#@\[\]"'<>\\]{1,128})@[A-Za-z0-9\[]"#,
+                r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]{1,15}://[^\s:/?#@\[\]"'<>\\]{0,128}:([^\s:/?@\[\]"'<>\\]{1,128})@[A-Za-z0-9\[]"#,
+            ),
+            password_prose: re(
+                r"(?i)(?-u:\b)(?:password|passwd|passphrase)[ \t]{1,3}(?:(?:is|was|of|set to)[ \t]{1,3})?",
             ),
             mysql_password: re(
                 r#"(?-u:\b)(?:mysql|mysqldump|mysqladmin|mariadb)(?-u:\b)[^\n;|&]{0,256}?\s-p([^\s'"\\]{1,128})"#,
@@ -104,7 +114,11 @@ impl Detectors {
             phone_nanp: re(
                 r"(?:\([2-9][0-9]{2}\) ?|(?-u:\b)[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}(?-u:\b)",
             ),
-            phone_national: re(r"(?-u:\b)0[1-9][0-9]{1,3}[ -][0-9]{3,4}[ -][0-9]{3,4}(?-u:\b)"),
+            // Trunk prefix 0, area code, then two groups or one (UK mobiles
+            // `07700 900461`); `phone_ok` wants 10 or 11 digits in all.
+            phone_national: re(
+                r"(?-u:\b)0[1-9][0-9]{1,4}[ -](?:[0-9]{3,4}[ -][0-9]{3,4}|[0-9]{5,7})(?-u:\b)",
+            ),
             email: re(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}"),
         }
     }
@@ -195,6 +209,20 @@ impl Detectors {
             if let Some((s, e)) = password_value(text, whole.end(), quote) {
                 sink.push(DataClass::Password, s, e);
                 at = e;
+            }
+        }
+        for m in self.password_prose.find_iter(text) {
+            if sink.full() {
+                return;
+            }
+            if let Some((s, e)) = password_value(text, m.end(), None) {
+                let e = s + b[s..e]
+                    .iter()
+                    .rposition(|c| !matches!(c, b'.' | b',' | b':' | b';'))
+                    .map_or(0, |p| p + 1);
+                if strong_password(&b[s..e]) {
+                    sink.push(DataClass::Password, s, e);
+                }
             }
         }
         for re in [&self.url_password, &self.mysql_password] {
@@ -454,6 +482,21 @@ fn password_value(text: &str, from: usize, quote: Option<&str>) -> Option<(usize
         return None;
     }
     Some((from, end))
+}
+
+/// A word after `password` in prose that is a password rather than the
+/// next word of the sentence: 8 to 64 bytes with a letter and a digit, and
+/// either both cases or a symbol; not a hash or a hex id.
+fn strong_password(v: &[u8]) -> bool {
+    let has = |f: fn(&u8) -> bool| v.iter().any(f);
+    let symbol = |c: &u8| c.is_ascii_punctuation();
+    let hexish = v.iter().filter(|c| c.is_ascii_hexdigit()).count() * 10 >= v.len() * 9;
+    (8..=64).contains(&v.len())
+        && has(u8::is_ascii_alphabetic)
+        && has(u8::is_ascii_digit)
+        && ((has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase)) || has(symbol))
+        && !hexish
+        && !is_placeholder(v)
 }
 
 /// Validates an IBAN candidate: known country, its exact length (a spaced

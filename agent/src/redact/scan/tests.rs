@@ -190,6 +190,39 @@ fn passwords() {
     assert_none("Enter your password:\n");
     assert_none("mysql -u root -p -h db");
     assert_none("https://example.com:8443/path");
+    // A `#` left raw in a URL's password; no user name at all.
+    assert_finds(
+        "postgres://app_user:Xk9#mQ2vL8pR@db.internal:5432/orders",
+        Password,
+        "Xk9#mQ2vL8pR",
+    );
+    assert_finds(
+        "redis://:9fJ3kLm2Qw8e@cache:6379/0",
+        Password,
+        "9fJ3kLm2Qw8e",
+    );
+    assert_none("https://docs.example.com/page#section");
+    // In prose, without `=`: only a value that looks like a password.
+    assert_finds(
+        "log in with user admin and password Qz8!mR4#tLw2 and export",
+        Password,
+        "Qz8!mR4#tLw2",
+    );
+    assert_finds(
+        "the wifi password is Bl4ckbird-77.",
+        Password,
+        "Bl4ckbird-77",
+    );
+    for text in [
+        "the password reset flow sends a link",
+        "password authentication failed for user app",
+        "the password is at least 12 characters",
+        "password 123456789",
+        "password e3b0c44298fc1c149afbf4c8996fb924",
+        "password field is required",
+    ] {
+        assert_none(text);
+    }
 }
 
 #[test]
@@ -270,6 +303,8 @@ fn phones() {
         "+44 20 7946 0958",
         "+14155550132",
         "020 7946 0958",
+        "07700 900461",
+        "+33 6 12 34 56 78",
     ] {
         assert_finds(&format!("call {phone} now"), Phone, phone);
     }
@@ -282,6 +317,8 @@ fn phones() {
         "1+2345678",
         "v1.0.0+20130313144700",
         "415-555-01320",
+        "order 0412 55",
+        "build 01 2345",
     ] {
         assert_none(benign);
     }
