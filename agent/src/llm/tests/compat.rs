@@ -193,3 +193,27 @@ fn embeddings_input_counts() {
         assert_eq!(c.input_count, Some(want), "{body}");
     }
 }
+
+/// Text accumulated from fragments stops at the cap, at a character
+/// boundary, and the call says it was cut even though the stream ended.
+#[test]
+fn accumulated_text_is_capped_and_marked_truncated() {
+    let big = "é".repeat(crate::llm::MAX_TEXT_BYTES / 2 + 8);
+    let chunk = serde_json::json!({"choices":[{"index":0,"delta":{"content": big}}]});
+    let body = format!(
+        "data: {chunk}\n\ndata: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
+    );
+    let mut resp = json_response(200, &body);
+    resp.headers = vec![("Content-Type".into(), "text/event-stream".into())];
+    let ex = exchange(
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        r#"{"model":"m","messages":[],"stream":true}"#,
+        Some(resp),
+    );
+    let c = decode(&ex).unwrap().unwrap();
+    assert_eq!(c.output.text.len(), crate::llm::MAX_TEXT_BYTES);
+    assert_eq!(c.output.finish_reason.as_deref(), Some("stop"));
+    assert!(c.truncated);
+}
