@@ -157,14 +157,21 @@ pub struct Usage {
     pub input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// The part of `output_tokens` spent on reasoning (`reasoning_tokens`
+    /// of `OpenAI`, `thoughtsTokenCount` of Gemini).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
 }
 
 /// `llm` of an `llm.call` event.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LlmCall {
-    /// openai, anthropic, …
+    /// Who serves the call: `openai`, `azure.openai`, `anthropic`,
+    /// `gemini`, `vertex_ai`, `ollama`, `groq`, `openrouter`, `deepseek`,
+    /// `mistral`, `xai`, …
     pub provider: String,
-    /// chat, messages, …
+    /// The API: `chat`, `messages`, `responses`, `generate_content`,
+    /// `generate`, `embeddings`.
     pub operation: String,
     pub role: Role,
     pub server: Server,
@@ -193,9 +200,23 @@ pub struct LlmCall {
     pub ttft_ms: Option<f64>,
     /// Some part of the exchange was cut (caps) or missing (loss, timeout).
     pub truncated: bool,
-    /// The provider's error, for 4xx/5xx answers.
+    /// The provider's error, for 4xx/5xx answers and failed streams:
+    /// `<code or type>: <message>`, cut to a few hundred characters; a 429
+    /// answer's starts with `rate_limit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `OpenAI` Responses API: the `id` of the response, which a later
+    /// request names in `previous_response_id` to continue the
+    /// conversation without resending it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
+    /// `OpenAI` Responses API: the response this request continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<String>,
+    /// Embeddings calls: how many inputs were sent to be embedded (their
+    /// text is not kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_count: Option<u64>,
 }
 
 /// `tool` of a `tool.call` event.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A local HTTPS mock LLM server for aitrail's end-to-end tests (stdlib only).
 
-Speaks enough of two real wire formats for the official SDKs to parse them:
+Speaks enough of four real wire formats for the official SDKs to parse them:
 
   OpenAI     POST /v1/chat/completions   plain JSON, or `"stream": true` SSE
                                          (chat.completion.chunk deltas, tool calls
@@ -10,6 +10,15 @@ Speaks enough of two real wire formats for the official SDKs to parse them:
   Anthropic  POST /v1/messages           plain JSON, or `"stream": true` SSE
                                          (message_start, content_block_start/delta/
                                          stop, ping, message_delta, message_stop)
+  Responses  POST /v1/responses          OpenAI Responses API: plain JSON, or `"stream":
+                                         true` SSE (response.created … output_text /
+                                         function_call_arguments deltas …
+                                         response.completed); previous_response_id
+                                         continues a stored response
+  Gemini     POST /v1beta/models/{m}:generateContent          plain JSON
+             POST /v1beta/models/{m}:streamGenerateContent    ?alt=sse: SSE chunks;
+                                         else one JSON list of chunks
+             (wire formats: see mock_apis.py)
   Other      GET /health                 {"status": "ok"}
              GET /, /index.html          a small HTML page (non-LLM traffic)
              POST /upload                reads any body, answers its size (non-LLM)
@@ -23,7 +32,10 @@ its own line). Step = number of tool results already in the history.
                              (finish_reason stop / stop_reason end_turn)
 Usage is deterministic: input_tokens = 120 + 100*step, output_tokens = 20 + 5*step
 (OpenAI: prompt_tokens / completion_tokens, total = sum). Tool call ids are
-deterministic too: call_/toolu_ + 24 hex of sha256(provider, prompt, step).
+deterministic too: call_/toolu_ + 24 hex of sha256(provider, prompt, step)
+(Gemini function calls carry no id). For the Responses API, step counts
+function_call_output items, plus the step of the response named by
+previous_response_id; for Gemini, functionResponse parts.
 
 The tests mirror these rules in agent/tests/common/mod.rs: change both together.
 
@@ -31,7 +43,8 @@ Usage:
   mock_llm.py --port 0 --cert server.pem --key server.key [--no-gzip]
               [--record requests.jsonl] [--sse-delay-ms 5]
 Prints `PORT <n>` on stdout once listening. Logs one line per request on
-stderr. Never logs or records the Authorization / x-api-key header values.
+stderr. Never logs or records the Authorization / x-api-key / x-goog-api-key header
+values (a Gemini key may also come as ?key=: it is not logged either).
 """
 
 from __future__ import annotations
@@ -48,9 +61,13 @@ import ssl
 import sys
 import threading
 import time
+import urllib.parse
+
+import mock_apis
 
 MAX_BODY = 64 * 1024 * 1024  # refuse bodies above this (413)
-SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
+SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization",
+                  "cookie"}
 
 FILE_RE = re.compile(r"^\s*FILE:\s*(\S+)\s*$", re.MULTILINE)
 CMD_RE = re.compile(r"^\s*CMD:\s*(.+?)\s*$", re.MULTILINE)
@@ -115,7 +132,7 @@ class Decision:
             self.tool = script[step]
         self.input_tokens, self.output_tokens = usage_for(step)
         if self.tool:
-            prefix = "call_" if provider == "openai" else "toolu_"
+            prefix = "toolu_" if provider == "anthropic" else "call_"
             self.call_id = prefix + stable_hex(provider, prompt, step)
             self.arguments = json.dumps(self.tool[1])
             self.lead_text = f"I will use the {self.tool[0]} tool."
@@ -441,7 +458,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def error_json(self, provider: str, status: int, msg: str) -> None:
-        if provider == "anthropic":
+        if provider == "gemini":
+            self.send_json(status, mock_apis.gemini_error(status, msg))
+        elif provider == "anthropic":
             kind = {400: "invalid_request_error", 401: "authentication_error",
                     404: "not_found_error", 413: "request_too_large"}.get(status, "api_error")
             self.send_json(status, {"type": "error", "error": {"type": kind, "message": msg}},
@@ -451,7 +470,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                               "param": None, "code": None}})
 
     def note(self, status_note: str, body_len: int) -> None:
-        log(f"{self.client_address[0]}:{self.client_address[1]} {self.command} {self.path} "
+        log(f"{self.client_address[0]}:{self.client_address[1]} {self.command} {self.path.split('?')[0]} "
             f"body={body_len}B {status_note}")
 
     def record(self, entry: dict) -> None:
@@ -459,7 +478,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         headers = {k.lower(): ("<redacted>" if k.lower() in SECRET_HEADERS else v)
                    for k, v in self.headers.items()}
-        entry = {"time": time.time(), "method": self.command, "path": self.path,
+        entry = {"time": time.time(), "method": self.command, "path": self.path.split("?")[0],
                  "headers": headers, **entry}
         with self.server.record_lock, open(self.server.record_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -484,8 +503,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_POST(self):  # noqa: N802
-        path = self.path.split("?")[0]
-        provider = "anthropic" if path == "/v1/messages" else "openai"
+        path, _, query = self.path.partition("?")
+        gemini = mock_apis.GEMINI_PATH.match(path)
+        provider = {"/v1/messages": "anthropic", "/v1/responses": "responses"}.get(
+            path, "gemini" if gemini else "openai")
         try:
             raw = self.read_body()
         except BodyError as e:
@@ -507,6 +528,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.note("200 upload", len(raw))
             self.record({"status": 200, "body_len": len(raw)})
             self.send_json(200, {"received": len(raw), "sha256": digest})
+            return
+        if gemini or provider == "responses":
+            self.answer_new_api(provider, raw, gemini, urllib.parse.parse_qs(query))
             return
         if path not in ("/v1/chat/completions", "/v1/messages"):
             self.note("404", len(raw))
@@ -565,6 +589,63 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_json(200, anthropic_reply(req, d), extra)
 
 
+    def answer_new_api(self, provider: str, raw: bytes, gemini, query: dict) -> None:
+        """POST /v1/responses and Gemini's generateContent methods."""
+        if provider == "gemini":
+            has_key = self.headers.get("x-goog-api-key") or query.get("key")
+        else:
+            has_key = self.headers.get("Authorization")
+        if not has_key:
+            # Gemini refuses a call without a key with 403 PERMISSION_DENIED.
+            status = 403 if provider == "gemini" else 401
+            self.note(f"{status} no api key", len(raw))
+            self.record({"status": status})
+            self.error_json(provider, status, "Method doesn't allow unregistered callers. "
+                            "Please use an API key." if provider == "gemini" else "missing Authorization")
+            return
+        try:
+            req = json.loads(raw)
+            if not isinstance(req, dict):
+                raise ValueError("body is not a JSON object")
+            if provider == "gemini" and not isinstance(req.get("contents"), list):
+                raise ValueError("contents is required")
+            if provider == "responses" and (not isinstance(req.get("model"), str)
+                                            or not isinstance(req.get("input"), (str, list))):
+                raise ValueError("model and input are required")
+        except (ValueError, UnicodeDecodeError) as e:
+            self.note(f"400 invalid json ({e.__class__.__name__})", len(raw))
+            self.record({"status": 400, "body_len": len(raw)})
+            self.error_json(provider, 400, f"invalid request body: {e}"[:200])
+            return
+        if provider == "gemini":
+            model, method = gemini.group(1), gemini.group(2)
+            stream = method == "streamGenerateContent"
+            d = Decision("gemini", *mock_apis.gemini_context(req))
+        else:
+            model, stream = req["model"], bool(req.get("stream"))
+            d = Decision("responses", *mock_apis.responses_context(req, self.server.responses))
+            self.server.responses.put("resp_" + d.msg_id, d.prompt, d.step)
+        what = f"tool_call {d.tool[0]}" if d.tool else "text"
+        self.note(f"200 {provider} model={model} stream={stream} step={d.step} -> {what}", len(raw))
+        self.record({"status": 200, "provider": provider, "model": model, "stream": stream,
+                     "step": d.step, "tool": d.tool[0] if d.tool else None, "call_id": d.call_id,
+                     "arguments": d.arguments, "usage": [d.input_tokens, d.output_tokens], "body": req})
+        extra = {"x-request-id": "req_" + d.msg_id}
+        if provider == "responses":
+            if stream:
+                self.send_sse(mock_apis.responses_stream_events(req, d), extra)
+            else:
+                self.send_json(200, mock_apis.responses_reply(req, d), extra)
+            return
+        chunks = mock_apis.gemini_chunks(model, d, stream)
+        if not stream:
+            self.send_json(200, chunks[0])
+        elif query.get("alt") == ["sse"]:
+            self.send_sse(mock_apis.gemini_sse_events(chunks))
+        else:
+            self.send_json(200, chunks)
+
+
 class TLSServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -577,6 +658,7 @@ class TLSServer(http.server.ThreadingHTTPServer):
         self.record_path = record_path
         self.record_lock = threading.Lock()
         self.sse_delay = sse_delay
+        self.responses = mock_apis.ResponseStore()
 
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, in the connection's own thread, so a

@@ -67,6 +67,7 @@ pub(super) fn llm(trace: &str, msgs: &[(&str, &str)], output: &str) -> Event {
         usage: Usage {
             input_tokens: Some(500),
             output_tokens: Some(200),
+            ..Usage::default()
         },
         ..LlmCall::default()
     });

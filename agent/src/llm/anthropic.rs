@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    array_at, compact, compact_text, event_json, push_opt, str_at, system_prompt, tool_call,
-    u64_at, StreamEnd,
+    array_at, compact, compact_text, event_json, push_capped, push_opt, str_at, system_prompt,
+    tool_call, u64_at, StreamEnd, MAX_TOOL_CALLS,
 };
 use crate::event::{LlmCall, Message, Output};
 use crate::http::sse::SseEvent;
@@ -131,6 +131,7 @@ pub(super) fn fill_response(v: &Value, call: &mut LlmCall) {
             Some("thinking") => join_reasoning(
                 &mut out.reasoning,
                 str_at(b, "thinking").unwrap_or_default(),
+                &mut false,
             ),
             _ => {}
         }
@@ -180,6 +181,10 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
             }
             "content_block_start" => {
                 let index = u64_at(&v, "index").unwrap_or(0);
+                if !blocks.contains_key(&index) && blocks.len() >= MAX_TOOL_CALLS {
+                    end.capped = true;
+                    continue;
+                }
                 let cb = v.get("content_block").unwrap_or(&Value::Null);
                 let block = match str_at(cb, "type") {
                     Some("text") => Block::Text(str_at(cb, "text").unwrap_or_default().to_owned()),
@@ -198,8 +203,12 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
             }
             "content_block_delta" => {
                 let index = u64_at(&v, "index").unwrap_or(0);
+                if !blocks.contains_key(&index) && blocks.len() >= MAX_TOOL_CALLS {
+                    end.capped = true;
+                    continue;
+                }
                 let delta = v.get("delta").unwrap_or(&Value::Null);
-                apply_delta(blocks.entry(index), delta);
+                apply_delta(blocks.entry(index), delta, &mut end.capped);
             }
             "message_delta" => {
                 if let Some(r) = v.get("delta").and_then(|d| str_at(d, "stop_reason")) {
@@ -227,7 +236,7 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
     let out = &mut call.output;
     for block in blocks.into_values() {
         match block {
-            Block::Text(t) => out.text.push_str(&t),
+            Block::Text(t) => push_capped(&mut out.text, &t, &mut end.capped),
             Block::ToolUse {
                 id,
                 name,
@@ -241,7 +250,7 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
                 };
                 out.tool_calls.push(tool_call(&id, &name, arguments));
             }
-            Block::Thinking(t) => join_reasoning(&mut out.reasoning, &t),
+            Block::Thinking(t) => join_reasoning(&mut out.reasoning, &t, &mut end.capped),
             Block::Other => {}
         }
     }
@@ -251,12 +260,16 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
 
 /// Applies a `content_block_delta`; a delta whose block start was not
 /// seen (lost) starts the block from the delta's type.
-fn apply_delta(entry: std::collections::btree_map::Entry<'_, u64, Block>, delta: &Value) {
+fn apply_delta(
+    entry: std::collections::btree_map::Entry<'_, u64, Block>,
+    delta: &Value,
+    capped: &mut bool,
+) {
     let text = |key| str_at(delta, key).unwrap_or_default();
     match str_at(delta, "type") {
         Some("text_delta") => {
             if let Block::Text(t) = entry.or_insert_with(|| Block::Text(String::new())) {
-                t.push_str(text("text"));
+                push_capped(t, text("text"), capped);
             }
         }
         Some("input_json_delta") => {
@@ -267,12 +280,12 @@ fn apply_delta(entry: std::collections::btree_map::Entry<'_, u64, Block>, delta:
                 partial_json: String::new(),
             });
             if let Block::ToolUse { partial_json, .. } = block {
-                partial_json.push_str(text("partial_json"));
+                push_capped(partial_json, text("partial_json"), capped);
             }
         }
         Some("thinking_delta") => {
             if let Block::Thinking(t) = entry.or_insert_with(|| Block::Thinking(String::new())) {
-                t.push_str(text("thinking"));
+                push_capped(t, text("thinking"), capped);
             }
         }
         // signature_delta, citations_delta: nothing we report.
@@ -280,11 +293,11 @@ fn apply_delta(entry: std::collections::btree_map::Entry<'_, u64, Block>, delta:
     }
 }
 
-fn join_reasoning(reasoning: &mut Option<String>, text: &str) {
+fn join_reasoning(reasoning: &mut Option<String>, text: &str, capped: &mut bool) {
     if reasoning.is_some() {
-        push_opt(reasoning, "\n");
+        push_opt(reasoning, "\n", capped);
     }
-    push_opt(reasoning, text);
+    push_opt(reasoning, text, capped);
 }
 
 /// `stop_reason` is the finish reason; `refusal` also marks the output as

@@ -1,17 +1,28 @@
 //! LLM API calls: one HTTP exchange in, one [`LlmCall`] out.
 //!
-//! A provider is recognised by the request path (`…/chat/completions` is
-//! OpenAI's chat API, also spoken by most compatible servers; `/v1/messages`
-//! is Anthropic's), or else by the shape of a JSON request body. Each
-//! provider module fills the request side (model, system prompt, messages,
-//! declared tools) and the response side, from a JSON body or from a
-//! server-sent event stream.
+//! `route.rs` tells the wire format from the request path (each API has its
+//! own), or else from the shape of a JSON request body, and names who
+//! serves it from the Host header. Each format's module fills the request
+//! side (model, system prompt, messages, declared tools) and the response
+//! side, from a JSON body, a server-sent event stream, or (Ollama) one
+//! JSON object per line:
+//!
+//! | module | API |
+//! |---|---|
+//! | `openai.rs` | OpenAI chat completions (and compatible servers) |
+//! | `anthropic.rs` | Anthropic messages |
+//! | `responses.rs`, `responses_stream.rs` | OpenAI Responses API |
+//! | `gemini.rs` | Gemini `generateContent` / `streamGenerateContent` |
+//! | `ollama.rs` | Ollama `/api/chat`, `/api/generate` |
+//! | `embeddings.rs` | OpenAI, Gemini and Ollama embeddings |
 //!
 //! What we do not understand is kept rather than guessed: unknown content
 //! parts are skipped, fields of an unexpected type are left empty, and a
 //! response that is not JSON still yields the call with its request and an
 //! `error`. Invalid JSON where JSON is due is an error, except at the end
-//! of a body that was cut, where it is truncation.
+//! of a body that was cut, where it is truncation. Text accumulated from
+//! stream fragments is capped ([`MAX_TEXT_BYTES`], [`MAX_TOOL_CALLS`]);
+//! hitting a cap marks the call `truncated`.
 
 #![expect(
     clippy::doc_markdown,
@@ -19,7 +30,14 @@
 )]
 
 mod anthropic;
+mod embeddings;
+mod gemini;
+mod ollama;
 mod openai;
+mod responses;
+mod responses_stream;
+mod route;
+mod synth;
 
 #[cfg(test)]
 mod tests;
@@ -29,17 +47,19 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::{LlmCall, Server, SystemPrompt, ToolCallSpec};
+use self::route::Api;
+use crate::event::{LlmCall, SystemPrompt, ToolCallSpec};
 use crate::http::sse::{self, SseEvent};
-use crate::http::{Exchange, Request, Response};
+use crate::http::{Exchange, Response};
 
-pub const PROVIDER_OPENAI: &str = "openai";
-pub const PROVIDER_ANTHROPIC: &str = "anthropic";
-
-/// TLS is what we watch: a Host without a port means 443.
-const DEFAULT_PORT: u16 = 443;
-/// How much of a non-JSON error body goes into `error`.
-const ERROR_TEXT_CHARS: usize = 200;
+/// Most bytes kept of one text accumulated from stream fragments (the
+/// answer, its reasoning, one tool call's arguments).
+pub(crate) const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
+/// Most tool calls kept from one answer.
+pub(crate) const MAX_TOOL_CALLS: usize = 256;
+/// How much of an error message (or of a non-JSON error body) goes into
+/// `error`.
+const ERROR_TEXT_CHARS: usize = 300;
 
 /// Why an exchange on a known LLM API could not be decoded. Each is
 /// counted under [`LlmError::name`].
@@ -112,28 +132,6 @@ pub fn decode_lenient(ex: &Exchange) -> Decoded {
     Decoded { call, problems }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Provider {
-    OpenAi,
-    Anthropic,
-}
-
-impl Provider {
-    fn name(self) -> &'static str {
-        match self {
-            Provider::OpenAi => PROVIDER_OPENAI,
-            Provider::Anthropic => PROVIDER_ANTHROPIC,
-        }
-    }
-
-    fn operation(self) -> &'static str {
-        match self {
-            Provider::OpenAi => "chat",
-            Provider::Anthropic => "messages",
-        }
-    }
-}
-
 fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> {
     let req = &ex.request;
     // HTTP/2 picked up mid-way may not know the method; a body says POST.
@@ -141,19 +139,20 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     if !req.method.eq_ignore_ascii_case("POST") && !method_unknown {
         return None;
     }
-    let by_path = provider_by_path(&req.path);
+    let by_path = route::by_path(&req.path);
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
-    let provider = match (by_path, &parsed) {
-        (Some(p), _) => p,
-        (None, Ok(v)) => provider_by_shape(req, v)?,
+    let api = match (by_path, &parsed) {
+        (Some(a), _) => a,
+        (None, Ok(v)) => route::by_shape(req, v)?,
         (None, Err(_)) => return None,
     };
 
+    let server = route::server_of(req);
     let mut call = LlmCall {
-        provider: provider.name().to_owned(),
-        operation: provider.operation().to_owned(),
+        provider: route::provider(api, &server),
+        operation: api.operation().to_owned(),
         role: ex.role,
-        server: server_of(req),
+        server,
         path: req.path.clone(),
         api_key_id: req.api_key_id.clone(),
         // No response is a missing part, whatever the exchange says.
@@ -165,83 +164,134 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     }
 
     match parsed {
-        Ok(v) if v.is_object() => match provider {
-            Provider::OpenAi => openai::fill_request(&v, &mut call),
-            Provider::Anthropic => anthropic::fill_request(&v, &mut call),
-        },
+        Ok(v) if v.is_object() => fill_request(api, &v, &mut call),
         // A cut body does not parse; that is truncation, already marked.
         _ if req.body_truncated => {}
         Ok(_) => {
             problems.push(LlmError::RequestNotObject {
-                provider: provider.name(),
+                provider: api.family(),
             });
             return None;
         }
         Err(source) => {
             problems.push(LlmError::BadRequestJson {
-                provider: provider.name(),
+                provider: api.family(),
                 source,
             });
             return None;
         }
     }
+    if let Api::Gemini { stream } = api {
+        // Gemini says it in the method, not in the body.
+        call.stream = stream;
+    }
+    if call.model.is_none() {
+        call.model = route::model_from_path(&req.path);
+    }
 
     if let Some(resp) = &ex.response {
-        decode_response(ex, resp, provider, &mut call, problems);
+        decode_response(ex, resp, api, &mut call, problems);
     }
     Some(call)
 }
 
-fn decode_response(
-    ex: &Exchange,
-    resp: &Response,
-    provider: Provider,
-    call: &mut LlmCall,
-    problems: &mut Vec<LlmError>,
-) {
-    call.status = Some(resp.status);
-    call.truncated |= resp.body_truncated;
+fn fill_request(api: Api, v: &Value, call: &mut LlmCall) {
+    match api {
+        Api::OpenAiChat => openai::fill_request(v, call),
+        Api::Anthropic => anthropic::fill_request(v, call),
+        Api::Responses => responses::fill_request(v, call),
+        Api::Gemini { .. } => gemini::fill_request(v, call),
+        Api::OllamaChat => ollama::fill_chat_request(v, call),
+        Api::OllamaGenerate => ollama::fill_generate_request(v, call),
+        Api::Embeddings(e) => embeddings::fill_request(e, v, call),
+    }
+}
+
+/// A JSON (not streamed) answer.
+fn fill_response(api: Api, v: &Value, call: &mut LlmCall) {
+    match api {
+        Api::OpenAiChat => openai::fill_response(v, call),
+        Api::Anthropic => anthropic::fill_response(v, call),
+        Api::Responses => responses::fill_response(v, call),
+        Api::Gemini { .. } => gemini::fill_response(v, call),
+        Api::OllamaChat | Api::OllamaGenerate => {
+            let end = ollama::fill_ndjson(std::slice::from_ref(v), call);
+            call.truncated |= end.capped;
+        }
+        Api::Embeddings(e) => embeddings::fill_response(e, v, call),
+    }
+}
+
+/// How a response body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Sse,
+    /// One JSON object per line: Ollama's streams.
+    Ndjson,
+    Json,
+    Other,
+}
+
+fn framing(api: Api, resp: &Response) -> Framing {
     let content_type = resp
         .header("content-type")
         .unwrap_or_default()
         .to_ascii_lowercase();
     let body = resp.body.trim_ascii_start();
-    let is_sse = content_type.starts_with("text/event-stream")
-        || (content_type.is_empty() && (body.starts_with(b"data:") || body.starts_with(b"event:")));
-    if is_sse {
+    if content_type.starts_with("text/event-stream")
+        || (content_type.is_empty() && (body.starts_with(b"data:") || body.starts_with(b"event:")))
+    {
+        return Framing::Sse;
+    }
+    let ollama = matches!(api, Api::OllamaChat | Api::OllamaGenerate);
+    // Ollama streams unless told not to; a proxy may relabel the type.
+    let several_lines = body.trim_ascii_end().contains(&b'\n') && body.starts_with(b"{");
+    if content_type.contains("ndjson") || (ollama && several_lines) {
+        return Framing::Ndjson;
+    }
+    if content_type.contains("json") || body.starts_with(b"{") || body.starts_with(b"[") {
+        Framing::Json
+    } else {
+        Framing::Other
+    }
+}
+
+fn decode_response(
+    ex: &Exchange,
+    resp: &Response,
+    api: Api,
+    call: &mut LlmCall,
+    problems: &mut Vec<LlmError>,
+) {
+    call.status = Some(resp.status);
+    call.truncated |= resp.body_truncated;
+    let framing = framing(api, resp);
+    if matches!(framing, Framing::Sse | Framing::Ndjson) {
         call.stream = true;
         if let (Some(first), Some(_)) = (ex.t_first_body, ex.t_response_end) {
             call.ttft_ms = Some(ms(first.saturating_sub(ex.t_request_end)));
         }
-        let events = sse::parse_sse(&resp.body);
-        let end = match provider {
-            Provider::OpenAi => openai::fill_stream(&events, call),
-            Provider::Anthropic => anthropic::fill_stream(&events, call),
-        };
-        if let Some((index, source)) = end.bad_json {
-            problems.push(LlmError::BadStreamJson {
-                provider: provider.name(),
-                index,
-                source,
-            });
-            call.error
-                .get_or_insert_with(|| format!("stream event {index} is not valid JSON"));
-        }
-        if end.ended {
-            // The provider's end marker says the answer is whole, even when
-            // the client closed the connection before reading the chunked
-            // terminator (the openai SDK does).
-            // Events lost in the middle still make it truncated.
-            call.truncated = ex.request.body_truncated || resp.body_cut;
+        let end = if framing == Framing::Sse {
+            let events = sse::parse_sse(&resp.body);
+            match api {
+                Api::OpenAiChat => openai::fill_stream(&events, call),
+                Api::Anthropic => anthropic::fill_stream(&events, call),
+                Api::Responses => responses_stream::fill_stream(&events, call),
+                Api::Gemini { .. } => gemini::fill_stream(&events, call),
+                // Not a format these APIs stream in: read what parses.
+                Api::OllamaChat | Api::OllamaGenerate | Api::Embeddings(_) => {
+                    let values = json_events(&events);
+                    ollama::fill_ndjson(&values, call)
+                }
+            }
         } else {
-            call.truncated = true;
-        }
+            ollama::fill_ndjson_body(&resp.body, call)
+        };
+        finish_stream(end, api, resp, ex, call, problems);
         return;
     }
-    let looks_json =
-        content_type.contains("json") || body.starts_with(b"{") || body.starts_with(b"[");
-    if !looks_json {
-        if !body.is_empty() || resp.status >= 400 {
+    if framing == Framing::Other {
+        if !resp.body.trim_ascii().is_empty() || resp.status >= 400 {
             call.error = Some(non_json_error(resp));
         }
         return;
@@ -254,104 +304,70 @@ fn decode_response(
                 call.error = Some(format!("HTTP {}", resp.status));
             }
             if resp.status < 400 {
-                match provider {
-                    Provider::OpenAi => openai::fill_response(&v, call),
-                    Provider::Anthropic => anthropic::fill_response(&v, call),
-                }
+                fill_response(api, &v, call);
             }
         }
         Err(_) if call.truncated => {}
         Err(source) => {
             problems.push(LlmError::BadResponseJson {
-                provider: provider.name(),
+                provider: api.family(),
                 source,
             });
             call.error = Some(format!("HTTP {}: response is not valid JSON", resp.status));
         }
     }
-}
-
-fn provider_by_path(target: &str) -> Option<Provider> {
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let path = path.trim_end_matches('/');
-    if path.ends_with("/chat/completions") {
-        Some(Provider::OpenAi)
-    } else if path == "/v1/messages" || path.ends_with("/v1/messages") {
-        Some(Provider::Anthropic)
-    } else {
-        None
+    if resp.status == 429 {
+        mark_rate_limit(call);
     }
 }
 
-/// A chat request on a path we do not know (a proxy, a gateway, or HTTP/2
-/// headers we could not decode): a JSON object with a model and a list of
-/// messages. Anthropic's shape differs by its version header, its
-/// top-level `system`, or its content blocks. A Responses API body
-/// (`input`, no `messages`) is not a chat request and is not decoded.
-fn provider_by_shape(req: &Request, v: &Value) -> Option<Provider> {
-    let messages = v.get("messages")?.as_array()?;
-    v.get("model")?.as_str()?;
-    let anthropic_blocks = messages.iter().any(|m| {
-        m.get("content")
-            .and_then(Value::as_array)
-            .is_some_and(|blocks| {
-                blocks.iter().any(|b| {
-                    matches!(
-                        b.get("type").and_then(Value::as_str),
-                        Some("tool_use" | "tool_result")
-                    )
-                })
-            })
-    });
-    let anthropic = req.header("anthropic-version").is_some()
-        || v.get("system").is_some()
-        || anthropic_blocks
-        || (req.headers_unknown && anthropic_without_headers(v, messages));
-    if anthropic {
-        Some(Provider::Anthropic)
+fn finish_stream(
+    end: StreamEnd,
+    api: Api,
+    resp: &Response,
+    ex: &Exchange,
+    call: &mut LlmCall,
+    problems: &mut Vec<LlmError>,
+) {
+    if let Some((index, source)) = end.bad_json {
+        problems.push(LlmError::BadStreamJson {
+            provider: api.family(),
+            index,
+            source,
+        });
+        call.error
+            .get_or_insert_with(|| format!("stream event {index} is not valid JSON"));
+    }
+    if end.ended {
+        // The provider's end marker says the answer is whole, even when
+        // the client closed the connection before reading the chunked
+        // terminator (the openai SDK does).
+        // Events lost in the middle still make it truncated.
+        call.truncated = ex.request.body_truncated || resp.body_cut || end.capped;
     } else {
-        Some(Provider::OpenAi)
+        call.truncated = true;
     }
 }
 
-/// Without headers, a plain Anthropic request (no system prompt, no tool
-/// blocks) is told from an OpenAI one by what each API requires or
-/// refuses: Anthropic requires `max_tokens` and refuses `system`,
-/// `developer` and `tool` roles inside `messages`; `max_completion_tokens`,
-/// `stream_options` and `n` exist only in OpenAI's API. A heuristic: an
-/// OpenAI request that sets the legacy `max_tokens` and nothing else
-/// OpenAI-only still reads as Anthropic.
-fn anthropic_without_headers(v: &Value, messages: &[Value]) -> bool {
-    let openai_role = messages.iter().any(|m| {
-        matches!(
-            m.get("role").and_then(Value::as_str),
-            Some("system" | "developer" | "tool")
-        )
-    });
-    let openai_param = ["max_completion_tokens", "stream_options", "n"]
+/// A 429 answer's error starts with `rate_limit`, whatever each provider
+/// calls it (`rate_limit_exceeded`, `rate_limit_error`,
+/// `RESOURCE_EXHAUSTED`, `insufficient_quota`), so that rules and
+/// dashboards find rate limits with one prefix.
+fn mark_rate_limit(call: &mut LlmCall) {
+    match &mut call.error {
+        Some(e) if e.starts_with("rate_limit") => {}
+        Some(e) => e.insert_str(0, "rate_limit: "),
+        None => call.error = Some("rate_limit: HTTP 429".to_owned()),
+    }
+}
+
+/// Events of a stream in a format the API does not use, as JSON values;
+/// what does not parse is skipped.
+fn json_events(events: &[SseEvent]) -> Vec<Value> {
+    events
         .iter()
-        .any(|k| v.get(k).is_some());
-    v.get("max_tokens").is_some() && !openai_role && !openai_param
-}
-
-/// Host and port from the Host header (`h`, `h:p`, `[v6]:p`).
-fn server_of(req: &Request) -> Server {
-    let host = req.header("host").unwrap_or_default().trim();
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((v6, tail)) => (v6, tail.strip_prefix(':')),
-            None => (host, None),
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            _ => (host, None),
-        }
-    };
-    Server {
-        host: name.to_ascii_lowercase(),
-        port: port.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT),
-    }
+        .filter_map(|e| serde_json::from_str(e.data.trim()).ok())
+        .collect()
 }
 
 /// Nanoseconds to milliseconds.
@@ -359,27 +375,48 @@ fn ms(ns: u64) -> f64 {
     Duration::from_nanos(ns).as_secs_f64() * 1e3
 }
 
-/// The provider's error message in a JSON body: OpenAI's
-/// `{"error":{"message"}}`, Anthropic's `{"type":"error","error":{...}}`,
-/// and the common `{"error":"…"}` / `{"message":"…"}` of proxies.
+/// The provider's error in a JSON body, as `<code or type>: <message>`:
+/// OpenAI's `{"error":{"message","type","code"}}`, Anthropic's
+/// `{"type":"error","error":{"type","message"}}`, Gemini's
+/// `{"error":{"code":429,"status","message"}}` (inside a list when a
+/// stream is not SSE), and Ollama's and proxies' `{"error":"…"}`. The
+/// code comes first because it is the stable, specific part
+/// (`rate_limit_exceeded`, `invalid_api_key`); messages carry request
+/// details and are cut.
 fn error_message(v: &Value) -> Option<String> {
+    let v = match v {
+        Value::Array(items) => items.first()?,
+        _ => v,
+    };
     let err = v.get("error")?;
-    if let Some(s) = err.as_str() {
-        return Some(s.to_owned());
-    }
-    str_at(err, "message")
-        .or_else(|| str_at(err, "type"))
-        .or_else(|| str_at(err, "code"))
-        .map(str::to_owned)
-        .or_else(|| (!err.is_null()).then(|| compact(err)))
+    let text = match err {
+        Value::Null => return None,
+        Value::String(s) => s.clone(),
+        Value::Object(_) => {
+            let kind = str_at(err, "code")
+                .or_else(|| str_at(err, "status"))
+                .or_else(|| str_at(err, "type"))
+                .filter(|k| !k.is_empty());
+            match (kind, str_at(err, "message")) {
+                (Some(k), Some(m)) => format!("{k}: {m}"),
+                (Some(k), None) => k.to_owned(),
+                (None, Some(m)) => m.to_owned(),
+                (None, None) => compact(err),
+            }
+        }
+        other => compact(other),
+    };
+    Some(cap_chars(&text))
+}
+
+/// At most [`ERROR_TEXT_CHARS`] characters, whitespace runs folded.
+fn cap_chars(text: &str) -> String {
+    let text: String = text.chars().take(ERROR_TEXT_CHARS).collect();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn non_json_error(resp: &Response) -> String {
-    let text: String = String::from_utf8_lossy(&resp.body)
-        .chars()
-        .take(ERROR_TEXT_CHARS)
-        .collect();
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = cap_chars(&String::from_utf8_lossy(&resp.body));
     if text.is_empty() {
         format!("HTTP {}", resp.status)
     } else {
@@ -426,6 +463,9 @@ struct StreamEnd {
     /// The first event whose JSON is invalid, unless it is the last event
     /// of a stream that did not end (cut mid-event: truncation).
     bad_json: Option<(usize, serde_json::Error)>,
+    /// Something was dropped at a cap: the call is truncated even though
+    /// the stream ended.
+    capped: bool,
 }
 
 /// Parses one event's JSON, telling a cut last event from a bad one.
@@ -448,9 +488,32 @@ fn event_json(
     }
 }
 
-/// Appends to an optional string, creating it.
-fn push_opt(slot: &mut Option<String>, s: &str) {
-    slot.get_or_insert_with(String::new).push_str(s);
+/// Appends to an optional string, creating it; capped like
+/// [`push_capped`].
+fn push_opt(slot: &mut Option<String>, s: &str, capped: &mut bool) {
+    push_capped(slot.get_or_insert_with(String::new), s, capped);
+}
+
+/// Appends at most up to [`MAX_TEXT_BYTES`] in all (cut at a character
+/// boundary); sets `capped` when something was left out.
+fn push_capped(dst: &mut String, s: &str, capped: &mut bool) {
+    let room = MAX_TEXT_BYTES.saturating_sub(dst.len());
+    if s.len() <= room {
+        dst.push_str(s);
+        return;
+    }
+    let mut cut = room;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    dst.push_str(&s[..cut]);
+    *capped = true;
+}
+
+/// Sets a text given whole (a `.done` event, a final object), capped.
+fn set_capped(dst: &mut String, s: &str, capped: &mut bool) {
+    dst.clear();
+    push_capped(dst, s, capped);
 }
 
 fn tool_call(id: &str, name: &str, arguments: String) -> ToolCallSpec {

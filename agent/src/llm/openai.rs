@@ -23,9 +23,10 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    array_at, compact, event_json, push_opt, str_at, system_prompt, tool_call, u64_at, StreamEnd,
+    array_at, compact, event_json, push_capped, push_opt, str_at, system_prompt, tool_call, u64_at,
+    StreamEnd, MAX_TOOL_CALLS,
 };
-use crate::event::{LlmCall, Message, ToolCallSpec, Usage};
+use crate::event::{LlmCall, Message, Output, ToolCallSpec, Usage};
 use crate::http::sse::SseEvent;
 
 /// Where a legacy streamed `function_call` is kept among indexed tool calls.
@@ -97,6 +98,7 @@ pub(super) fn fill_response(v: &Value, call: &mut LlmCall) {
     let out = &mut call.output;
     out.finish_reason = str_at(choice, "finish_reason").map(str::to_owned);
     let Some(message) = choice.get("message") else {
+        filtered_is_refusal(out);
         return;
     };
     out.text = flatten_content(message.get("content").unwrap_or(&Value::Null));
@@ -114,6 +116,15 @@ pub(super) fn fill_response(v: &Value, call: &mut LlmCall) {
             str_at(fc, "name").unwrap_or_default(),
             arguments_of(fc),
         ));
+    }
+    filtered_is_refusal(out);
+}
+
+/// `content_filter` (Azure's content filter, and OpenAI's) stopped the
+/// answer: a refusal by the platform rather than the model.
+fn filtered_is_refusal(out: &mut Output) {
+    if out.finish_reason.as_deref() == Some("content_filter") && out.refusal.is_none() {
+        out.refusal = Some("content_filter".to_owned());
     }
 }
 
@@ -158,45 +169,61 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
             let Some(delta) = choice.get("delta") else {
                 continue;
             };
+            let capped = &mut end.capped;
             if let Some(s) = str_at(delta, "content") {
-                out.text.push_str(s);
+                push_capped(&mut out.text, s, capped);
             }
             if let Some(s) = str_at(delta, "refusal") {
-                push_opt(&mut out.refusal, s);
+                push_opt(&mut out.refusal, s, capped);
             }
             if let Some(s) =
                 str_at(delta, "reasoning_content").or_else(|| str_at(delta, "reasoning"))
             {
-                push_opt(&mut out.reasoning, s);
+                push_opt(&mut out.reasoning, s, capped);
             }
             for (pos, tc) in array_at(delta, "tool_calls").iter().enumerate() {
                 let index = u64_at(tc, "index").unwrap_or(pos as u64);
-                merge_fragment(
-                    tools.entry(index).or_default(),
-                    tc.get("id"),
-                    tc.get("function"),
-                );
+                if let Some(spec) = tool_slot(&mut tools, index, capped) {
+                    merge_fragment(spec, tc.get("id"), tc.get("function"), capped);
+                }
             }
             if let Some(fc) = delta.get("function_call").filter(|f| f.is_object()) {
-                merge_fragment(
-                    tools.entry(LEGACY_FUNCTION_INDEX).or_default(),
-                    None,
-                    Some(fc),
-                );
+                if let Some(spec) = tool_slot(&mut tools, LEGACY_FUNCTION_INDEX, capped) {
+                    merge_fragment(spec, None, Some(fc), capped);
+                }
             }
         }
     }
     out.tool_calls = tools.into_values().collect();
+    filtered_is_refusal(out);
     // A finish_reason says the answer is complete even if `[DONE]` was
     // not captured.
     end.ended |= out.finish_reason.is_some();
     end
 }
 
+/// The tool call at `index`, unless [`MAX_TOOL_CALLS`] are already held.
+fn tool_slot<'t>(
+    tools: &'t mut BTreeMap<u64, ToolCallSpec>,
+    index: u64,
+    capped: &mut bool,
+) -> Option<&'t mut ToolCallSpec> {
+    if !tools.contains_key(&index) && tools.len() >= MAX_TOOL_CALLS {
+        *capped = true;
+        return None;
+    }
+    Some(tools.entry(index).or_default())
+}
+
 /// Adds one streamed tool-call fragment. The id and name come once (some
 /// servers repeat them in every fragment, so they are set, not appended);
 /// arguments are appended.
-fn merge_fragment(spec: &mut ToolCallSpec, id: Option<&Value>, function: Option<&Value>) {
+fn merge_fragment(
+    spec: &mut ToolCallSpec,
+    id: Option<&Value>,
+    function: Option<&Value>,
+    capped: &mut bool,
+) {
     if let Some(id) = id.and_then(Value::as_str).filter(|s| !s.is_empty()) {
         if spec.id.is_empty() {
             id.clone_into(&mut spec.id);
@@ -209,7 +236,7 @@ fn merge_fragment(spec: &mut ToolCallSpec, id: Option<&Value>, function: Option<
         }
     }
     if let Some(args) = str_at(f, "arguments") {
-        spec.arguments.push_str(args);
+        push_capped(&mut spec.arguments, args, capped);
     }
 }
 
@@ -245,6 +272,11 @@ fn usage_of(u: &Value) -> Usage {
     Usage {
         input_tokens: u64_at(u, "prompt_tokens").or_else(|| u64_at(u, "input_tokens")),
         output_tokens: u64_at(u, "completion_tokens").or_else(|| u64_at(u, "output_tokens")),
+        // Reported as 0 by models that do not reason: that says nothing.
+        reasoning_tokens: u
+            .get("completion_tokens_details")
+            .and_then(|d| u64_at(d, "reasoning_tokens"))
+            .filter(|n| *n > 0),
     }
 }
 

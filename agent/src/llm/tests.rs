@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::{decode, decode_lenient, LlmError};
-use crate::event::{LlmCall, Message, Role, ToolCallSpec};
+use crate::event::{LlmCall, Message, Output, Role, ToolCallSpec};
 use crate::http::testutil::only_exchange;
 use crate::http::{Exchange, Request, Response};
 use crate::redact::fingerprint_key;
@@ -193,7 +193,7 @@ fn openai_401_error() {
         c.error
             .as_deref()
             .unwrap()
-            .starts_with("Incorrect API key provided"),
+            .starts_with("invalid_api_key: Incorrect API key provided"),
         "{:?}",
         c.error
     );
@@ -371,13 +371,13 @@ fn anthropic_refusal() {
 fn anthropic_529_error() {
     let c = call("anthropic_error_529");
     assert_eq!(c.status, Some(529));
-    assert_eq!(c.error.as_deref(), Some("Overloaded"));
+    assert_eq!(c.error.as_deref(), Some("overloaded_error: Overloaded"));
 }
 
 #[test]
 fn anthropic_stream_error_event() {
     let c = call("anthropic_stream_error_event");
-    assert_eq!(c.error.as_deref(), Some("Overloaded"));
+    assert_eq!(c.error.as_deref(), Some("overloaded_error: Overloaded"));
     assert_eq!(c.output.text, "Hel");
     // An error event ends the stream: not a truncation.
     assert!(!c.truncated);
@@ -509,13 +509,8 @@ fn unknown_exchanges_are_not_calls() {
         exchange("GET", "/favicon.ico", &[], "", None),
         exchange("GET", "/v1/chat/completions", &[], "", None),
         exchange("POST", "/upload", &[], "not json", None),
-        exchange(
-            "POST",
-            "/v1/embeddings",
-            &[],
-            r#"{"model":"m","input":"x"}"#,
-            None,
-        ),
+        exchange("POST", "/v1/responses/resp_1/cancel", &[], "{}", None),
+        exchange("POST", "/v1beta/models/m:countTokens", &[], "{}", None),
     ] {
         assert!(matches!(decode(&ex), Ok(None)), "{}", ex.request.path);
     }
@@ -657,5 +652,9 @@ fn openai_reasoning_content_and_legacy_function_call() {
     assert_eq!(c.output.tool_calls, [spec("", "f", "{}")]);
 }
 
+mod compat;
+mod gemini;
+mod ollama;
 mod props;
+mod responses;
 mod unknown_headers;
