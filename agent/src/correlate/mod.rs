@@ -7,6 +7,10 @@
 //! extends an earlier one (its longest known prefix that holds at least one
 //! non-system message) joins that trace.
 //!
+//! A Responses API request that names `previous_response_id` joins the
+//! trace of that response, whatever its input holds (it usually carries
+//! only the new turn).
+//!
 //! A history that was truncated (oldest turns dropped to fit the context)
 //! or edited matches no prefix; it still joins the trace that holds most of
 //! its earlier messages (each message is also remembered on its own, per
@@ -100,6 +104,9 @@ pub struct Correlator {
     /// edited (bounded like `conversations`).
     messages: HashMap<[u8; 32], String>,
     msg_order: VecDeque<[u8; 32]>,
+    /// Responses API response id → trace (bounded like `conversations`).
+    responses: HashMap<String, String>,
+    response_order: VecDeque<String>,
     /// What each trace's processes did, for checking the model's claims.
     seen: claims::SeenEffects,
     /// Latest trace of each process that made LLM calls.
@@ -133,6 +140,8 @@ impl Correlator {
             conv_order: VecDeque::new(),
             messages: HashMap::new(),
             msg_order: VecDeque::new(),
+            responses: HashMap::new(),
+            response_order: VecDeque::new(),
             seen: claims::SeenEffects::default(),
             proc_trace: HashMap::new(),
             pending: Vec::new(),
@@ -154,14 +163,26 @@ impl Correlator {
     pub fn on_llm_call(&mut self, obs: LlmObservation) -> Vec<Event> {
         let mut out = Vec::new();
         let hashes = history_hashes(obs.tgid, &obs.call);
-        let trace_id = hashes
-            .iter()
-            .rev()
-            .filter(|(_, has_dialogue)| *has_dialogue)
-            .find_map(|(h, _)| self.conversations.get(h).cloned())
+        // The Responses API names the answer it continues: the surest link.
+        let continued = obs
+            .call
+            .previous_response_id
+            .as_ref()
+            .and_then(|id| self.responses.get(id).cloned());
+        let trace_id = continued
+            .or_else(|| {
+                hashes
+                    .iter()
+                    .rev()
+                    .filter(|(_, has_dialogue)| *has_dialogue)
+                    .find_map(|(h, _)| self.conversations.get(h).cloned())
+            })
             .or_else(|| self.vote(obs.tgid, &obs.call))
             .unwrap_or_else(new_trace_id);
         self.remember_messages(obs.tgid, &obs.call, &trace_id);
+        if let Some(id) = &obs.call.response_id {
+            self.remember_response(id, &trace_id);
+        }
 
         // Results of earlier tool calls close them.
         for m in &obs.call.messages {
@@ -254,6 +275,21 @@ impl Correlator {
                     if let Some(old) = self.msg_order.pop_front() {
                         self.messages.remove(&old);
                     }
+                }
+            }
+        }
+    }
+
+    fn remember_response(&mut self, id: &str, trace: &str) {
+        if self
+            .responses
+            .insert(id.to_owned(), trace.to_owned())
+            .is_none()
+        {
+            self.response_order.push_back(id.to_owned());
+            while self.response_order.len() > self.max_conversations {
+                if let Some(old) = self.response_order.pop_front() {
+                    self.responses.remove(&old);
                 }
             }
         }

@@ -317,3 +317,27 @@ fn the_real_corpus_is_well_formed_and_large_enough() {
         );
     }
 }
+
+/// The detection goals of the issue that do not depend on the machine
+/// (recall per class, benign false positives), held on the real corpus, so
+/// a rule change that loses recall or adds false positives fails the tests.
+/// Latency is a benchmark: `cargo xtask detect-eval`.
+#[test]
+fn the_built_in_pack_meets_the_recall_and_false_positive_goals() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus");
+    let report = run(&EvalOptions { corpus, rounds: 1 }).expect("the corpus runs");
+    let missed: Vec<String> = report
+        .goals
+        .iter()
+        .filter(|g| !g.met && !g.name.contains("p99"))
+        .map(|g| format!("{}: {} (goal {})", g.name, g.actual, g.target))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "goals missed:\n{}\nmisses: {:?}\nfalse positives: {:?}",
+        missed.join("\n"),
+        report.scores.misses,
+        report.scores.false_positives
+    );
+    assert!(report.scores.classes.iter().all(|c| c.cases > 0));
+}

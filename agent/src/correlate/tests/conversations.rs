@@ -64,3 +64,24 @@ fn truncated_and_edited_histories_keep_their_trace() {
     // The same messages in another process are another conversation.
     assert_ne!(turn(&mut c, 10, &cut, "a6"), t, "another agent");
 }
+
+#[test]
+fn previous_response_id_joins_the_trace_of_that_response() {
+    let mut c = Correlator::new(Envelope::new(), 1_000_000_000);
+    let mut first = call(vec![msg("user", "plan the migration")], vec![]);
+    first.response_id = Some("resp_1".into());
+    let t = c.on_llm_call(obs(first, 11, 0))[0].trace_id.clone();
+    // The next request carries only the new turn, and names its parent —
+    // even from another process (a helper continuing the conversation).
+    let mut next = call(vec![msg("user", "now do step 2")], vec![]);
+    next.previous_response_id = Some("resp_1".into());
+    next.response_id = Some("resp_2".into());
+    assert_eq!(c.on_llm_call(obs(next, 12, 0))[0].trace_id, t);
+    let mut third = call(vec![msg("user", "and step 3")], vec![]);
+    third.previous_response_id = Some("resp_2".into());
+    assert_eq!(c.on_llm_call(obs(third, 11, 0))[0].trace_id, t);
+    // An unknown parent (captured before we started) gives a new trace.
+    let mut orphan = call(vec![msg("user", "x")], vec![]);
+    orphan.previous_response_id = Some("resp_unknown".into());
+    assert_ne!(c.on_llm_call(obs(orphan, 11, 0))[0].trace_id, t);
+}
