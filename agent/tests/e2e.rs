@@ -834,3 +834,154 @@ fn aitrail_run_stores_events_that_search_and_trace_find() {
         "store and file hold the same events"
     );
 }
+
+// ------------------------------------------------------------------ more APIs
+
+/// Runs one client (held by the launcher) under the daemon against the
+/// HTTP/1.1 mock, and returns the events and the client's output.
+fn run_client(
+    name: &str,
+    program: &str,
+    args: impl FnOnce(&MockServer, &common::Pki, &str) -> Vec<String>,
+    env: impl FnOnce(&common::Pki) -> Vec<(&'static str, String)>,
+    secrets: &[&str],
+) -> (Events, String) {
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new(name);
+    let pki = make_cert(&dir);
+    let mut mock = MockServer::start(&dir, &pki);
+    let file = dir.join("work/notes.txt").display().to_string();
+    let args = args(&mock, &pki, &file);
+    let env = env(&pki);
+    let mut client = Launched::spawn(&dir, name, program, &args, &env);
+    let mut daemon = Daemon::start(&dir, client.pid());
+    client.release();
+    let out = client.wait_success(CLIENT_TIMEOUT);
+    common::grace();
+    daemon.stop();
+    mock.stop();
+    common::assert_no_secrets(&daemon);
+    let hits = common::find_secrets(&daemon.dir, secrets);
+    assert!(
+        hits.is_empty(),
+        "secrets reached disk:\n{}",
+        hits.join("\n")
+    );
+    (Events::read(&daemon.events), out)
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn openai_responses_api_with_the_python_sdk() {
+    let script = common::repo_root().join("tests/clients/responses_sdk.py");
+    let (ev, out) = run_client(
+        "responses",
+        &python(),
+        |mock, pki, file| {
+            vec![
+                script.display().to_string(),
+                "--base-url".into(),
+                mock.base_url.clone(),
+                "--ca".into(),
+                pki.ca.display().to_string(),
+                "--file".into(),
+                file.to_owned(),
+            ]
+        },
+        |_| vec![("OPENAI_API_KEY", OPENAI_KEY.to_string())],
+        &[],
+    );
+    let mut c = Checker::default();
+    let calls = ev.llm_calls();
+    c.eq("llm.calls", 2, calls.len());
+    for (e, stream) in calls.iter().zip([false, true]) {
+        let l = e.llm.as_ref().expect("llm");
+        c.eq("operation", "responses", l.operation.as_str());
+        c.eq("provider", "openai", l.provider.as_str());
+        c.eq("stream", stream, l.stream);
+        c.eq("model", Some("gpt-5-mini"), l.model.as_deref());
+        c.check(
+            l.response_id.as_deref().is_some_and(|id| out.contains(id)),
+            || {
+                format!(
+                    "stream={stream}: response_id {:?} not in the client's output {out}",
+                    l.response_id
+                )
+            },
+        );
+        c.check(
+            l.system
+                .as_ref()
+                .is_some_and(|s| s.text.contains("aitrail responses test")),
+            || format!("stream={stream}: instructions not the system prompt"),
+        );
+        c.check(
+            l.output
+                .tool_calls
+                .iter()
+                .any(|t| t.name == "read_file" && t.arguments.contains("notes.txt")),
+            || {
+                format!(
+                    "stream={stream}: no read_file call: {:?}",
+                    l.output.tool_calls
+                )
+            },
+        );
+        c.check(l.usage.input_tokens.is_some(), || {
+            format!("stream={stream}: no usage")
+        });
+    }
+    c.finish(&ev, &[], "responses API");
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn gemini_stream_generate_content_with_node_fetch() {
+    let script = common::repo_root().join("tests/clients/gemini_fetch.js");
+    let key = "AIzaSyAITRAIL-SECRET-0123456789abcdefXYZ";
+    let (ev, out) = run_client(
+        "gemini",
+        &common::node(),
+        |mock, _, file| {
+            vec![
+                script.display().to_string(),
+                "--base-url".into(),
+                mock.base_url.clone(),
+                "--file".into(),
+                file.to_owned(),
+            ]
+        },
+        |pki| {
+            vec![
+                ("NODE_EXTRA_CA_CERTS", pki.ca.display().to_string()),
+                ("GEMINI_API_KEY", key.to_string()),
+            ]
+        },
+        &[key],
+    );
+    assert!(out.contains("read_file"), "client output: {out}");
+    let mut c = Checker::default();
+    let calls = ev.llm_calls();
+    c.eq("llm.calls", 1, calls.len());
+    if let Some(e) = calls.first() {
+        let l = e.llm.as_ref().expect("llm");
+        c.eq("provider", "gemini", l.provider.as_str());
+        c.eq("stream", true, l.stream);
+        c.eq("model", Some("gemini-2.5-flash"), l.model.as_deref());
+        c.check(l.api_key_id.is_some(), || {
+            "no api_key_id from x-goog-api-key".into()
+        });
+        c.check(
+            l.output
+                .tool_calls
+                .iter()
+                .any(|t| t.name == "read_file" && t.arguments.contains("notes.txt")),
+            || format!("no read_file call: {:?}", l.output.tool_calls),
+        );
+        c.check(l.usage.output_tokens.is_some(), || {
+            "no usageMetadata".into()
+        });
+    }
+    c.finish(&ev, &[], "gemini");
+}
