@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::{
-    detect::DetectConfig, opinion::OpinionConfig, redact::RedactConfig, route::RouteConfig,
-    ship::CollectorSection, sinks::SinkSpec,
+    blindspot::BlindSpotConfig, detect::DetectConfig, opinion::OpinionConfig, redact::RedactConfig,
+    route::RouteConfig, ship::CollectorSection, sinks::SinkSpec,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub redact: RedactConfig,
     #[serde(default)]
+    pub blind_spot: BlindSpotConfig,
+    #[serde(default)]
     pub second_opinion: OpinionConfig,
     /// `[[route]]`: which sinks see which events (see `route`).
     #[serde(default)]
@@ -141,6 +143,7 @@ pub struct Config {
     pub sinks: Vec<SinkSpec>,
     pub detect: DetectConfig,
     pub redact: RedactConfig,
+    pub blind_spot: BlindSpotConfig,
     pub second_opinion: OpinionConfig,
     pub routes: Vec<RouteConfig>,
     pub collector: CollectorSection,
@@ -262,6 +265,7 @@ impl FileConfig {
             sinks,
             detect: self.detect,
             redact: self.redact,
+            blind_spot: self.blind_spot,
             second_opinion: self.second_opinion,
             routes: route,
             collector: self.collector,

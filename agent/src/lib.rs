@@ -4,6 +4,7 @@
 //! process tree. Parsers and redaction are pure; only `capture` touches the
 //! kernel and only `sinks` touch disk or the network.
 
+pub mod blindspot;
 pub mod capture;
 pub mod config;
 pub mod correlate;

@@ -8,6 +8,7 @@ use std::{
 };
 
 use aitrail::{
+    blindspot::BlindSpots,
     capture::{Capture, CaptureConfig},
     config::{Config, FileConfig},
     detect::Detector,
@@ -233,8 +234,10 @@ fn stages(cfg: &Config) -> anyhow::Result<(Sinks, Stages)> {
     let sinks = Sinks::start(&all_sinks)?;
     let router = Router::new(&cfg.routes, &cfg.sinks, &sinks)?;
     let opinion = Opinion::start(&cfg.second_opinion)?;
+    let blind_spots = BlindSpots::start(&cfg.blind_spot, Envelope::new());
     let stages = Stages {
         detector,
+        blind_spots,
         redactor,
         router,
         opinion,

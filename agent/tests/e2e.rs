@@ -985,3 +985,84 @@ fn gemini_stream_generate_content_with_node_fetch() {
     }
     c.finish(&ev, &[], "gemini");
 }
+
+// ------------------------------------------------------------------ blind spots
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn an_unhooked_tls_client_is_reported_as_a_blind_spot() {
+    // wget links GnuTLS, which we do not hook (yet): its call to the LLM
+    // API must show up as a blind spot naming it, not as silence.
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new("blind-spot");
+    let pki = make_cert(&dir);
+    let mut mock = MockServer::start(&dir, &pki);
+    let config = dir.join("work/agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[blind_spot]\nhosts = [\"127.0.0.1:{}\"]\ngrace_secs = 2\nresolve_every_secs = 10\n",
+            mock.port
+        ),
+    )
+    .expect("write config");
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let args = vec![
+        "-q".to_string(),
+        "-O".into(),
+        "-".into(),
+        format!("--ca-certificate={}", pki.ca.display()),
+        format!("--header=Authorization: Bearer {OPENAI_KEY}"),
+        "--header=Content-Type: application/json".into(),
+        format!("--post-data={body}"),
+        format!("{}/v1/chat/completions", mock.base_url),
+    ];
+    let mut client = Launched::spawn(&dir, "wget", &common::which("wget"), &args, &[]);
+    let mut daemon = Daemon::start_scoped(
+        &dir,
+        &[
+            "--pid".into(),
+            client.pid().to_string(),
+            "--watch-all".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+    );
+    client.release();
+    let out = client.wait_success(CLIENT_TIMEOUT);
+    assert!(out.contains("chat.completion"), "wget output: {out}");
+    common::grace();
+    daemon.stop();
+    mock.stop();
+    common::assert_no_secrets(&daemon);
+
+    let ev = Events::read(&daemon.events);
+    let mut c = Checker::default();
+    c.eq("llm.calls (GnuTLS is not hooked)", 0, ev.llm_calls().len());
+    let spots: Vec<_> = ev
+        .of_kind(kind::FINDING)
+        .into_iter()
+        .filter(|f| f.finding.as_ref().is_some_and(|i| i.class == "blind_spot"))
+        .collect();
+    c.eq("blind_spot findings", 1, spots.len());
+    if let Some(f) = spots.first() {
+        let info = f.finding.as_ref().expect("finding");
+        c.check(
+            info.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("wget") && d.contains("build-id")),
+            || {
+                format!(
+                    "detail does not name wget and its build-id: {:?}",
+                    info.detail
+                )
+            },
+        );
+        let cited = info.evidence.first().and_then(|id| ev.by_id(id));
+        c.check(cited.is_some_and(|e| e.kind == kind::NET_CONNECT), || {
+            format!("evidence is not the net.connect: {:?}", info.evidence)
+        });
+    }
+    c.finish(&ev, &[], "blind spot");
+}

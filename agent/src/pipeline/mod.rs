@@ -14,6 +14,7 @@ use std::{
 };
 
 use crate::{
+    blindspot::BlindSpots,
     capture::{Command, KernelCounters, Record},
     config::Config,
     correlate::{Correlator, Effect, LlmObservation},
@@ -33,6 +34,7 @@ use crate::{
 /// the probes are loaded.
 pub struct Stages {
     pub detector: Detector,
+    pub blind_spots: BlindSpots,
     pub redactor: Redactor,
     pub router: Router,
     pub opinion: Option<Opinion>,
@@ -47,6 +49,7 @@ pub struct Pipeline {
     corr: Correlator,
     env: Envelope,
     detector: Detector,
+    blind_spots: BlindSpots,
     redactor: Redactor,
     redacted: RedactStats,
     router: Router,
@@ -99,6 +102,7 @@ impl Pipeline {
             ),
             env,
             detector: stages.detector,
+            blind_spots: stages.blind_spots,
             redactor: stages.redactor,
             redacted: RedactStats::default(),
             router: stages.router,
@@ -191,6 +195,9 @@ impl Pipeline {
         self.streams.expire(now, self.idle_ns, &mut outs);
         self.on_stream_outputs(outs);
         for ev in self.corr.expire(now) {
+            self.emit(ev);
+        }
+        for ev in self.blind_spots.expire(now) {
             self.emit(ev);
         }
         if self.last_health.elapsed() >= self.health_every {
@@ -297,6 +304,7 @@ impl Pipeline {
         let tgid = r.tgid();
         match r {
             Record::Tls(c) => {
+                self.blind_spots.on_plaintext(tgid);
                 let mut outs = Vec::new();
                 self.streams.on_chunk(&c, &mut outs);
                 self.on_stream_outputs(outs);
@@ -363,6 +371,7 @@ impl Pipeline {
                     port,
                 };
                 let finding = self.place(&mut ev, tgid, h.ktime_ns, &eff);
+                self.blind_spots.on_connect(tgid, &ev, h.ktime_ns);
                 self.emit(ev);
                 self.emit_all(finding);
             }
@@ -399,6 +408,8 @@ impl Pipeline {
         let mut outs = Vec::new();
         self.streams.close_process(tgid, ktime_ns, &mut outs);
         self.on_stream_outputs(outs);
+        let blind = self.blind_spots.on_exit(tgid);
+        self.emit_all(blind);
         if let Some(info) = self.procs.on_exit(tgid) {
             let mut ev = self
                 .env
@@ -505,6 +516,7 @@ impl Pipeline {
             counters.insert(format!("routed_{name}"), *v);
         }
         dropped.insert("events_unrouted".into(), self.router.unrouted);
+        counters.insert("blind_spots".into(), self.blind_spots.raised);
         if let Some(o) = &self.opinion {
             for (name, v) in o.counters() {
                 counters.insert(name.to_owned(), v);
