@@ -1,0 +1,1 @@
+//! Tests of the MCP decoder, from captures in tests/fixtures/mcp.
