@@ -252,7 +252,7 @@ fn exchange(ex: &Exchange, transport: Transport) -> McpExchange {
         // `initialize` is answered with the session the server assigned.
         .or_else(|| resp.and_then(|r| r.header("mcp-session-id")))
         .map(str::to_owned)
-        .or_else(|| query_param(&req.path, "sessionId"));
+        .or_else(|| legacy_session(&req.path));
     McpExchange {
         role: ex.role,
         server: server_of(req),
@@ -270,11 +270,17 @@ fn exchange(ex: &Exchange, transport: Transport) -> McpExchange {
 /// The older transport posts to the endpoint its stream named, which
 /// carries the session in the query; the newer one uses a header.
 fn transport_of(req: &Request) -> Transport {
-    if req.header("mcp-session-id").is_none() && query_param(&req.path, "sessionId").is_some() {
+    if req.header("mcp-session-id").is_none() && legacy_session(&req.path).is_some() {
         Transport::Sse
     } else {
         Transport::StreamableHttp
     }
+}
+
+/// The session in the query of the older transport's endpoint:
+/// `sessionId` (TypeScript SDK) or `session_id` (python SDK).
+fn legacy_session(target: &str) -> Option<String> {
+    query_param(target, "sessionId").or_else(|| query_param(target, "session_id"))
 }
 
 fn query_param(target: &str, name: &str) -> Option<String> {
@@ -392,7 +398,14 @@ fn read_response(ex: &Exchange, resp: &Response, m: &mut McpExchange, budget: &m
         return;
     }
     let body = resp.body.trim_ascii();
-    if body.is_empty() {
+    let json = resp
+        .header("content-type")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("json"))
+        || body.starts_with(b"{")
+        || body.starts_with(b"[");
+    // `202 Accepted` may say so in text (the older transport does).
+    if body.is_empty() || !json {
+        fail_unanswered(resp, m);
         return;
     }
     match serde_json::from_slice::<Value>(body) {
@@ -406,18 +419,23 @@ fn read_response(ex: &Exchange, resp: &Response, m: &mut McpExchange, budget: &m
             }
         }
     }
-    if resp.status >= 400 {
-        // A transport-level refusal (no session, bad origin) answers no
-        // JSON-RPC id: every call of the exchange failed.
-        let err = format!("HTTP {}", resp.status);
-        for c in m
-            .calls
-            .iter_mut()
-            .filter(|c| c.error.is_none() && c.result.is_none())
-        {
-            c.error = Some(err.clone());
-            c.is_error = Some(true);
-        }
+    fail_unanswered(resp, m);
+}
+
+/// A transport-level refusal (no session, bad origin, auth) answers no
+/// JSON-RPC id: every unanswered call of the exchange failed.
+fn fail_unanswered(resp: &Response, m: &mut McpExchange) {
+    if resp.status < 400 {
+        return;
+    }
+    let err = format!("HTTP {}", resp.status);
+    for c in m
+        .calls
+        .iter_mut()
+        .filter(|c| c.error.is_none() && c.result.is_none())
+    {
+        c.error = Some(err.clone());
+        c.is_error = Some(true);
     }
 }
 
