@@ -222,7 +222,7 @@ pub fn decode(ex: &Exchange) -> Option<McpExchange> {
             .and_then(Value::as_str)
             .is_some_and(is_mcp_method)
     });
-    if !headers_say && !(jsonrpc && mcp_method) {
+    if !(headers_say || (jsonrpc && mcp_method)) {
         return None;
     }
     let mut m = exchange(ex, transport_of(req));

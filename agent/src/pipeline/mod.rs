@@ -467,7 +467,7 @@ impl Pipeline {
     }
 
     /// One MCP exchange: a `tool.call` per `tools/call`, the rest counted.
-    fn on_mcp(&mut self, tgid: u32, ex: &crate::http::Exchange, m: crate::mcp::McpExchange) {
+    fn on_mcp(&mut self, tgid: u32, ex: &crate::http::Exchange, mut m: crate::mcp::McpExchange) {
         self.count("mcp_exchanges");
         for p in &m.problems {
             self.drop_one(p.name());
@@ -481,15 +481,15 @@ impl Pipeline {
         if !m.calls.is_empty() && self.watched.insert(tgid) {
             let _ = self.commands.send(Command::Watch(tgid));
         }
-        for call in &m.calls {
+        for call in std::mem::take(&mut m.calls) {
             self.count("mcp_calls");
             let process = self.procs.get(tgid).map(|p| p.info.clone());
             let tool = ToolCall {
-                mcp: Some(m.info(call)),
-                call_id: call.id.clone(),
-                name: call.name.clone(),
-                arguments: call.arguments.clone(),
-                result: call.result.clone(),
+                mcp: Some(m.info(&call)),
+                call_id: call.id,
+                name: call.name,
+                arguments: call.arguments,
+                result: call.result,
                 is_error: call.is_error,
                 truncated: call.truncated,
                 ..ToolCall::default()
