@@ -235,6 +235,46 @@ pub struct ToolCall {
     /// Why the effects were linked (argument match, lineage, time window).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+    /// The result says the call failed: MCP `result.isError`, or a
+    /// JSON-RPC `error` answer. Absent when nothing said either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+    /// `arguments` or `result` was cut at a cap, or the answer is missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Set when the call went to an MCP server over HTTP: the `tools/call`
+    /// request itself, seen on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpInfo>,
+}
+
+/// `tool.mcp` of a `tool.call` event: where an MCP `tools/call` went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct McpInfo {
+    /// The MCP server (Host header of the request).
+    pub server: Server,
+    /// The endpoint's request target (`/mcp`, `/messages?sessionId=…`).
+    pub path: String,
+    /// `client` when the watched process sent the request (the agent),
+    /// `server` when it read it (the MCP server).
+    pub role: Role,
+    /// The JSON-RPC method: `tools/call`.
+    pub method: String,
+    /// `streamable_http` (2025-03-26 and later) or `sse` (the older
+    /// HTTP+SSE transport, whose answers come on another stream).
+    pub transport: String,
+    /// `Mcp-Session-Id` (or the `sessionId` query of the older transport).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// `MCP-Protocol-Version` of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// HTTP status of the answer; absent when none was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// A JSON-RPC `error` answer: `<code>: <message>`, cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod event;
 pub mod http;
 pub mod launch;
 pub mod llm;
+pub mod mcp;
 pub mod opinion;
 pub mod pipeline;
 pub mod procs;

@@ -93,6 +93,8 @@ struct Pending {
     result: Option<String>,
     /// The agent marked the result as an error (Anthropic `is_error`).
     result_is_error: bool,
+    /// An MCP `tools/call` was already tied to this call.
+    mcp_linked: bool,
 }
 
 pub struct Correlator {
@@ -120,6 +122,17 @@ pub struct Correlator {
     max_pending: usize,
     /// Tool calls dropped because the pending table was full.
     pub dropped_pending: u64,
+}
+
+/// An MCP `tools/call` the mcp layer decoded (`tool.mcp` set), with its
+/// process and timing.
+pub struct McpObservation {
+    pub tool: ToolCall,
+    pub process: Option<ProcessInfo>,
+    pub tgid: u32,
+    /// Boot-time ns when the request started and when the exchange ended.
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 /// A request/response the llm layer decoded, with its process and timing.
@@ -244,9 +257,81 @@ impl Correlator {
                 confidence: 0.0,
                 result: None,
                 result_is_error: false,
+                mcp_linked: false,
             });
         }
         out
+    }
+
+    /// An MCP `tools/call` completed (or was seen without its answer).
+    /// Returns its `tool.call` event, in the trace of the process that
+    /// sent it (its own trace when the process is not known to talk to a
+    /// model, e.g. the MCP server's side). When a pending tool call of that
+    /// process (or of the caller that started it) is the model's request
+    /// for this tool, the MCP call becomes a child span of it and one of
+    /// its effects:
+    /// - same tool name (the agent's name may prefix the MCP server's,
+    ///   as in `mcp__files__read_file`) and equal arguments as JSON:
+    ///   confidence 0.9;
+    /// - same name, and the only pending call with that name: 0.7.
+    ///
+    /// A pending call is matched by one MCP call at most.
+    pub fn on_mcp_call(&mut self, obs: McpObservation) -> Event {
+        let mut ev = self.env.event(kind::TOOL_CALL, obs.end_ns, obs.process);
+        let mut tool = obs.tool;
+        let caller = if self.proc_trace.contains_key(&obs.tgid) {
+            Some(obs.tgid)
+        } else {
+            self.tool_children.get(&obs.tgid).map(|(c, _)| *c)
+        };
+        let Some(caller) = caller else {
+            ev.tool = Some(tool);
+            return ev;
+        };
+        let args = serde_json::from_str::<serde_json::Value>(&tool.arguments).ok();
+        let named: Vec<usize> = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.caller == caller
+                    && !p.mcp_linked
+                    && obs.start_ns >= p.start_ns
+                    && same_tool(&p.spec.name, &tool.name)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let exact = named.iter().copied().find(|&i| {
+            args.is_some()
+                && serde_json::from_str::<serde_json::Value>(&self.pending[i].spec.arguments).ok()
+                    == args
+        });
+        let chosen = match (exact, named.as_slice()) {
+            (Some(i), _) => Some((i, 0.9, "mcp call, arguments match")),
+            (None, [i]) => Some((*i, 0.7, "mcp call, tool name")),
+            _ => None,
+        };
+        if let Some((i, conf, why)) = chosen {
+            let p = &mut self.pending[i];
+            p.mcp_linked = true;
+            ev.trace_id.clone_from(&p.trace_id);
+            ev.parent_span_id = Some(p.span_id.clone());
+            if p.effects.len() < 10_000 {
+                p.effects.push(ev.id.clone());
+            }
+            if p.confidence < conf {
+                p.confidence = conf;
+            }
+            if !p.reasons.iter().any(|r| r == why) {
+                p.reasons.push(why.to_owned());
+            }
+            tool.confidence = conf;
+            tool.reasons.push(format!("{why}: {}", p.spec.id));
+        } else if let Some(t) = self.proc_trace.get(&caller) {
+            ev.trace_id.clone_from(t);
+        }
+        ev.tool = Some(tool);
+        ev
     }
 
     /// The trace holding most of this request's earlier messages, when
@@ -319,6 +404,7 @@ impl Correlator {
             effects: p.effects,
             confidence: p.confidence,
             reasons: p.reasons,
+            ..ToolCall::default()
         });
         ev
     }
@@ -486,6 +572,19 @@ impl Correlator {
     pub fn forget_process(&mut self, tgid: u32) {
         self.proc_trace.remove(&tgid);
     }
+}
+
+/// The model's name for a tool is the MCP server's, or that name behind
+/// the agent's prefix for the server (`mcp__files__read_file`,
+/// `files.read_file`, `files-read_file`).
+fn same_tool(model_name: &str, mcp_name: &str) -> bool {
+    if mcp_name.is_empty() {
+        return false;
+    }
+    model_name == mcp_name
+        || model_name
+            .strip_suffix(mcp_name)
+            .is_some_and(|head| head.ends_with(['_', '.', '-', '/', ':']))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ mod ollama;
 mod openai;
 mod responses;
 mod responses_stream;
-mod route;
+pub(crate) mod route;
 mod synth;
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ pub(super) fn model_from_path(target: &str) -> Option<String> {
 }
 
 /// Host and port from the Host header (`h`, `h:p`, `[v6]:p`).
-pub(super) fn server_of(req: &Request) -> Server {
+pub(crate) fn server_of(req: &Request) -> Server {
     let host = req.header("host").unwrap_or_default().trim();
     let (name, port) = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {

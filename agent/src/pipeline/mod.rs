@@ -17,9 +17,9 @@ use crate::{
     blindspot::BlindSpots,
     capture::{Command, KernelCounters, Record},
     config::Config,
-    correlate::{Correlator, Effect, LlmObservation},
+    correlate::{Correlator, Effect, LlmObservation, McpObservation},
     detect::Detector,
-    event::{kind, Event, ExecInfo, Health},
+    event::{kind, Event, ExecInfo, Health, ToolCall},
     http::{HttpOutput, Limits},
     opinion::{field_text, Opinion},
     procs::ProcTable,
@@ -444,6 +444,12 @@ impl Pipeline {
             match o {
                 HttpOutput::Exchange(ex) => {
                     self.count("http_exchanges");
+                    // JSON-RPC bodies are not any LLM API's, so MCP goes
+                    // first and what it takes the LLM decoders never see.
+                    if let Some(m) = crate::mcp::decode(&ex) {
+                        self.on_mcp(key.tgid, &ex, m);
+                        continue;
+                    }
                     match crate::llm::decode(&ex) {
                         Ok(Some(call)) => {
                             self.count("llm_calls");
@@ -468,6 +474,46 @@ impl Pipeline {
                 }
                 HttpOutput::Error(e) => self.drop_one(e.name()),
             }
+        }
+    }
+
+    /// One MCP exchange: a `tool.call` per `tools/call`, the rest counted.
+    fn on_mcp(&mut self, tgid: u32, ex: &crate::http::Exchange, mut m: crate::mcp::McpExchange) {
+        self.count("mcp_exchanges");
+        for p in &m.problems {
+            self.drop_one(p.name());
+        }
+        *self
+            .counters
+            .entry("mcp_messages_other".to_owned())
+            .or_default() += m.other.len() as u64;
+        // A process that calls tools through MCP, or serves them, is an
+        // agent's: its effects are watched like an LLM caller's.
+        if !m.calls.is_empty() && self.watched.insert(tgid) {
+            let _ = self.commands.send(Command::Watch(tgid));
+        }
+        for call in std::mem::take(&mut m.calls) {
+            self.count("mcp_calls");
+            let process = self.procs.get(tgid).map(|p| p.info.clone());
+            let tool = ToolCall {
+                mcp: Some(m.info(&call)),
+                call_id: call.id,
+                name: call.name,
+                arguments: call.arguments,
+                result: call.result,
+                is_error: call.is_error,
+                truncated: call.truncated,
+                ..ToolCall::default()
+            };
+            let obs = McpObservation {
+                tool,
+                process,
+                tgid,
+                start_ns: ex.t_request_start,
+                end_ns: ex.t_response_end.unwrap_or(ex.t_request_end),
+            };
+            let ev = self.corr.on_mcp_call(obs);
+            self.emit(ev);
         }
     }
 

@@ -147,6 +147,11 @@ fn fields(ev: &mut Event) -> Vec<Field<'_>> {
     if let Some(t) = ev.tool.as_mut() {
         f.push(Field::Text(&mut t.arguments));
         f.extend(t.result.as_mut().map(Field::Text));
+        // An MCP server's error message may quote what it was sent.
+        if let Some(m) = t.mcp.as_mut() {
+            f.extend(m.error.as_mut().map(Field::Text));
+            f.push(Field::Text(&mut m.path));
+        }
     }
     if let Some(x) = ev.exec.as_mut() {
         f.push(Field::Text(&mut x.filename));

@@ -171,6 +171,27 @@ fn a_value_found_in_one_field_is_redacted_in_all() {
 }
 
 #[test]
+fn mcp_error_and_path_are_redacted() {
+    let mut ev = Event {
+        tool: Some(ToolCall {
+            mcp: Some(crate::event::McpInfo {
+                path: format!("/mcp?note={EMAIL}"),
+                error: Some(format!("-32602: bad key {OPENAI_KEY}")),
+                ..crate::event::McpInfo::default()
+            }),
+            ..ToolCall::default()
+        }),
+        ..Event::default()
+    };
+    redactor().redact_event(&mut ev);
+    let json = serde_json::to_string(&ev).expect("serialises");
+    assert!(
+        !json.contains(OPENAI_KEY) && !json.contains(EMAIL),
+        "{json}"
+    );
+}
+
+#[test]
 fn json_texts_stay_valid_json() {
     let args = serde_json::json!({
         "private_key": pem(),

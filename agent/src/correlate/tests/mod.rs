@@ -270,3 +270,4 @@ fn ancestors_are_asked_for_only_when_needed() {
 
 mod attribution;
 mod conversations;
+mod mcp;
