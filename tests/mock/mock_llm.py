@@ -478,8 +478,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         headers = {k.lower(): ("<redacted>" if k.lower() in SECRET_HEADERS else v)
                    for k, v in self.headers.items()}
-        entry = {"time": time.time(), "method": self.command, "path": self.path.split("?")[0],
-                 "headers": headers, **entry}
+        # The path without its query (a Gemini key may ride there); the
+        # query's parameter names are kept so tests can tag requests.
+        path, _, query = self.path.partition("?")
+        names = [p.split("=", 1)[0] for p in query.split("&") if p]
+        entry = {"time": time.time(), "method": self.command, "path": path,
+                 "query_names": names, "headers": headers, **entry}
         with self.server.record_lock, open(self.server.record_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 

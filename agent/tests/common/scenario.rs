@@ -346,7 +346,11 @@ pub fn run_scenario_in(name: &str, client: Client, stream: bool, scope: ScopeKin
     let outsider_requests = mock
         .records()
         .iter()
-        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("OUTSIDER")))
+        .filter(|r| {
+            r["query_names"]
+                .as_array()
+                .is_some_and(|q| q.iter().any(|n| n == "OUTSIDER"))
+        })
         .count();
     assert_eq!(
         mock_records.len(),
