@@ -14,6 +14,7 @@ use aitrail::{
     opinion::Opinion,
     pipeline::{Pipeline, Stages},
     redact::Redactor,
+    replay::{Recorder, RecordingHeader},
     route::Router,
     sinks::{SinkSpec, Sinks},
     util::Envelope,
@@ -49,6 +50,11 @@ enum Cmd {
     Search(commands::query::SearchArgs),
     /// Every event of one trace (a conversation), as NDJSON.
     Trace(commands::query::TraceArgs),
+    /// Run a recording (`agent --record`) through the whole userspace
+    /// pipeline (decode, HTTP, LLM, correlation, detection, redaction,
+    /// routing, sinks) without a kernel or root; events go to stdout unless
+    /// `--sink` or the config says otherwise.
+    Replay(commands::replay::ReplayArgs),
 }
 
 #[derive(clap::Args)]
@@ -106,6 +112,12 @@ struct AgentArgs {
     /// Watch processes with this name from their exec on (repeatable).
     #[arg(long = "watch-comm")]
     watch_comm: Vec<String>,
+    /// Also write every kernel record, unredacted, to FILE (created 0600;
+    /// it must not exist) for `aitrail replay`. WARNING: the recording
+    /// holds the captured plaintext (prompts, responses, API keys, tokens)
+    /// before any redaction. Keep it like a secret; delete it when done.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Watch every process in scope (file and network events for all).
     #[arg(long)]
     watch_all: bool,
@@ -144,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Search(args) => commands::query::search(&args),
         Cmd::Trace(args) => commands::query::trace(&args),
+        Cmd::Replay(args) => commands::replay::replay(&args),
     }
 }
 
@@ -225,8 +238,9 @@ fn trim_heap() {
 }
 
 /// The sinks and the stages after correlation, their configs checked.
-fn stages(cfg: &Config) -> anyhow::Result<(Sinks, Stages)> {
-    let detector = Detector::new(&cfg.detect, Envelope::new()).context("detection rules")?;
+/// `env` stamps findings: this host's, or a recording's.
+fn stages(cfg: &Config, env: Envelope) -> anyhow::Result<(Sinks, Stages)> {
+    let detector = Detector::new(&cfg.detect, env).context("detection rules")?;
     let redactor = Redactor::new(&cfg.redact).context("redaction")?;
     let mut all_sinks = cfg.sinks.clone();
     all_sinks.extend(Router::sink_specs(&cfg.routes));
@@ -296,11 +310,28 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let (cmd_tx, cmd_rx) = flume::unbounded();
     let (kc_tx, kc_rx) = flume::bounded(16);
     let (ready_tx, ready_rx) = flume::bounded(1);
+    // Created before the probes load: a path that cannot be written stops
+    // the daemon before anything is captured.
+    let recorder = match &args.record {
+        Some(path) => {
+            let header = RecordingHeader::this_host(&Envelope::new());
+            let r = Recorder::create(path, &header)?;
+            tracing::warn!(
+                path = %path.display(),
+                "recording every kernel record, plaintext included, unredacted"
+            );
+            Some(r)
+        }
+        None => None,
+    };
     let cap_stop = Arc::clone(&stop);
     let capture = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || match Capture::load(capture_cfg) {
-            Ok(c) => {
+            Ok(mut c) => {
+                if let Some(r) = recorder {
+                    c.record_to(r);
+                }
                 let _ = ready_tx.send(Ok(()));
                 c.run(&rec_tx, &cmd_rx, &cap_stop, &kc_tx);
             }
@@ -321,7 +352,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     // compiling the rules are the two peaks of the daemon's memory, and
     // one after the other they do not add up. A refused config still stops
     // the daemon before anything is captured or written.
-    let (sinks, stages) = match stages(&cfg) {
+    let (sinks, stages) = match stages(&cfg, Envelope::new()) {
         Ok(s) => s,
         Err(e) => {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
