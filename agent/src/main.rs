@@ -256,6 +256,31 @@ fn stages(cfg: &Config, env: Envelope) -> anyhow::Result<(Sinks, Stages)> {
     Ok((sinks, stages))
 }
 
+/// What the kernel side is told.
+fn capture_config(cfg: &Config) -> CaptureConfig {
+    CaptureConfig {
+        scope_pids: cfg.scope.pids.clone(),
+        scope_cgroups: cfg.scope.cgroups.clone(),
+        tls_cap: cfg.capture.tls_cap_bytes,
+        ringbuf_bytes: cfg.capture.ringbuf_bytes,
+        watch_all: cfg.capture.watch_all_in_scope,
+        watch_comm: cfg.capture.watch_comm.clone(),
+        watch_exe: cfg.capture.watch_exe.clone(),
+    }
+}
+
+/// `--record`: the recording, created (0600, never over an existing file)
+/// with this host's header.
+fn recorder(path: &std::path::Path) -> anyhow::Result<Recorder> {
+    let header = RecordingHeader::this_host(&Envelope::new());
+    let r = Recorder::create(path, &header)?;
+    tracing::warn!(
+        path = %path.display(),
+        "recording every kernel record, plaintext included, unredacted"
+    );
+    Ok(r)
+}
+
 #[expect(
     clippy::needless_pass_by_value,
     reason = "the parsed command line is consumed here"
@@ -296,15 +321,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     }
 
-    let capture_cfg = CaptureConfig {
-        scope_pids: cfg.scope.pids.clone(),
-        scope_cgroups: cfg.scope.cgroups.clone(),
-        tls_cap: cfg.capture.tls_cap_bytes,
-        ringbuf_bytes: cfg.capture.ringbuf_bytes,
-        watch_all: cfg.capture.watch_all_in_scope,
-        watch_comm: cfg.capture.watch_comm.clone(),
-        watch_exe: cfg.capture.watch_exe.clone(),
-    };
+    let capture_cfg = capture_config(&cfg);
     // Batches of up to 1024 records.
     let (rec_tx, rec_rx) = flume::bounded(64);
     let (cmd_tx, cmd_rx) = flume::unbounded();
@@ -312,18 +329,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = flume::bounded(1);
     // Created before the probes load: a path that cannot be written stops
     // the daemon before anything is captured.
-    let recorder = match &args.record {
-        Some(path) => {
-            let header = RecordingHeader::this_host(&Envelope::new());
-            let r = Recorder::create(path, &header)?;
-            tracing::warn!(
-                path = %path.display(),
-                "recording every kernel record, plaintext included, unredacted"
-            );
-            Some(r)
-        }
-        None => None,
-    };
+    let recorder = args.record.as_deref().map(recorder).transpose()?;
     let cap_stop = Arc::clone(&stop);
     let capture = std::thread::Builder::new()
         .name("capture".into())

@@ -33,7 +33,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 5, requires = "bench")]
     rounds: u32,
     /// Write a synthesised recording to FILE instead (no kernel, no root):
-    /// agent processes making `--calls` streamed OpenAI and Anthropic calls
+    /// agent processes making `--calls` streamed `OpenAI` and Anthropic calls
     /// with tool calls (see `aitrail::replay::synth`). FILE must not exist.
     #[arg(long, conflicts_with_all = ["bench", "sinks", "config"])]
     synth: bool,
@@ -127,7 +127,7 @@ fn bench(cfg: &mut Config, loaded: &replay::Loaded, rounds: u32) -> anyhow::Resu
             }
         }
     }
-    let decode_cpu = (replay::cpu_time() - cpu0).as_secs_f64();
+    let decode_cpu = replay::cpu_time().saturating_sub(cpu0).as_secs_f64();
 
     let mut total = RunSummary::default();
     let mut cpu = 0.0;
@@ -137,7 +137,7 @@ fn bench(cfg: &mut Config, loaded: &replay::Loaded, rounds: u32) -> anyhow::Resu
         let p = pipeline(cfg, &loaded.header).context("building the pipeline")?;
         let (c0, w0) = (replay::cpu_time(), Instant::now());
         let s = replay::run(p, &loaded.records)?;
-        cpu += (replay::cpu_time() - c0).as_secs_f64();
+        cpu += replay::cpu_time().saturating_sub(c0).as_secs_f64();
         wall += w0.elapsed().as_secs_f64();
         total.records += s.pipeline.records;
         total.events += s.pipeline.events;

@@ -3,13 +3,13 @@
 //!
 //! What it models, and what it does not: agent processes (forked from a
 //! shell, exec'd as `python3 agent.py`) each make a session of up to 8 LLM
-//! calls over keep-alive HTTP/1.1 connections, alternating OpenAI chat
+//! calls over keep-alive HTTP/1.1 connections, alternating `OpenAI` chat
 //! completions and Anthropic messages, both streamed (SSE, chunked).
 //! Requests carry a system prompt, the growing conversation and tool
 //! definitions (a few KB up to ~40 KB); they are written as the Python SDKs
 //! do (head, then body) and split at the kernel's 16 KiB chunk size.
 //! Responses are read one SSE event per `SSL_read`, as they arrive. Every
-//! call ends with a tool call: OpenAI's runs a shell (fork, exec of
+//! call ends with a tool call: `OpenAI`'s runs a shell (fork, exec of
 //! `/bin/sh -c …`, exit), Anthropic's reads a file (an open of the path).
 //! Not modelled: HTTP/2, gzip, the kernel losing records, several CPUs.
 //! Everything is deterministic: the same `calls` give the same records.
@@ -91,11 +91,11 @@ impl Gen {
         }));
     }
 
-    fn exec(&mut self, pid: u32, ppid: u32, comm: &str, filename: &str, args: &[&str]) {
+    fn exec(&mut self, pid: u32, parent: u32, comm: &str, filename: &str, args: &[&str]) {
         let hdr = self.hdr(kind::EXEC, pid);
         self.out.push(Record::Exec(ExecRecord {
             hdr,
-            ppid,
+            ppid: parent,
             uid: 1000,
             gid: 1000,
             flags: 0,
@@ -159,7 +159,7 @@ pub fn records(calls: usize) -> Vec<Record> {
                 "The test suite reports one failure in the parser module; find out why. "
                     .repeat(1 + k % 3)
             );
-            if call % 2 == 0 {
+            if call.is_multiple_of(2) {
                 openai_call(&mut g, agent, call, &history, &user);
                 g.advance_ms(5);
                 g.fork(agent, child);
@@ -234,7 +234,7 @@ fn answer_pieces(call: usize) -> Vec<String> {
     text.split_inclusive(' ')
         .collect::<Vec<_>>()
         .chunks(3)
-        .map(|w| w.concat())
+        .map(<[&str]>::concat)
         .collect()
 }
 
