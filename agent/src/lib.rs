@@ -19,6 +19,7 @@ pub mod opinion;
 pub mod pipeline;
 pub mod procs;
 pub mod redact;
+pub mod replay;
 pub mod route;
 pub mod ship;
 pub mod sinks;

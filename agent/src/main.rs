@@ -15,6 +15,7 @@ use aitrail::{
     opinion::Opinion,
     pipeline::{Pipeline, Stages},
     redact::Redactor,
+    replay::{Recorder, RecordingHeader},
     route::Router,
     sinks::{SinkSpec, Sinks},
     util::Envelope,
@@ -50,6 +51,11 @@ enum Cmd {
     Search(commands::query::SearchArgs),
     /// Every event of one trace (a conversation), as NDJSON.
     Trace(commands::query::TraceArgs),
+    /// Run a recording (`agent --record`) through the whole userspace
+    /// pipeline (decode, HTTP, LLM, correlation, detection, redaction,
+    /// routing, sinks) without a kernel or root; events go to stdout unless
+    /// `--sink` or the config says otherwise.
+    Replay(commands::replay::ReplayArgs),
 }
 
 #[derive(clap::Args)]
@@ -107,6 +113,12 @@ struct AgentArgs {
     /// Watch processes with this name from their exec on (repeatable).
     #[arg(long = "watch-comm")]
     watch_comm: Vec<String>,
+    /// Also write every kernel record, unredacted, to FILE (created 0600;
+    /// it must not exist) for `aitrail replay`. WARNING: the recording
+    /// holds the captured plaintext (prompts, responses, API keys, tokens)
+    /// before any redaction. Keep it like a secret; delete it when done.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Watch every process in scope (file and network events for all).
     #[arg(long)]
     watch_all: bool,
@@ -145,6 +157,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Search(args) => commands::query::search(&args),
         Cmd::Trace(args) => commands::query::trace(&args),
+        Cmd::Replay(args) => commands::replay::replay(&args),
     }
 }
 
@@ -226,15 +239,16 @@ fn trim_heap() {
 }
 
 /// The sinks and the stages after correlation, their configs checked.
-fn stages(cfg: &Config) -> anyhow::Result<(Sinks, Stages)> {
-    let detector = Detector::new(&cfg.detect, Envelope::new()).context("detection rules")?;
+/// `env` stamps findings: this host's, or a recording's.
+fn stages(cfg: &Config, env: Envelope) -> anyhow::Result<(Sinks, Stages)> {
+    let detector = Detector::new(&cfg.detect, env.clone()).context("detection rules")?;
     let redactor = Redactor::new(&cfg.redact).context("redaction")?;
     let mut all_sinks = cfg.sinks.clone();
     all_sinks.extend(Router::sink_specs(&cfg.routes));
     let sinks = Sinks::start(&all_sinks)?;
     let router = Router::new(&cfg.routes, &cfg.sinks, &sinks)?;
     let opinion = Opinion::start(&cfg.second_opinion)?;
-    let blind_spots = BlindSpots::start(&cfg.blind_spot, Envelope::new());
+    let blind_spots = BlindSpots::start(&cfg.blind_spot, env);
     let stages = Stages {
         detector,
         blind_spots,
@@ -243,6 +257,31 @@ fn stages(cfg: &Config) -> anyhow::Result<(Sinks, Stages)> {
         opinion,
     };
     Ok((sinks, stages))
+}
+
+/// What the kernel side is told.
+fn capture_config(cfg: &Config) -> CaptureConfig {
+    CaptureConfig {
+        scope_pids: cfg.scope.pids.clone(),
+        scope_cgroups: cfg.scope.cgroups.clone(),
+        tls_cap: cfg.capture.tls_cap_bytes,
+        ringbuf_bytes: cfg.capture.ringbuf_bytes,
+        watch_all: cfg.capture.watch_all_in_scope,
+        watch_comm: cfg.capture.watch_comm.clone(),
+        watch_exe: cfg.capture.watch_exe.clone(),
+    }
+}
+
+/// `--record`: the recording, created (0600, never over an existing file)
+/// with this host's header.
+fn recorder(path: &std::path::Path) -> anyhow::Result<Recorder> {
+    let header = RecordingHeader::this_host(&Envelope::new());
+    let r = Recorder::create(path, &header)?;
+    tracing::warn!(
+        path = %path.display(),
+        "recording every kernel record, plaintext included, unredacted"
+    );
+    Ok(r)
 }
 
 #[expect(
@@ -285,25 +324,23 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     }
 
-    let capture_cfg = CaptureConfig {
-        scope_pids: cfg.scope.pids.clone(),
-        scope_cgroups: cfg.scope.cgroups.clone(),
-        tls_cap: cfg.capture.tls_cap_bytes,
-        ringbuf_bytes: cfg.capture.ringbuf_bytes,
-        watch_all: cfg.capture.watch_all_in_scope,
-        watch_comm: cfg.capture.watch_comm.clone(),
-        watch_exe: cfg.capture.watch_exe.clone(),
-    };
+    let capture_cfg = capture_config(&cfg);
     // Batches of up to 1024 records.
     let (rec_tx, rec_rx) = flume::bounded(64);
     let (cmd_tx, cmd_rx) = flume::unbounded();
     let (kc_tx, kc_rx) = flume::bounded(16);
     let (ready_tx, ready_rx) = flume::bounded(1);
+    // Created before the probes load: a path that cannot be written stops
+    // the daemon before anything is captured.
+    let recorder = args.record.as_deref().map(recorder).transpose()?;
     let cap_stop = Arc::clone(&stop);
     let capture = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || match Capture::load(capture_cfg) {
-            Ok(c) => {
+            Ok(mut c) => {
+                if let Some(r) = recorder {
+                    c.record_to(r);
+                }
                 let _ = ready_tx.send(Ok(()));
                 c.run(&rec_tx, &cmd_rx, &cap_stop, &kc_tx);
             }
@@ -324,7 +361,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     // compiling the rules are the two peaks of the daemon's memory, and
     // one after the other they do not add up. A refused config still stops
     // the daemon before anything is captured or written.
-    let (sinks, stages) = match stages(&cfg) {
+    let (sinks, stages) = match stages(&cfg, Envelope::new()) {
         Ok(s) => s,
         Err(e) => {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -34,6 +34,24 @@ impl Envelope {
         }
     }
 
+    /// An envelope for events of a recorded host: its identity and its
+    /// clock offset as they were, so replayed times are the original ones.
+    pub fn replayed(host: Host, boot_to_wall_ns: i128) -> Self {
+        Self {
+            host,
+            boot_to_wall_ns,
+        }
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Wall-clock ns minus boot-time ns, as measured at start.
+    pub fn boot_to_wall_ns(&self) -> i128 {
+        self.boot_to_wall_ns
+    }
+
     /// RFC 3339 UTC time with nanoseconds of a boot-time timestamp.
     pub fn time_of(&self, ktime_ns: u64) -> String {
         let wall = i128::from(ktime_ns) + self.boot_to_wall_ns;

@@ -124,6 +124,8 @@ pub struct Capture {
     counters: PerCpuArray<MapData, u64>,
     attacher: Attacher,
     cfg: CaptureConfig,
+    /// `--record`: every record's bytes, as read, go here too.
+    recorder: Option<crate::replay::Recorder>,
 }
 
 /// Sum of the kernel's per-CPU counters, by name.
@@ -211,6 +213,7 @@ impl Capture {
             counters,
             attacher,
             cfg,
+            recorder: None,
         })
     }
 
@@ -274,6 +277,11 @@ impl Capture {
         Ok(())
     }
 
+    /// Writes every record read from now on to `recorder` as well.
+    pub fn record_to(&mut self, recorder: crate::replay::Recorder) {
+        self.recorder = Some(recorder);
+    }
+
     /// Sums of the kernel's per-CPU counters.
     pub fn kernel_counters(&self) -> KernelCounters {
         let mut out = Vec::new();
@@ -316,6 +324,9 @@ impl Capture {
             unsafe { libc::poll(&raw mut pfd, 1, if stopping { 0 } else { POLL_MS }) };
             let mut batch = Vec::new();
             while let Some(item) = self.ring.next() {
+                if let Some(r) = &mut self.recorder {
+                    r.push(&item);
+                }
                 match records::decode(&item) {
                     Ok(r) => batch.push(r),
                     Err(e) => *decode_errors.entry(e.name()).or_default() += 1,
@@ -323,6 +334,9 @@ impl Capture {
                 if batch.len() >= 1024 {
                     break;
                 }
+            }
+            if let Some(r) = &mut self.recorder {
+                r.end_batch();
             }
             let drained = batch.is_empty();
             for rec in &batch {
@@ -339,12 +353,20 @@ impl Capture {
             if last_counters.elapsed() >= Duration::from_secs(1) || (stopping && drained) {
                 let mut c = self.kernel_counters();
                 c.extend(decode_errors.iter().map(|(k, v)| (*k, *v)));
+                if let Some(r) = &self.recorder {
+                    c.push(("record_file_dropped", r.dropped()));
+                    c.push(("recorded_records", r.written()));
+                }
                 let _ = counters_out.send(c);
                 last_counters = Instant::now();
             }
             if stopping && drained {
                 break;
             }
+        }
+        if let Some(r) = self.recorder.take() {
+            let written = r.finish();
+            tracing::info!(records = written, "recording closed");
         }
         // The remaining links close with the process; detaching them here
         // would only delay the drain (each takes the kernel ~200 ms).

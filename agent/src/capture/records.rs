@@ -270,6 +270,87 @@ pub fn decode(b: &[u8]) -> Result<Record, DecodeError> {
     }
 }
 
+/// Encodes a record as the kernel lays it out: the inverse of [`decode`].
+/// Recordings synthesised without a kernel (`aitrail replay --synth`) and
+/// tests use it.
+pub fn encode(r: &Record) -> Vec<u8> {
+    fn put(b: &mut Vec<u8>, off: usize, v: &[u8]) {
+        if b.len() < off + v.len() {
+            b.resize(off + v.len(), 0);
+        }
+        b[off..off + v.len()].copy_from_slice(v);
+    }
+    fn len32(n: usize) -> [u8; 4] {
+        u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes()
+    }
+    let h = r.header();
+    let mut b = Vec::with_capacity(256);
+    put(&mut b, 0, &h.kind.to_ne_bytes());
+    put(&mut b, 4, &h.cpu.to_ne_bytes());
+    put(&mut b, 8, &h.seq.to_ne_bytes());
+    put(&mut b, 16, &h.ktime_ns.to_ne_bytes());
+    put(&mut b, 24, &h.pid_tgid.to_ne_bytes());
+    match r {
+        Record::Tls(c) => {
+            let data = &c.data[..c.data.len().min(TLS_CHUNK_DATA)];
+            put(&mut b, 32, &c.conn.to_ne_bytes());
+            put(&mut b, 40, &c.offset.to_ne_bytes());
+            put(&mut b, 44, &c.total_len.to_ne_bytes());
+            put(&mut b, 48, &len32(data.len()));
+            put(&mut b, 52, &c.fd.to_ne_bytes());
+            put(&mut b, 56, &[c.dir, c.flags]);
+            put(&mut b, TLS_CHUNK_FIXED, data);
+            b.truncate(TLS_CHUNK_FIXED + data.len());
+        }
+        Record::Exec(e) => {
+            let mut args = Vec::new();
+            for a in &e.args {
+                args.extend_from_slice(a.as_bytes());
+                args.push(0);
+            }
+            args.truncate(EXEC_ARGS_MAX);
+            let comm = &e.comm.as_bytes()[..e.comm.len().min(COMM_LEN - 1)];
+            let file = &e.filename.as_bytes()[..e.filename.len().min(EXEC_FILENAME_MAX - 1)];
+            put(&mut b, 32, &e.ppid.to_ne_bytes());
+            put(&mut b, 36, &e.uid.to_ne_bytes());
+            put(&mut b, 40, &e.gid.to_ne_bytes());
+            put(&mut b, 44, &e.flags.to_ne_bytes());
+            put(&mut b, 48, &e.old_pid.to_ne_bytes());
+            put(&mut b, 52, &len32(file.len()));
+            put(&mut b, 56, &len32(args.len()));
+            put(&mut b, 64, comm);
+            put(&mut b, 64 + COMM_LEN, file);
+            b.resize(agent_common::EXEC_FIXED, 0);
+            b.extend_from_slice(&args);
+        }
+        Record::Fork(f) => {
+            put(&mut b, 32, &f.parent_tgid.to_ne_bytes());
+            put(&mut b, 36, &f.child_tgid.to_ne_bytes());
+        }
+        Record::Exit(x) => {
+            put(&mut b, 32, &x.code.to_ne_bytes());
+            put(&mut b, 36, &0u32.to_ne_bytes());
+        }
+        Record::FileOpen(f) | Record::LibOpen(f) => {
+            let path = &f.path.as_bytes()[..f.path.len().min(PATH_MAX_CAPTURE)];
+            put(&mut b, 32, &f.flags.to_ne_bytes());
+            put(&mut b, 40, &f.ret.to_ne_bytes());
+            put(&mut b, 48, &f.dfd.to_ne_bytes());
+            put(&mut b, 52, &len32(path.len()));
+            put(&mut b, FILE_OPEN_FIXED, path);
+        }
+        Record::Connect(c) | Record::ConnectHint(c) => {
+            let addr = &c.addr[..c.addr.len().min(SOCKADDR_MAX)];
+            put(&mut b, 32, &c.fd.to_ne_bytes());
+            put(&mut b, 36, &c.ret.to_ne_bytes());
+            put(&mut b, 40, &len32(addr.len()));
+            put(&mut b, 48, addr);
+            b.resize(48 + SOCKADDR_MAX, 0);
+        }
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use agent_common::{ExecRaw, TlsChunkRaw};

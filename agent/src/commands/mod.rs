@@ -1,3 +1,4 @@
 //! Commands of the `aitrail` binary other than the daemon itself.
 
 pub mod query;
+pub mod replay;

@@ -69,11 +69,28 @@ pub struct Pipeline {
     events_emitted: u64,
     records_received: u64,
     started: Instant,
-    last_health: Instant,
-    last_tick: Instant,
+    /// Replaying a recording: the clock is the latest record's time, not
+    /// this host's, and nothing is read from this host's /proc.
+    replay_now: Option<u64>,
+    last_health_ns: u64,
+    last_tick_ns: u64,
     idle_ns: u64,
-    health_every: Duration,
+    health_every_ns: u64,
+    /// TLS plaintext bytes received.
+    tls_bytes: u64,
 }
+
+/// What one run of the pipeline saw and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub records: u64,
+    pub events: u64,
+    pub llm_calls: u64,
+    pub tls_bytes: u64,
+}
+
+/// How often expiry runs, on the pipeline's clock.
+const TICK_NS: u64 = 500_000_000;
 
 impl Pipeline {
     pub fn new(
@@ -119,11 +136,51 @@ impl Pipeline {
             events_emitted: 0,
             records_received: 0,
             started: Instant::now(),
-            last_health: Instant::now(),
-            last_tick: Instant::now(),
+            replay_now: None,
+            last_health_ns: boot_ns(),
+            last_tick_ns: boot_ns(),
             idle_ns: cfg.pipeline.idle_timeout_secs.saturating_mul(1_000_000_000),
-            health_every: Duration::from_secs(cfg.pipeline.health_interval_secs.max(1)),
+            health_every_ns: cfg
+                .pipeline
+                .health_interval_secs
+                .max(1)
+                .saturating_mul(1_000_000_000),
+            tls_bytes: 0,
         }
+    }
+
+    /// A pipeline for a recording: events carry the recorded host and its
+    /// clock, time advances with the records (ticks, idle expiry and
+    /// health events fall at the same records on every run), and the
+    /// process table knows only what the records say.
+    pub fn replaying(
+        cfg: &Config,
+        stages: Stages,
+        sinks: Sinks,
+        env: Envelope,
+        boot_id: &str,
+    ) -> Self {
+        // The kernel is not there to be told which processes to watch.
+        let (commands, _) = flume::bounded(1);
+        let mut p = Self::new(cfg, stages, sinks, commands);
+        p.corr = Correlator::new(
+            env.clone(),
+            cfg.pipeline
+                .tool_effect_window_secs
+                .saturating_mul(1_000_000_000),
+        );
+        p.env = env;
+        p.procs = ProcTable::offline(boot_id);
+        p.replay_now = Some(0);
+        p.last_tick_ns = 0;
+        p.last_health_ns = 0;
+        p
+    }
+
+    /// Now on the pipeline's clock: this host's boot time, or in a replay
+    /// the latest record's.
+    fn now(&self) -> u64 {
+        self.replay_now.unwrap_or_else(boot_ns)
     }
 
     /// Seeds the process table with processes older than the daemon.
@@ -138,7 +195,7 @@ impl Pipeline {
         mut self,
         records: &flume::Receiver<Vec<Record>>,
         kernel: &flume::Receiver<KernelCounters>,
-    ) -> Result<(), crate::sinks::SinkError> {
+    ) -> Result<RunSummary, crate::sinks::SinkError> {
         loop {
             match records.recv_timeout(Duration::from_millis(200)) {
                 Ok(batch) => {
@@ -157,7 +214,7 @@ impl Pipeline {
                     self.deliver(f);
                 }
             }
-            if self.last_tick.elapsed() >= Duration::from_millis(500) {
+            if self.now().saturating_sub(self.last_tick_ns) >= TICK_NS {
                 self.tick();
             }
         }
@@ -165,7 +222,7 @@ impl Pipeline {
             self.kernel = k;
         }
         // Drain: what is in flight is finished, not lost.
-        let now = boot_ns();
+        let now = self.now();
         let mut outs = Vec::new();
         self.streams.finish_all(now, &mut outs);
         self.on_stream_outputs(outs);
@@ -185,12 +242,17 @@ impl Pipeline {
         self.emit(health);
         let stats = self.sinks.shutdown()?;
         tracing::info!(events = self.events_emitted, ?stats, "pipeline drained");
-        Ok(())
+        Ok(RunSummary {
+            records: self.records_received,
+            events: self.events_emitted,
+            llm_calls: self.counters.get("llm_calls").copied().unwrap_or(0),
+            tls_bytes: self.tls_bytes,
+        })
     }
 
     fn tick(&mut self) {
-        self.last_tick = Instant::now();
-        let now = boot_ns();
+        let now = self.now();
+        self.last_tick_ns = now;
         let mut outs = Vec::new();
         self.streams.expire(now, self.idle_ns, &mut outs);
         self.on_stream_outputs(outs);
@@ -200,10 +262,10 @@ impl Pipeline {
         for ev in self.blind_spots.expire(now) {
             self.emit(ev);
         }
-        if self.last_health.elapsed() >= self.health_every {
+        if now.saturating_sub(self.last_health_ns) >= self.health_every_ns {
             let h = self.health_event();
             self.emit(h);
-            self.last_health = Instant::now();
+            self.last_health_ns = now;
         }
     }
 
@@ -291,6 +353,14 @@ impl Pipeline {
     fn on_record(&mut self, r: Record) {
         self.records_received += 1;
         let h = *r.header();
+        if let Some(now) = self.replay_now {
+            if now == 0 {
+                // The recording's first record starts its clock.
+                self.last_tick_ns = h.ktime_ns;
+                self.last_health_ns = h.ktime_ns;
+            }
+            self.replay_now = Some(now.max(h.ktime_ns));
+        }
         // The kernel numbers records per CPU before it tries to send them:
         // a gap is records the ring buffer could not take.
         if let Some(last) = self.last_seq.insert(h.cpu, h.seq) {
@@ -305,6 +375,7 @@ impl Pipeline {
         match r {
             Record::Tls(c) => {
                 self.blind_spots.on_plaintext(tgid);
+                self.tls_bytes += c.data.len() as u64;
                 let mut outs = Vec::new();
                 self.streams.on_chunk(&c, &mut outs);
                 self.on_stream_outputs(outs);
@@ -352,7 +423,13 @@ impl Pipeline {
             }
             Record::Exit(x) => self.on_exit(tgid, x.code, h.ktime_ns),
             Record::FileOpen(f) => {
-                let path = convert::absolute_path(tgid, f.dfd, &f.path);
+                // A relative path is resolved against the process's cwd,
+                // which a replay does not have.
+                let path = if self.replay_now.is_some() {
+                    f.path.clone()
+                } else {
+                    convert::absolute_path(tgid, f.dfd, &f.path)
+                };
                 let proc = self.procs.get(tgid).map(|p| p.info.clone());
                 let mut ev = self.env.event(kind::FILE_OPEN, h.ktime_ns, proc);
                 ev.file = Some(convert::file_info(&path, f.flags, f.ret));
@@ -568,7 +645,7 @@ impl Pipeline {
                 counters.insert(name.to_owned(), v);
             }
         }
-        let mut ev = self.env.event(kind::AGENT_HEALTH, boot_ns(), None);
+        let mut ev = self.env.event(kind::AGENT_HEALTH, self.now(), None);
         ev.health = Some(Health {
             uptime_s: self.started.elapsed().as_secs(),
             events_emitted: self.events_emitted,

@@ -33,6 +33,8 @@ pub struct ProcTable {
     clk_tck: u64,
     max: usize,
     evicted: u64,
+    /// False for a replay: nothing is learned from this host.
+    live: bool,
 }
 
 /// Reads the parent pid of `pid` from /proc.
@@ -83,6 +85,19 @@ impl ProcTable {
             clk_tck: u64::try_from(tck).unwrap_or(100).max(1),
             max: 65536,
             evicted: 0,
+            live: true,
+        }
+    }
+
+    /// A table that knows only what records tell it: it never reads /proc
+    /// or /etc/passwd (a replay must not mix this host's processes or users
+    /// into a recorded host's). `boot_id` is the recorded host's.
+    pub fn offline(boot_id: &str) -> Self {
+        Self {
+            boot_id: boot_id.to_owned(),
+            users: HashMap::new(),
+            live: false,
+            ..Self::new()
         }
     }
 
@@ -105,6 +120,9 @@ impl ProcTable {
     pub fn seed(&mut self, pid: u32) -> Option<&Proc> {
         if self.procs.contains_key(&pid) {
             return self.procs.get(&pid);
+        }
+        if !self.live {
+            return None;
         }
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let (ppid, start_ticks) = parse_stat(&stat)?;
@@ -224,8 +242,12 @@ impl ProcTable {
         let parent_exec_id = self.parent_exec_id(ppid);
         let mut args = args.to_vec();
         crate::redact::redact_args(&mut args);
-        let exe = fs::read_link(format!("/proc/{pid}/exe"))
-            .map_or_else(|_| filename.to_owned(), |p| p.display().to_string());
+        let exe = if self.live {
+            fs::read_link(format!("/proc/{pid}/exe"))
+                .map_or_else(|_| filename.to_owned(), |p| p.display().to_string())
+        } else {
+            filename.to_owned()
+        };
         let info = ProcessInfo {
             pid,
             ppid,
