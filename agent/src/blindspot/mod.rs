@@ -152,7 +152,7 @@ impl BlindSpots {
                     deadline_ns: ktime_ns.saturating_add(self.grace_ns),
                     connect: ev.clone(),
                     dest,
-                    build_id: build_id(pid),
+                    build_id: build_id(pid, ev.process.as_ref().map(|p| p.exe.as_str())),
                 },
             );
         }
@@ -256,15 +256,22 @@ fn resolve(hosts: &[String]) -> HashMap<SocketAddr, String> {
 /// The GNU build-id of a process's executable, in hex: from its `PT_NOTE`
 /// segments, read from the first 64 KiB of the file (where linkers put
 /// them), so a 100 MB binary costs one small read.
-fn build_id(pid: u32) -> Option<String> {
+///
+/// The process may be gone by the time its connect is decoded (a short
+/// client): then the executable's path, as its exec recorded it, is read
+/// instead (the same file unless it was replaced since).
+fn build_id(pid: u32, exe: Option<&str>) -> Option<String> {
     use std::io::Read as _;
-    let mut head = Vec::with_capacity(64 * 1024);
-    std::fs::File::open(format!("/proc/{pid}/exe"))
-        .ok()?
-        .take(64 * 1024)
-        .read_to_end(&mut head)
-        .ok()?;
-    elf_build_id(&head).map(hex::encode)
+    let read = |path: &str| -> Option<String> {
+        let mut head = Vec::with_capacity(64 * 1024);
+        std::fs::File::open(path)
+            .ok()?
+            .take(64 * 1024)
+            .read_to_end(&mut head)
+            .ok()?;
+        elf_build_id(&head).map(hex::encode)
+    };
+    read(&format!("/proc/{pid}/exe")).or_else(|| exe.filter(|e| e.starts_with('/')).and_then(read))
 }
 
 /// The `NT_GNU_BUILD_ID` note of a little-endian ELF64 image's head.

@@ -85,7 +85,11 @@ fn build_ids_are_read_from_the_head_of_an_executable() {
     let head = &exe[..exe.len().min(64 * 1024)];
     let id = elf_build_id(head).expect("rustc links a build-id");
     assert!(id.len() >= 8);
-    assert_eq!(build_id(std::process::id()), Some(hex::encode(id)));
+    assert_eq!(build_id(std::process::id(), None), Some(hex::encode(id)));
+    // A process that is gone: the executable's path is read instead.
+    let me = std::env::current_exe().unwrap();
+    assert_eq!(build_id(u32::MAX, me.to_str()), Some(hex::encode(id)));
+    assert_eq!(build_id(u32::MAX, Some("relative/path")), None);
     assert_eq!(elf_build_id(b"not an elf"), None);
     assert_eq!(
         elf_build_id(&head[..100]),
