@@ -165,7 +165,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         } else {
             tally
                 .failed_steps
-                .push("privileged end-to-end tests (agent/tests/e2e.rs not found)".into());
+                .push("privileged end-to-end tests (agent/tests/e2e/main.rs not found)".into());
         }
     } else if args.unprivileged {
         not_run = Some("--unprivileged given");

@@ -1,4 +1,4 @@
-//! Harness of aitrail's privileged end-to-end tests (agent/tests/e2e.rs).
+//! Harness of aitrail's privileged end-to-end tests (agent/tests/e2e/).
 //!
 //! One run = a temp dir, a test PKI (tests/mock/make_cert.sh), the HTTPS mock
 //! LLM server (tests/mock/mock_llm.py, outside the capture scope), a client

@@ -1,0 +1,242 @@
+//! Protocols and APIs beyond HTTP/1.1 chat: HTTP/2, the Responses API,
+//! Gemini.
+
+use super::*;
+
+// ------------------------------------------------------------------ HTTP/2
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn curl_http2_plain_and_streamed() {
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new("h2");
+    let pki = make_cert(&dir);
+    let mut mock = MockServer::start_h2(&dir, &pki);
+    let body = |stream: bool| {
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "stream": stream,
+            "stream_options": {"include_usage": true},
+            "messages": [
+                {"role": "system", "content": "You are the aitrail h2 test."},
+                {"role": "user", "content": format!("Read it.\nFILE: /tmp/h2-{stream}.txt\n")},
+            ],
+            "tools": [{"type": "function", "function": {"name": "read_file",
+                "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}],
+        })
+        .to_string()
+    };
+    // One curl, two requests on one HTTP/2 connection (`--next`): a plain
+    // one, then a streamed one.
+    let request = |b: String| {
+        vec![
+            "--http2".to_string(),
+            "--compressed".into(),
+            "--cacert".into(),
+            pki.ca.display().to_string(),
+            "-H".into(),
+            format!("Authorization: Bearer {OPENAI_KEY}"),
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            b,
+            format!("{}/v1/chat/completions", mock.base_url),
+        ]
+    };
+    let mut args = vec!["-sS".to_string(), "--fail-with-body".into()];
+    args.extend(request(body(false)));
+    args.push("--next".into());
+    args.extend(request(body(true)));
+    let mut client = Launched::spawn(&dir, "h2", &common::curl(), &args, &[]);
+    let mut daemon = Daemon::start(&dir, client.pid());
+    client.release();
+    let out = client.wait_success(CLIENT_TIMEOUT);
+    assert!(out.contains("read_file"), "curl output: {out}");
+    common::grace();
+    daemon.stop();
+    mock.stop();
+    common::assert_no_secrets(&daemon);
+
+    let ev = Events::read(&daemon.events);
+    let mut c = Checker::default();
+    let calls = ev.llm_calls();
+    c.eq("llm.calls over h2", 2, calls.len());
+    for (e, stream) in calls.iter().zip([false, true]) {
+        let l = e.llm.as_ref().expect("llm");
+        c.eq("path", "/v1/chat/completions", l.path.as_str());
+        c.eq("provider", "openai", l.provider.as_str());
+        c.eq("stream", stream, l.stream);
+        c.eq("status", Some(200), l.status);
+        c.eq("model", Some("gpt-4o-mini"), l.model.as_deref());
+        c.check(l.api_key_id.is_some(), || "no api_key_id".into());
+        let want = format!("/tmp/h2-{stream}.txt");
+        c.check(
+            l.output
+                .tool_calls
+                .iter()
+                .any(|t| t.name == "read_file" && t.arguments.contains(&want)),
+            || {
+                format!(
+                    "stream={stream}: no read_file tool call for {want}: {:?}",
+                    l.output.tool_calls
+                )
+            },
+        );
+        c.check(l.usage.output_tokens.is_some(), || {
+            format!("stream={stream}: no usage")
+        });
+    }
+    c.finish(&ev, &[], "curl --http2");
+}
+
+// ------------------------------------------------------------------ more APIs
+
+/// Runs one client (held by the launcher) under the daemon against the
+/// HTTP/1.1 mock, and returns the events and the client's output.
+fn run_client(
+    name: &str,
+    program: &str,
+    args: impl FnOnce(&MockServer, &common::Pki, &str) -> Vec<String>,
+    env: impl FnOnce(&common::Pki) -> Vec<(&'static str, String)>,
+    secrets: &[&str],
+) -> (Events, String) {
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new(name);
+    let pki = make_cert(&dir);
+    let mut mock = MockServer::start(&dir, &pki);
+    let file = dir.join("work/notes.txt").display().to_string();
+    let args = args(&mock, &pki, &file);
+    let env = env(&pki);
+    let mut client = Launched::spawn(&dir, name, program, &args, &env);
+    let mut daemon = Daemon::start(&dir, client.pid());
+    client.release();
+    let out = client.wait_success(CLIENT_TIMEOUT);
+    common::grace();
+    daemon.stop();
+    mock.stop();
+    common::assert_no_secrets(&daemon);
+    let hits = common::find_secrets(&daemon.dir, secrets);
+    assert!(
+        hits.is_empty(),
+        "secrets reached disk:\n{}",
+        hits.join("\n")
+    );
+    (Events::read(&daemon.events), out)
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn openai_responses_api_with_the_python_sdk() {
+    let script = common::repo_root().join("tests/clients/responses_sdk.py");
+    let (ev, out) = run_client(
+        "responses",
+        &python(),
+        |mock, pki, file| {
+            vec![
+                script.display().to_string(),
+                "--base-url".into(),
+                mock.base_url.clone(),
+                "--ca".into(),
+                pki.ca.display().to_string(),
+                "--file".into(),
+                file.to_owned(),
+            ]
+        },
+        |_| vec![("OPENAI_API_KEY", OPENAI_KEY.to_string())],
+        &[],
+    );
+    let mut c = Checker::default();
+    let calls = ev.llm_calls();
+    c.eq("llm.calls", 2, calls.len());
+    for (e, stream) in calls.iter().zip([false, true]) {
+        let l = e.llm.as_ref().expect("llm");
+        c.eq("operation", "responses", l.operation.as_str());
+        c.eq("provider", "openai", l.provider.as_str());
+        c.eq("stream", stream, l.stream);
+        c.eq("model", Some("gpt-5-mini"), l.model.as_deref());
+        c.check(
+            l.response_id.as_deref().is_some_and(|id| out.contains(id)),
+            || {
+                format!(
+                    "stream={stream}: response_id {:?} not in the client's output {out}",
+                    l.response_id
+                )
+            },
+        );
+        c.check(
+            l.system
+                .as_ref()
+                .is_some_and(|s| s.text.contains("aitrail responses test")),
+            || format!("stream={stream}: instructions not the system prompt"),
+        );
+        c.check(
+            l.output
+                .tool_calls
+                .iter()
+                .any(|t| t.name == "read_file" && t.arguments.contains("notes.txt")),
+            || {
+                format!(
+                    "stream={stream}: no read_file call: {:?}",
+                    l.output.tool_calls
+                )
+            },
+        );
+        c.check(l.usage.input_tokens.is_some(), || {
+            format!("stream={stream}: no usage")
+        });
+    }
+    c.finish(&ev, &[], "responses API");
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn gemini_stream_generate_content_with_node_fetch() {
+    let script = common::repo_root().join("tests/clients/gemini_fetch.js");
+    let key = "AIzaSyAITRAIL-SECRET-0123456789abcdefXYZ";
+    let (ev, out) = run_client(
+        "gemini",
+        &common::node(),
+        |mock, _, file| {
+            vec![
+                script.display().to_string(),
+                "--base-url".into(),
+                mock.base_url.clone(),
+                "--file".into(),
+                file.to_owned(),
+            ]
+        },
+        |pki| {
+            vec![
+                ("NODE_EXTRA_CA_CERTS", pki.ca.display().to_string()),
+                ("GEMINI_API_KEY", key.to_string()),
+            ]
+        },
+        &[key],
+    );
+    assert!(out.contains("read_file"), "client output: {out}");
+    let mut c = Checker::default();
+    let calls = ev.llm_calls();
+    c.eq("llm.calls", 1, calls.len());
+    if let Some(e) = calls.first() {
+        let l = e.llm.as_ref().expect("llm");
+        c.eq("provider", "gemini", l.provider.as_str());
+        c.eq("stream", true, l.stream);
+        c.eq("model", Some("gemini-2.5-flash"), l.model.as_deref());
+        c.check(l.api_key_id.is_some(), || {
+            "no api_key_id from x-goog-api-key".into()
+        });
+        c.check(
+            l.output
+                .tool_calls
+                .iter()
+                .any(|t| t.name == "read_file" && t.arguments.contains("notes.txt")),
+            || format!("no read_file call: {:?}", l.output.tool_calls),
+        );
+        c.check(l.usage.output_tokens.is_some(), || {
+            "no usageMetadata".into()
+        });
+    }
+    c.finish(&ev, &[], "gemini");
+}
