@@ -158,6 +158,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             known = self.server.sessions.pop(sid, None) is not None
         self.send_body(200 if known else 404)
 
+    def record(self, methods):
+        """One line per POST: its JSON-RPC methods (the test's ground truth)."""
+        if self.server.record_path is None:
+            return
+        with self.server.lock, open(self.server.record_path, "a") as f:
+            f.write(json.dumps({"path": self.path.split("?")[0], "methods": methods}) + "\n")
+
     def do_POST(self):
         url = urllib.parse.urlsplit(self.path)
         body = self.read_body()
@@ -172,6 +179,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.rpc_error(400, -32700, "Parse error")
         batch = isinstance(msg, list)
         msgs = msg if batch else [msg]
+        self.record([m.get("method") for m in msgs if isinstance(m, dict)])
         is_init = any(isinstance(m, dict) and m.get("method") == "initialize" for m in msgs)
         headers = []
         if is_init:
@@ -261,10 +269,11 @@ class TLSServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, ctx, mode):
+    def __init__(self, addr, ctx, mode, record_path=None):
         super().__init__(addr, Handler)
         self.ctx = ctx
         self.mode = mode
+        self.record_path = record_path
         self.lock = threading.Lock()
         self.sessions = {}
         self.streams = {}
@@ -296,6 +305,7 @@ def main() -> int:
     ap.add_argument("--key", required=True, help="server private key (PEM)")
     ap.add_argument("--mode", choices=("json", "sse"), default="json",
                     help="how POST /mcp answers requests (default json)")
+    ap.add_argument("--record", help="append each POST's JSON-RPC methods to this file")
     args = ap.parse_args()
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -303,7 +313,7 @@ def main() -> int:
     ctx.load_cert_chain(args.cert, args.key)
     ctx.set_alpn_protocols(["http/1.1"])
 
-    srv = TLSServer((args.host, args.port), ctx, args.mode)
+    srv = TLSServer((args.host, args.port), ctx, args.mode, args.record)
     port = srv.server_address[1]
     sys.stdout.write(f"PORT {port}\n")
     sys.stdout.flush()

@@ -24,6 +24,11 @@ impl MockServer {
         Self::start_script(dir, pki, &python(), "tests/mock/mock_llm.py")
     }
 
+    /// tests/mock/mock_mcp.py: an MCP server over streamable HTTP.
+    pub fn start_mcp(dir: &TestDir, pki: &Pki) -> Self {
+        Self::start_script(dir, pki, &python(), "tests/mock/mock_mcp.py")
+    }
+
     /// tests/mock/mock_h2.js: the same answers over HTTP/2 only.
     pub fn start_h2(dir: &TestDir, pki: &Pki) -> Self {
         Self::start_script(dir, pki, &node(), "tests/mock/mock_h2.js")

@@ -240,3 +240,85 @@ fn gemini_stream_generate_content_with_node_fetch() {
     }
     c.finish(&ev, &[], "gemini");
 }
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn an_mcp_tools_call_over_https_becomes_a_tool_call() {
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new("mcp");
+    let pki = make_cert(&dir);
+    let mut mock = MockServer::start_mcp(&dir, &pki);
+    let file = dir.join("work/mcp-notes.txt");
+    std::fs::write(&file, "notes for the mcp test\n").expect("write work file");
+    let script = common::repo_root().join("tests/clients/mcp_client.py");
+    let args = vec![
+        script.display().to_string(),
+        "--url".into(),
+        format!("{}/mcp", mock.base_url),
+        "--ca".into(),
+        pki.ca.display().to_string(),
+        "--file".into(),
+        file.display().to_string(),
+    ];
+    let mut client = Launched::spawn(&dir, "mcp", &python(), &args, &[]);
+    let mut daemon = Daemon::start(&dir, client.pid());
+    client.release();
+    let out = client.wait_success(CLIENT_TIMEOUT);
+    let session = out
+        .lines()
+        .find_map(|l| l.strip_prefix("session "))
+        .expect("the client printed its session")
+        .to_owned();
+    common::grace();
+    daemon.stop();
+    mock.stop();
+    common::assert_no_secrets(&daemon);
+
+    let methods: Vec<String> = mock
+        .records()
+        .iter()
+        .flat_map(|r| r["methods"].as_array().cloned().unwrap_or_default())
+        .filter_map(|m| m.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        methods.iter().any(|m| m == "tools/call"),
+        "the mock saw {methods:?}"
+    );
+
+    let ev = Events::read(&daemon.events);
+    let mut c = Checker::default();
+    let calls: Vec<_> = ev.of_kind(kind::TOOL_CALL);
+    c.eq("tool.call events (one tools/call)", 1, calls.len());
+    if let Some(e) = calls.first() {
+        let t = e.tool.as_ref().expect("tool");
+        c.eq("name", "read_file", t.name.as_str());
+        c.eq("call id", "7", t.call_id.as_str());
+        c.check(t.arguments.contains("mcp-notes.txt"), || {
+            format!("arguments: {}", t.arguments)
+        });
+        c.check(
+            t.result
+                .as_deref()
+                .is_some_and(|r| r.contains("notes for the mcp test")),
+            || format!("result: {:?}", t.result),
+        );
+        let mcp = serde_json::to_value(t).expect("json")["mcp"].clone();
+        c.eq(
+            "mcp.method",
+            "tools/call",
+            mcp["method"].as_str().unwrap_or(""),
+        );
+        c.eq(
+            "mcp.session",
+            session.as_str(),
+            mcp["session"].as_str().unwrap_or(""),
+        );
+        c.eq(
+            "mcp.server.port",
+            u64::from(mock.port),
+            mcp["server"]["port"].as_u64().unwrap_or(0),
+        );
+    }
+    c.finish(&ev, &[], "mcp");
+}
