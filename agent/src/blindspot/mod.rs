@@ -158,8 +158,12 @@ impl BlindSpots {
         }
     }
 
-    /// TLS plaintext from `pid`: capture works there.
+    /// TLS plaintext from `pid`: capture works there. Called per TLS
+    /// record: a process already known costs one lookup.
     pub fn on_plaintext(&mut self, pid: u32) {
+        if self.with_plaintext.contains(&pid) {
+            return;
+        }
         self.open.remove(&pid);
         if self.with_plaintext.len() < MAX_TRACKED {
             self.with_plaintext.insert(pid);

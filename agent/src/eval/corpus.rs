@@ -24,22 +24,8 @@ use crate::event::{
     ToolCall, SCHEMA_VERSION,
 };
 
-/// Every finding class (`FindingInfo::class`).
-pub const CLASSES: &[&str] = &[
-    "prompt_injection",
-    "secret",
-    "pii",
-    "sensitive_file",
-    "dangerous_command",
-    "destructive_sql",
-    "exfiltration",
-    "denial_of_wallet",
-    "refusal_probing",
-    "blind_spot",
-    "claimed_vs_actual",
-    "unrequested_effect",
-    "system_prompt_change",
-];
+/// Every finding class (`FindingInfo::class`): the detector's list.
+pub use crate::detect::rules::CLASSES;
 
 /// Where events without a `time` start: the generator's `at(0)`.
 const EPOCH_S: i64 = 1_748_854_800; // 2025-06-02T09:00:00Z

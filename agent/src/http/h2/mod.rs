@@ -148,23 +148,9 @@ impl H2Parser {
             return Vec::new();
         }
         self.conn.last_ts = self.conn.last_ts.max(ts);
-        let Side {
-            reader,
-            hpack,
-            block,
-        } = &mut self.sides[dir.index()];
-        let mut ctx = Ctx {
-            conn: &mut self.conn,
-            hpack,
-            block,
-            dir,
-            ts,
-            limits: self.limits,
-            gave_up: false,
-        };
-        reader.push(ts, data, &mut |ev| ctx.on_event(ev));
-        let gave_up = ctx.gave_up;
-        self.after(gave_up)
+        self.read(dir, ts, |reader, ctx| {
+            reader.push(ts, data, &mut |ev| ctx.on_event(ev));
+        })
     }
 
     pub fn gap(&mut self, dir: Direction, len: u64) -> Vec<HttpOutput> {
@@ -172,6 +158,19 @@ impl H2Parser {
             return Vec::new();
         }
         let ts = self.conn.last_ts;
+        self.read(dir, ts, |reader, ctx| {
+            reader.gap(len, &mut |ev| ctx.on_event(ev));
+        })
+    }
+
+    /// Runs `step` on `dir`'s frame reader, handing each frame event to
+    /// that direction's HPACK and stream state.
+    fn read(
+        &mut self,
+        dir: Direction,
+        ts: u64,
+        step: impl FnOnce(&mut Reader, &mut Ctx<'_>),
+    ) -> Vec<HttpOutput> {
         let Side {
             reader,
             hpack,
@@ -186,7 +185,7 @@ impl H2Parser {
             limits: self.limits,
             gave_up: false,
         };
-        reader.gap(len, &mut |ev| ctx.on_event(ev));
+        step(reader, &mut ctx);
         let gave_up = ctx.gave_up;
         self.after(gave_up)
     }
