@@ -7,17 +7,40 @@
 //! - `GET /api/trace/ID`: every event of a trace, oldest first.
 //!
 //! Both answer `{"count": N, "events": [ … ]}` with each event exactly as
-//! the agent sent it.
+//! the agent sent it. `kind=tombstone` and `kind=release` read the store's
+//! audit log instead (`user=` then matches a tombstone by the name's hash).
+//!
+//! Changes, with an `[api] admin_tokens` token only (a query token gets
+//! 403), a JSON body of at most 64 KiB:
+//!
+//! - `POST /api/release` `{"ids": [FINDING_ID, …]}` or `{"before":
+//!   RFC3339}`, optional `"note"`: lifts the hold on findings; answers
+//!   `{"id", "released", "already", "unknown", "not_findings"}`.
+//! - `POST /api/forget` `{"user": NAME, "include_held": false, "reason":
+//!   …}`: erases NAME's events (store, index, archive, object storage) and
+//!   answers the tombstone; 409 when NAME has findings still held and
+//!   `include_held` is not true.
+//!
+//! Who made a change is recorded as `api:token:` and the first 12 hex
+//! digits of the token's SHA-256.
 
 use std::sync::Arc;
 
-use hyper::{body::Incoming, header, Request, StatusCode};
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Limited};
+use hyper::{body::Incoming, header, Method, Request, StatusCode};
+use serde::Deserialize;
+use sha2::Digest as _;
 
 use crate::{
     auth,
     server::{reply, Resp, State},
-    store::{Query, StoreError},
+    store::{ForgetRequest, Query, ReleaseSelector, StoreError},
 };
+
+/// Largest body of a `POST /api/…`.
+const MAX_POST_BODY: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueryError {
@@ -117,17 +140,46 @@ fn events_reply(events: &[String]) -> Resp {
     r
 }
 
-pub async fn handle(state: &Arc<State>, req: &Request<Incoming>) -> Resp {
-    if state.cfg.api_tokens.is_empty() {
+fn json_ok(body: String) -> Resp {
+    let mut r = reply(StatusCode::OK, body + "\n");
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `api:token:` and the first 12 hex digits of the token's SHA-256: who
+/// made a change, without the token.
+pub fn token_fingerprint(token: &str) -> String {
+    let h = sha2::Sha256::digest(token.as_bytes());
+    format!("api:token:{}", &hex::encode(h)[..12])
+}
+
+pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Resp {
+    let cfg = &state.cfg;
+    if cfg.api_tokens.is_empty() && cfg.admin_tokens.is_empty() {
         return reply(
             StatusCode::NOT_FOUND,
             "query API is off (no [api] tokens)\n",
         );
     }
-    let authorized = auth::bearer(req.headers().get(header::AUTHORIZATION))
-        .is_some_and(|t| auth::any_matches(&state.cfg.api_tokens, t));
-    if !authorized {
+    let token = auth::bearer(req.headers().get(header::AUTHORIZATION)).map(str::to_owned);
+    let admin = token
+        .as_deref()
+        .is_some_and(|t| auth::any_matches(&cfg.admin_tokens, t));
+    let query = token
+        .as_deref()
+        .is_some_and(|t| auth::any_matches(&cfg.api_tokens, t));
+    if !admin && !query {
         return reply(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    }
+    if req.method() == Method::POST {
+        if !admin {
+            return reply(StatusCode::FORBIDDEN, "an [api] admin token is needed\n");
+        }
+        let by = token_fingerprint(token.as_deref().unwrap_or_default());
+        return change(state, req, by).await;
     }
     let path = req.uri().path();
     let store = Arc::clone(&state.store);
@@ -153,6 +205,102 @@ pub async fn handle(state: &Arc<State>, req: &Request<Incoming>) -> Resp {
             tracing::error!(%error, "query failed");
             reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    #[serde(default)]
+    ids: Vec<String>,
+    before: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgetBody {
+    user: String,
+    #[serde(default)]
+    include_held: bool,
+    reason: Option<String>,
+}
+
+/// Most ids one release names.
+const MAX_RELEASE_IDS: usize = 10_000;
+/// Longest note or reason kept.
+const MAX_NOTE: usize = 1024;
+
+fn bad(why: impl std::fmt::Display) -> Resp {
+    reply(StatusCode::BAD_REQUEST, format!("{why}\n"))
+}
+
+/// `POST /api/release` and `POST /api/forget`.
+async fn change(state: &Arc<State>, req: Request<Incoming>, by: String) -> Resp {
+    let path = req.uri().path().to_owned();
+    if path != "/api/release" && path != "/api/forget" {
+        return reply(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let body = match tokio::time::timeout(
+        Duration::from_secs(30),
+        Limited::new(req.into_body(), MAX_POST_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+        Err(_) => return bad("body not read"),
+    };
+    let store = Arc::clone(&state.store);
+    let done = if path == "/api/release" {
+        let r: ReleaseBody = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return bad(format_args!("release: {e}")),
+        };
+        let sel = match (r.ids.is_empty(), r.before.as_deref()) {
+            (false, None) if r.ids.len() <= MAX_RELEASE_IDS => ReleaseSelector::Ids(r.ids),
+            (true, Some(t)) => match time_ns("before", t) {
+                Ok(ns) => ReleaseSelector::Before(ns),
+                Err(e) => return bad(e),
+            },
+            _ => {
+                return bad(format_args!(
+                    "release: give \"ids\" (at most {MAX_RELEASE_IDS}) or \"before\""
+                ))
+            }
+        };
+        let note = r.note.filter(|n| n.len() <= MAX_NOTE);
+        tokio::task::spawn_blocking(move || {
+            let rep = store.release(&sel, &by, note.as_deref())?;
+            serde_json::to_string(&rep).map_err(|e| StoreError::Invalid(e.to_string()))
+        })
+        .await
+    } else {
+        let f: ForgetBody = match serde_json::from_slice(&body) {
+            Ok(f) => f,
+            Err(e) => return bad(format_args!("forget: {e}")),
+        };
+        let reason = f.reason.filter(|n| n.len() <= MAX_NOTE);
+        tokio::task::spawn_blocking(move || {
+            let t = store.forget(&ForgetRequest {
+                user: &f.user,
+                by: &by,
+                include_held: f.include_held,
+                reason: reason.as_deref(),
+            })?;
+            serde_json::to_string(&t).map_err(|e| StoreError::Invalid(e.to_string()))
+        })
+        .await
+    };
+    match done {
+        Ok(Ok(json)) => json_ok(json),
+        Ok(Err(e @ StoreError::Held { .. })) => reply(StatusCode::CONFLICT, format!("{e}\n")),
+        Ok(Err(e @ StoreError::Invalid(_))) => bad(e),
+        Ok(Err(error)) => {
+            tracing::error!(%error, %path, "store change failed");
+            reply(StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n"))
+        }
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "failed\n"),
     }
 }
 

@@ -10,6 +10,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::store::{archive::S3Config, ArchiveConfig, StoreConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read")]
@@ -44,6 +46,7 @@ pub struct FileConfig {
     pub agents: BTreeMap<String, AgentSection>,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
     pub api: ApiSection,
@@ -95,26 +98,223 @@ impl Default for LimitsSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[store]`: the embedded store. Shared by collector.toml and agent.toml
+/// (`aitrail run` and `store:` sinks), and read by the `aitrail` commands
+/// that take `--config`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
-    /// Directory of the embedded store (created 0700).
-    pub dir: PathBuf,
-    /// Events older than this are deleted, except findings and the traces
-    /// and events they cite. 0 keeps everything.
-    #[serde(default = "default_retention_days")]
+    /// Directory of the embedded store (created 0700). Required by the
+    /// collector; for the agent, `store:DIR` and `--store` name it.
+    pub dir: Option<PathBuf>,
+    /// Events older than this are deleted, except findings still held and
+    /// the traces and events they cite. 0 keeps everything.
     pub retention_days: u32,
     /// How often retention runs.
-    #[serde(default = "default_retention_interval")]
     pub retention_interval_secs: u64,
+    /// 64 hex digits (32 random bytes), mode 0600: the database and the
+    /// archive are encrypted with keys derived from it. Must exist.
+    pub encryption_key_file: Option<PathBuf>,
+    pub archive: ArchiveSection,
 }
 
-fn default_retention_days() -> u32 {
-    90
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            retention_days: 90,
+            retention_interval_secs: 3600,
+            encryption_key_file: None,
+            archive: ArchiveSection::default(),
+        }
+    }
 }
 
-fn default_retention_interval() -> u64 {
-    3600
+/// `[store.archive]`: compressed NDJSON segments for cold storage.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveSection {
+    pub enabled: bool,
+    /// Default: `archive` in the store directory.
+    pub dir: Option<PathBuf>,
+    /// A segment closes at this many uncompressed bytes …
+    pub segment_max_bytes: u64,
+    /// … or this long after it opened.
+    pub segment_max_secs: u64,
+    /// Segments of days older than this are deleted (here and in object
+    /// storage). 0 keeps them.
+    pub retention_days: u32,
+    pub s3: Option<S3Section>,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: None,
+            segment_max_bytes: 64 * 1024 * 1024,
+            segment_max_secs: 900,
+            retention_days: 365,
+            s3: None,
+        }
+    }
+}
+
+/// `[store.archive.s3]`: closed segments go to S3 or an S3-compatible
+/// server.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    pub bucket: String,
+    /// Object keys are `PREFIX/YYYY-MM-DD/NNNNNN.ndjson.zst`. One prefix
+    /// per collector.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// URL of an S3-compatible server; AWS when absent.
+    pub endpoint: Option<String>,
+    /// Credentials; when absent, the environment's (AWS_* variables, web
+    /// identity, instance metadata).
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub session_token_file: Option<PathBuf>,
+    /// Path-style URLs; default: on with `endpoint`, off for AWS.
+    pub path_style: Option<bool>,
+    /// Plain HTTP to the endpoint (only for a server on this host).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// PEM CA(s) of the endpoint, instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// AWS server-side encryption with this KMS key.
+    pub sse_kms_key_id: Option<String>,
+    /// Delete a segment's local file once it is uploaded (and its size
+    /// checked).
+    #[serde(default)]
+    pub delete_local_after_upload: bool,
+    #[serde(default = "default_s3_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_prefix() -> String {
+    "aitrail/".into()
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_s3_timeout() -> u64 {
+    120
+}
+
+fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| zeroize::Zeroizing::new(s.trim_end().to_owned()))
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn days(d: u32) -> Option<Duration> {
+    (d > 0).then(|| Duration::from_secs(u64::from(d) * 86400))
+}
+
+impl StoreSection {
+    /// Validates the section for the store in `dir`.
+    pub fn validate(&self, dir: &Path) -> Result<StoreConfig, ConfigError> {
+        let invalid = |field, problem: &str| ConfigError::Invalid {
+            field,
+            problem: problem.to_owned(),
+        };
+        let a = &self.archive;
+        let archive = if a.enabled {
+            if a.segment_max_bytes < 4096 || a.segment_max_secs == 0 {
+                return Err(invalid(
+                    "store.archive",
+                    "segment_max_bytes ≥ 4096 and segment_max_secs > 0",
+                ));
+            }
+            let s3 = a.s3.as_ref().map(S3Section::validate).transpose()?;
+            Some(ArchiveConfig {
+                dir: a.dir.clone().unwrap_or_else(|| dir.join("archive")),
+                segment_max_bytes: a.segment_max_bytes,
+                segment_max_age: Duration::from_secs(a.segment_max_secs),
+                retention: days(a.retention_days),
+                s3,
+            })
+        } else {
+            if a.s3.is_some() {
+                return Err(invalid(
+                    "store.archive.s3",
+                    "set store.archive.enabled = true to upload segments",
+                ));
+            }
+            None
+        };
+        Ok(StoreConfig {
+            dir: dir.to_owned(),
+            key_file: self.encryption_key_file.clone(),
+            retention: days(self.retention_days),
+            retention_interval: Duration::from_secs(self.retention_interval_secs.max(1)),
+            archive,
+        })
+    }
+}
+
+impl S3Section {
+    fn validate(&self) -> Result<S3Config, ConfigError> {
+        let invalid = |problem: &str| ConfigError::Invalid {
+            field: "store.archive.s3",
+            problem: problem.to_owned(),
+        };
+        if self.bucket.is_empty() {
+            return Err(invalid("bucket is empty"));
+        }
+        let mut prefix = self.prefix.trim_start_matches('/').to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        if let Some(e) = &self.endpoint {
+            if e.starts_with("http://") && !self.allow_http {
+                return Err(invalid(
+                    "endpoint is http://: set allow_http = true (a server on this host only)",
+                ));
+            }
+            if !e.starts_with("http://") && !e.starts_with("https://") {
+                return Err(invalid("endpoint must be an http(s):// URL"));
+            }
+        }
+        if self.access_key_id.is_some() != self.secret_access_key_file.is_some() {
+            return Err(invalid(
+                "give access_key_id and secret_access_key_file together (or neither: the environment's credentials)",
+            ));
+        }
+        Ok(S3Config {
+            bucket: self.bucket.clone(),
+            prefix,
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self
+                .secret_access_key_file
+                .as_deref()
+                .map(read_secret)
+                .transpose()?,
+            session_token: self
+                .session_token_file
+                .as_deref()
+                .map(read_secret)
+                .transpose()?,
+            path_style: self.path_style.unwrap_or(self.endpoint.is_some()),
+            allow_http: self.allow_http,
+            ca_file: self.ca_file.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            delete_local_after_upload: self.delete_local_after_upload,
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -123,6 +323,9 @@ pub struct ApiSection {
     /// Tokens allowed to query (`/api/…`). Agent tokens cannot query.
     /// Empty: the query API is off.
     pub tokens: Vec<String>,
+    /// Tokens that may also change the store: `POST /api/release` and
+    /// `POST /api/forget` (and query). Not agent or query tokens.
+    pub admin_tokens: Vec<String>,
 }
 
 /// The validated configuration.
@@ -135,10 +338,9 @@ pub struct Config {
     /// token → agent name.
     pub agent_tokens: BTreeMap<String, String>,
     pub limits: LimitsSection,
-    pub store_dir: PathBuf,
-    pub retention: Option<Duration>,
-    pub retention_interval: Duration,
+    pub store: StoreConfig,
     pub api_tokens: Vec<String>,
+    pub admin_tokens: Vec<String>,
 }
 
 impl FileConfig {
@@ -218,6 +420,26 @@ impl FileConfig {
         if self.api.tokens.iter().any(|t| agent_tokens.contains_key(t)) {
             return Err(invalid("api", "an API token is also an agent token"));
         }
+        if self.api.admin_tokens.iter().any(|t| t.len() < 16) {
+            return Err(invalid("api", "admin token shorter than 16 characters"));
+        }
+        if self
+            .api
+            .admin_tokens
+            .iter()
+            .any(|t| agent_tokens.contains_key(t) || self.api.tokens.contains(t))
+        {
+            return Err(invalid(
+                "api",
+                "an admin token is also an agent or a query token",
+            ));
+        }
+        let dir = self
+            .store
+            .dir
+            .clone()
+            .ok_or_else(|| invalid("store.dir", "the store directory is required"))?;
+        let store = self.store.validate(&dir)?;
         Ok(Config {
             listen: self.listen,
             tls_cert: self.tls.cert,
@@ -225,11 +447,9 @@ impl FileConfig {
             client_ca: self.tls.client_ca,
             agent_tokens,
             limits: self.limits,
-            store_dir: self.store.dir,
-            retention: (self.store.retention_days > 0)
-                .then(|| Duration::from_secs(u64::from(self.store.retention_days) * 86400)),
-            retention_interval: Duration::from_secs(self.store.retention_interval_secs.max(1)),
+            store,
             api_tokens: self.api.tokens,
+            admin_tokens: self.api.admin_tokens,
         })
     }
 }

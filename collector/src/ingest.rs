@@ -116,6 +116,24 @@ pub fn parse_line(line: &[u8]) -> Option<Row> {
     })
 }
 
+/// The `process.user` of an event line, as [`parse_line`] reads it (the
+/// archive's forget matches lines by it).
+pub fn user_of_line(line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        process: Option<Process>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Process {
+        user: Option<Value>,
+    }
+    let e: Event = serde_json::from_slice(line).ok()?;
+    match e.process?.user? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// The text full-text search sees: what was said (prompts, outputs, tool
 /// calls and results) and what was done (command lines, paths, addresses).
 fn search_text(v: &Value) -> String {

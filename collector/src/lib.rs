@@ -6,7 +6,9 @@
 //! - [`ingest`]: bounded zstd decompression, NDJSON parsing;
 //! - [`store`]: `SQLite` + FTS5 in one directory; dedupe by event `id`; an
 //!   ingest is acked only after its transaction is durable;
-//! - [`api`]: `/api/search`, `/api/trace/ID`.
+//! - [`api`]: `/api/search`, `/api/trace/ID`, `POST /api/release`,
+//!   `POST /api/forget`;
+//! - [`store::service`]: retention, the archive and its uploads.
 
 pub mod api;
 pub mod auth;
@@ -47,13 +49,15 @@ pub struct Collector {
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     state: Arc<State>,
+    service: store::service::StoreService,
 }
 
 impl Collector {
-    /// Opens the store, loads the TLS material and binds the listener.
+    /// Opens the store, starts its background work, loads the TLS
+    /// material and binds the listener.
     pub async fn bind(cfg: Config) -> Result<Self, CollectorError> {
         let tls = tls::server_config(&cfg.tls_cert, &cfg.tls_key, cfg.client_ca.as_deref())?;
-        let store = Arc::new(Store::open(&cfg.store_dir)?);
+        let store = Arc::new(cfg.store.open()?);
         let listener =
             TcpListener::bind(cfg.listen)
                 .await
@@ -61,6 +65,7 @@ impl Collector {
                     addr: cfg.listen,
                     source,
                 })?;
+        let service = store::service::StoreService::start(Arc::clone(&store), cfg.store.service())?;
         let state = Arc::new(State {
             rate: auth::RateLimiter::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
             store,
@@ -71,6 +76,7 @@ impl Collector {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             state,
+            service,
         })
     }
 
@@ -86,14 +92,16 @@ impl Collector {
         Arc::clone(&self.state)
     }
 
-    /// Serves until `shutdown` completes; runs retention periodically.
+    /// Serves until `shutdown` completes. The store's background work
+    /// (retention, archive, uploads) runs on its own threads meanwhile and
+    /// stops after the server: the archive's open segment is closed last.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
             acceptor,
             state,
+            service,
         } = self;
-        let retention = tokio::spawn(retention_loop(Arc::clone(&state)));
         let slots = Arc::new(Semaphore::new(state.cfg.limits.max_connections as usize));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(addr = %listener.local_addr().map_or(state.cfg.listen, |a| a), "collector listening");
@@ -162,7 +170,9 @@ impl Collector {
             });
         }
         let _ = stop_tx.send(true);
-        retention.abort();
+        tokio::task::spawn_blocking(move || service.stop())
+            .await
+            .unwrap_or_default();
         tracing::info!("collector stopped");
     }
 
@@ -192,25 +202,6 @@ impl Collector {
             stop: Some(tx),
             thread: Some(thread),
         })
-    }
-}
-
-async fn retention_loop(state: Arc<State>) {
-    let Some(keep) = state.cfg.retention else {
-        return;
-    };
-    let mut tick = tokio::time::interval(state.cfg.retention_interval);
-    loop {
-        tick.tick().await;
-        let cutoff = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-            - i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
-        let store = Arc::clone(&state.store);
-        match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "retention: old events deleted"),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::error!(%error, "retention failed"),
-            Err(_) => tracing::error!("retention task panicked"),
-        }
     }
 }
 

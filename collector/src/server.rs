@@ -88,7 +88,9 @@ pub async fn handle(
     let resp = match (req.method(), path) {
         (&Method::POST, "/v1/ingest") => ingest(&state, peer_cert.as_deref(), peer, req).await,
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
-        (&Method::GET, p) if p.starts_with("/api/") => crate::api::handle(&state, &req).await,
+        (&Method::GET | &Method::POST, p) if p.starts_with("/api/") => {
+            crate::api::handle(&state, req).await
+        }
         _ => reply(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)

@@ -8,6 +8,9 @@ use rusqlite::types::Value;
 /// Most events one search returns.
 pub const MAX_LIMIT: u32 = 1000;
 
+/// Kinds that are entries of the store's audit log, not events.
+pub const AUDIT_KINDS: [&str; 2] = ["tombstone", "release"];
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Query {
     /// ns since the Unix epoch, inclusive.
@@ -38,9 +41,22 @@ pub fn fts_terms(text: &str) -> Option<String> {
 }
 
 impl Query {
-    /// The SQL and its arguments.
-    pub fn to_sql(&self) -> (String, Vec<Value>) {
-        let mut sql = String::from("SELECT body FROM events WHERE 1 = 1");
+    /// `tombstone` or `release` when the query is for the audit log.
+    pub fn audit_kind(&self) -> Option<&str> {
+        self.kind.as_deref().filter(|k| AUDIT_KINDS.contains(k))
+    }
+
+    /// The number of events asked for: 100 when 0, at most [`MAX_LIMIT`].
+    pub fn effective_limit(&self) -> u32 {
+        match self.limit {
+            0 => 100,
+            n => n.min(MAX_LIMIT),
+        }
+    }
+
+    /// The `WHERE` clause of the filters, and its arguments.
+    fn filters(&self) -> (String, Vec<Value>) {
+        let mut sql = String::from(" WHERE 1 = 1");
         let mut args: Vec<Value> = Vec::new();
         let mut filter = |cond: &str, v: Value| {
             args.push(v);
@@ -73,11 +89,43 @@ impl Query {
             );
             sql.push(')');
         }
-        let limit = match self.limit {
-            0 => 100,
-            n => n.min(MAX_LIMIT),
-        };
-        let _ = write!(sql, " ORDER BY ts DESC, seq DESC LIMIT {limit}");
+        (sql, args)
+    }
+
+    /// The SQL and its arguments.
+    pub fn to_sql(&self) -> (String, Vec<Value>) {
+        let (filters, args) = self.filters();
+        let sql = format!(
+            "SELECT body FROM events{filters} ORDER BY ts DESC, seq DESC LIMIT {}",
+            self.effective_limit()
+        );
+        (sql, args)
+    }
+
+    /// `SELECT seq, body` in store order (by seq), for `tail`: seqs in
+    /// `(after, upto]` when given, newest first when `desc`.
+    pub fn to_sql_after(
+        &self,
+        range: Option<(i64, i64)>,
+        desc: bool,
+        limit: u32,
+    ) -> (String, Vec<Value>) {
+        let (mut filters, mut args) = self.filters();
+        if let Some((after, upto)) = range {
+            args.push(Value::Integer(after));
+            args.push(Value::Integer(upto));
+            let _ = write!(
+                filters,
+                " AND seq > ?{} AND seq <= ?{}",
+                args.len() - 1,
+                args.len()
+            );
+        }
+        let order = if desc { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT seq, body FROM events{filters} ORDER BY seq {order} LIMIT {}",
+            limit.clamp(1, MAX_LIMIT)
+        );
         (sql, args)
     }
 }
