@@ -4,7 +4,8 @@
 #
 #   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
 #                    python3 + python3-pip and nodejs only if missing
-#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs),
+#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs;
+#                    moto[server] and boto3 for the archive's S3 tests),
 #                    installed only if a pinned version is not already there
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
@@ -69,6 +70,7 @@ for line in open(sys.argv[1]):
     if not line:
         continue
     name, _, want = line.partition("==")
+    name = name.split("[", 1)[0]  # moto[server]: the extra's packages come with it
     try:
         have = metadata.version(name.strip())
     except metadata.PackageNotFoundError:
@@ -94,5 +96,6 @@ fi
 
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
+"$py" -c 'import moto.server, flask, boto3' || { log "python cannot import moto.server (moto[server])"; exit 1; }
 node -e 'require("https"); require("zlib")' || { log "node is not usable"; exit 1; }
 log "ok"

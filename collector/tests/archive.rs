@@ -11,7 +11,9 @@ use aitrail_collector::store::{
     service::{ServiceConfig, StoreService},
     Store, StoreOptions,
 };
-use common::{archive_config, archive_lines, event, files_under, ids, mode, store_lines, DAY_NS, T0};
+use common::{
+    archive_config, archive_lines, event, files_under, ids, mode, store_lines, DAY_NS, T0,
+};
 
 fn open(dir: &Path, max_bytes: u64, age: Duration) -> Store {
     let mut cfg = archive_config(&dir.join("archive"), max_bytes);
@@ -51,7 +53,10 @@ fn segments_close_by_size_age_and_day_and_hold_every_event_once() {
     store_lines(&store, T0 + DAY_NS, &lines("bob", 30..32));
     a.step().unwrap();
     let closed = store.archive().unwrap().counters.snapshot().segments_closed;
-    assert!(closed as usize >= bytes.div_ceil(6 * 1024), "{closed} segments for {bytes} bytes");
+    assert!(
+        closed as usize >= bytes.div_ceil(6 * 1024),
+        "{closed} segments for {bytes} bytes"
+    );
     // Day two's segment closes by age.
     std::thread::sleep(Duration::from_millis(350));
     a.step().unwrap();
@@ -65,7 +70,9 @@ fn segments_close_by_size_age_and_day_and_hold_every_event_once() {
         day2[0].file_name().unwrap().to_string_lossy(),
         "000001.ndjson.zst"
     );
-    assert!(day1.iter().all(|p| p.to_string_lossy().ends_with(".ndjson.zst")));
+    assert!(day1
+        .iter()
+        .all(|p| p.to_string_lossy().ends_with(".ndjson.zst")));
     assert_eq!(day1.len() + 1, segs.len());
     // Private: segments 0600, directories 0700.
     assert!(day1.iter().chain(&day2).all(|p| mode(p) == 0o600));

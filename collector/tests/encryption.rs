@@ -7,7 +7,9 @@ mod common;
 use aitrail_collector::store::{
     archive::Archiver, keys::StoreKey, Query, Store, StoreConfig, StoreError, StoreOptions,
 };
-use common::{archive_config, archive_lines, event, files_under, grep, ids, markers, store_lines, T0};
+use common::{
+    archive_config, archive_lines, event, files_under, grep, ids, markers, store_lines, T0,
+};
 
 fn config(dir: &std::path::Path, key: &std::path::Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
@@ -52,8 +54,14 @@ fn an_encrypted_store_shows_nothing_on_disk_and_still_answers() {
     // Every file, with the store open: not one marker, not one field name.
     let files = files_under(tmp.path());
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    assert!(names.iter().any(|n| n.ends_with("events.db-wal")), "{names:?}");
-    assert!(names.iter().any(|n| n.ends_with(".ndjson.zst.enc")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("events.db-wal")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with(".ndjson.zst.enc")),
+        "{names:?}"
+    );
     assert!(names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
     for n in 0..40 {
         let user = if n % 2 == 0 { "alice" } else { "bob" };
@@ -61,7 +69,14 @@ fn an_encrypted_store_shows_nothing_on_disk_and_still_answers() {
             assert!(grep(&dir, &m).is_empty(), "{m} readable on disk");
         }
     }
-    for plain in ["llm.call", "SQLite format 3", "\"messages\"", "events_fts", "alice", "read_file"] {
+    for plain in [
+        "llm.call",
+        "SQLite format 3",
+        "\"messages\"",
+        "events_fts",
+        "alice",
+        "read_file",
+    ] {
         let hits = grep(&dir, plain);
         assert!(hits.is_empty(), "{plain:?} readable in {hits:?}");
     }
@@ -89,7 +104,10 @@ fn an_encrypted_store_shows_nothing_on_disk_and_still_answers() {
 
     // Without the key, with another key, and a key on a plaintext store:
     // refused with what to do.
-    assert!(matches!(Store::open(&dir), Err(StoreError::Encrypted { .. })));
+    assert!(matches!(
+        Store::open(&dir),
+        Err(StoreError::Encrypted { .. })
+    ));
     let other = tmp.path().join("other.key");
     StoreKey::generate(&other).unwrap();
     assert!(matches!(

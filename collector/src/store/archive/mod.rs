@@ -452,11 +452,12 @@ impl Archive {
             return Ok(0);
         };
         let delete_local = cfg.s3.as_ref().is_some_and(|s| s.delete_local_after_upload);
-        let pending = self.segments(
+        let mut pending = self.segments(
             store,
             "deleted IS NULL AND local = 1 \
-             AND (uploaded_version IS NULL OR uploaded_version < version) LIMIT 16",
+             AND (uploaded_version IS NULL OR uploaded_version < version)",
         )?;
+        pending.truncate(16);
         let mut done = 0;
         for s in pending {
             let _lock = self.lock()?;
