@@ -11,6 +11,11 @@ use crate::{
     route::RouteConfig, ship::CollectorSection, sinks::SinkSpec,
 };
 
+/// `[store]`: settings of every `store:` sink (and `aitrail run`'s store):
+/// encryption, retention, archive. The same section as the collector's
+/// (see config/collector.toml).
+pub use aitrail_collector::config::StoreSection;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}")]
@@ -131,6 +136,9 @@ pub struct FileConfig {
     /// Settings of every `collector:` sink (see `ship`).
     #[serde(default)]
     pub collector: CollectorSection,
+    /// Settings of every `store:` sink.
+    #[serde(default)]
+    pub store: StoreSection,
 }
 
 /// The validated configuration the daemon runs with.
@@ -147,13 +155,14 @@ pub struct Config {
     pub second_opinion: OpinionConfig,
     pub routes: Vec<RouteConfig>,
     pub collector: CollectorSection,
+    pub store: StoreSection,
 }
 
 impl Config {
     /// Gives a `collector:` sink (e.g. from `--sink`) the `[collector]`
     /// settings; other sinks are returned as they are.
     pub fn resolve_sink(&self, spec: SinkSpec) -> SinkSpec {
-        with_collector_settings(spec, &self.collector)
+        with_settings(spec, &self.collector, &self.store)
     }
 
     /// Adds sinks that take every event (the command line's `--sink`).
@@ -165,11 +174,15 @@ impl Config {
     }
 }
 
-fn with_collector_settings(spec: SinkSpec, section: &CollectorSection) -> SinkSpec {
+fn with_settings(spec: SinkSpec, section: &CollectorSection, store: &StoreSection) -> SinkSpec {
     match spec {
         SinkSpec::Collector(mut c) => {
             c.settings = section.clone();
             SinkSpec::Collector(c)
+        }
+        SinkSpec::Store(mut s) => {
+            s.settings = store.clone();
+            SinkSpec::Store(s)
         }
         other => other,
     }
@@ -221,13 +234,13 @@ impl FileConfig {
                 field: "sinks",
                 problem: format!("{s:?}: {e}"),
             })?;
-            sinks.push(with_collector_settings(spec, &self.collector));
+            sinks.push(with_settings(spec, &self.collector, &self.store));
         }
         let mut route = self.route;
         for r in &mut route {
             r.sinks = std::mem::take(&mut r.sinks)
                 .into_iter()
-                .map(|s| with_collector_settings(s, &self.collector))
+                .map(|s| with_settings(s, &self.collector, &self.store))
                 .collect();
         }
         for s in &sinks {
@@ -269,6 +282,7 @@ impl FileConfig {
             second_opinion: self.second_opinion,
             routes: route,
             collector: self.collector,
+            store: self.store,
         })
     }
 }

@@ -45,12 +45,30 @@ enum Cmd {
     Collector(CollectorArgs),
     /// One host, nothing else to install: the daemon writing into an
     /// embedded store (`--store`, default /var/lib/aitrail/store) that
-    /// `aitrail search` and `aitrail trace` read; other sinks as for `agent`.
+    /// `aitrail search`, `trace` and `tail` read; other sinks as for
+    /// `agent`. The config's [store] section applies (encryption,
+    /// retention, archive).
     Run(RunArgs),
     /// Search a store: events newest first, as NDJSON.
     Search(commands::query::SearchArgs),
     /// Every event of one trace (a conversation), as NDJSON.
     Trace(commands::query::TraceArgs),
+    /// The last events of a store, and with -f every new one as it is
+    /// stored, as NDJSON; filters as for search.
+    Tail(commands::query::TailArgs),
+    /// Release findings from the hold: retention then treats them and
+    /// their traces like any event.
+    Release(commands::admin::ReleaseArgs),
+    /// Erase a user's events from a store, its index and its archive
+    /// (object storage included), leaving a tombstone.
+    Forget(commands::admin::ForgetArgs),
+    /// Write a new random store key file (for `[store] encryption_key_file`).
+    Keygen(commands::admin::KeygenArgs),
+    /// Encrypt a plaintext store in place (not while it is in use).
+    StoreEncrypt(commands::admin::EncryptArgs),
+    /// Read archive segments, list a store's segments.
+    #[command(subcommand)]
+    Archive(commands::archive::ArchiveCmd),
     /// Run a recording (`agent --record`) through the whole userspace
     /// pipeline (decode, HTTP, LLM, correlation, detection, redaction,
     /// routing, sinks) without a kernel or root; events go to stdout unless
@@ -60,9 +78,10 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The store directory (created 0700).
-    #[arg(long, default_value = commands::query::DEFAULT_STORE)]
-    store: PathBuf,
+    /// The store directory (created 0700) [default: the config's [store]
+    /// dir, else /var/lib/aitrail/store].
+    #[arg(long)]
+    store: Option<PathBuf>,
     #[command(flatten)]
     agent: AgentArgs,
 }
@@ -152,11 +171,28 @@ fn main() -> anyhow::Result<()> {
         Cmd::DetectEval(args) => detect_eval(&args),
         Cmd::Collector(args) => run_collector(&args),
         Cmd::Run(mut args) => {
-            args.agent.sinks.push(SinkSpec::Store(args.store));
+            let dir = match args.store {
+                Some(d) => d,
+                None => args
+                    .agent
+                    .config
+                    .as_deref()
+                    .map(FileConfig::load)
+                    .transpose()?
+                    .and_then(|f| f.store.dir)
+                    .unwrap_or_else(|| PathBuf::from(commands::store::DEFAULT_STORE)),
+            };
+            args.agent.sinks.push(SinkSpec::store(dir));
             run_agent(args.agent)
         }
         Cmd::Search(args) => commands::query::search(&args),
         Cmd::Trace(args) => commands::query::trace(&args),
+        Cmd::Tail(args) => commands::query::tail(&args),
+        Cmd::Release(args) => commands::admin::release(&args),
+        Cmd::Forget(args) => commands::admin::forget(&args),
+        Cmd::Keygen(args) => commands::admin::keygen(&args),
+        Cmd::StoreEncrypt(args) => commands::admin::store_encrypt(&args),
+        Cmd::Archive(cmd) => commands::archive::run(&cmd),
         Cmd::Replay(args) => commands::replay::replay(&args),
     }
 }

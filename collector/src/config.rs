@@ -101,7 +101,7 @@ impl Default for LimitsSection {
 /// `[store]`: the embedded store. Shared by collector.toml and agent.toml
 /// (`aitrail run` and `store:` sinks), and read by the `aitrail` commands
 /// that take `--config`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
     /// Directory of the embedded store (created 0700). Required by the
@@ -131,7 +131,7 @@ impl Default for StoreSection {
 }
 
 /// `[store.archive]`: compressed NDJSON segments for cold storage.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchiveSection {
     pub enabled: bool,
@@ -162,7 +162,7 @@ impl Default for ArchiveSection {
 
 /// `[store.archive.s3]`: closed segments go to S3 or an S3-compatible
 /// server.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct S3Section {
     pub bucket: String,

@@ -126,7 +126,7 @@ fn debian_files(stage: &Path, arch: &str) -> anyhow::Result<()> {
          Architecture: {arch}\n\
          Maintainer: aitrail maintainers <aitrail@localhost>\n\
          Installed-Size: {size_kib}\n\
-         Depends: libc6\n\
+         Depends: libc6, libssl3\n\
          Recommends: systemd\n\
          Section: admin\n\
          Priority: optional\n\

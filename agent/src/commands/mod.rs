@@ -1,4 +1,7 @@
 //! Commands of the `aitrail` binary other than the daemon itself.
 
+pub mod admin;
+pub mod archive;
 pub mod query;
 pub mod replay;
+pub mod store;

@@ -70,8 +70,27 @@ pub enum SinkSpec {
     Stdout,
     File(PathBuf),
     Collector(Box<CollectorSpec>),
-    /// An embedded store directory (one host, no collector server).
-    Store(PathBuf),
+    /// An embedded store directory (one host, no collector server), with
+    /// the config's `[store]` settings.
+    Store(Box<StoreSpec>),
+}
+
+/// A `store:DIR` sink: the directory and the `[store]` settings (defaults
+/// when parsed alone; the config gives its own, see `Config::resolve_sink`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StoreSpec {
+    pub dir: PathBuf,
+    pub settings: aitrail_collector::config::StoreSection,
+}
+
+impl SinkSpec {
+    /// A `store:` sink for `dir` with default settings.
+    pub fn store(dir: PathBuf) -> Self {
+        Self::Store(Box::new(StoreSpec {
+            dir,
+            settings: aitrail_collector::config::StoreSection::default(),
+        }))
+    }
 }
 
 impl FromStr for SinkSpec {
@@ -93,7 +112,7 @@ impl FromStr for SinkSpec {
             Some(("store", "")) => Err(invalid(
                 "store: needs a directory, e.g. store:/var/lib/aitrail/store",
             )),
-            Some(("store", dir)) => Ok(Self::Store(PathBuf::from(dir))),
+            Some(("store", dir)) => Ok(Self::store(PathBuf::from(dir))),
             Some(("collector", url)) => CollectorSpec::from_url(url)
                 .map(|c| Self::Collector(Box::new(c)))
                 .map_err(|_| invalid("collector: needs https://HOST[:PORT]")),
@@ -110,7 +129,7 @@ impl fmt::Display for SinkSpec {
             Self::Stdout => f.write_str("stdout"),
             Self::File(path) => write!(f, "file:{}", path.display()),
             Self::Collector(c) => write!(f, "collector:{}", c.url),
-            Self::Store(dir) => write!(f, "store:{}", dir.display()),
+            Self::Store(s) => write!(f, "store:{}", s.dir.display()),
         }
     }
 }
@@ -335,7 +354,7 @@ impl Sinks {
             let output: Box<dyn writer::Output> = match spec {
                 SinkSpec::Stdout => Box::new(stdout::StdoutOutput::new()),
                 SinkSpec::File(path) => Box::new(file::FileOutput::open(path)?),
-                SinkSpec::Store(dir) => Box::new(store::StoreOutput::open(dir)?),
+                SinkSpec::Store(s) => Box::new(store::StoreOutput::open(s)?),
                 SinkSpec::Collector(c) => {
                     let out =
                         collector::CollectorOutput::start(c).map_err(|source| SinkError::Ship {

@@ -5,31 +5,48 @@
 //! A batch is one durable transaction; ids already stored are skipped, so a
 //! batch written again after a crash is not stored twice. The store is the
 //! same format the collector keeps: `aitrail search --store DIR` and
-//! `aitrail trace --store DIR` read it.
+//! `aitrail trace --store DIR` read it. The config's `[store]` section
+//! applies as on a collector: encryption, retention (held findings kept),
+//! the archive and its object storage, run by the store's background
+//! service while the sink is open.
 
-use std::{io, path::Path};
+use std::{io, sync::Arc};
 
-use aitrail_collector::{ingest, store::Store};
+use aitrail_collector::{
+    ingest,
+    store::{service::StoreService, Store},
+};
 
 use super::{
     writer::{Output, Pending},
-    SinkError,
+    SinkError, StoreSpec,
 };
 
 /// The name the store records as the events' source.
 const AGENT: &str = "local";
 
 pub(super) struct StoreOutput {
-    store: Store,
+    store: Arc<Store>,
+    service: Option<StoreService>,
 }
 
 impl StoreOutput {
-    pub(super) fn open(dir: &Path) -> Result<Self, SinkError> {
-        let store = Store::open(dir).map_err(|e| SinkError::Open {
-            path: dir.to_owned(),
-            source: io::Error::other(e),
-        })?;
-        Ok(Self { store })
+    pub(super) fn open(spec: &StoreSpec) -> Result<Self, SinkError> {
+        let open_err = |e: &dyn std::fmt::Display| SinkError::Open {
+            path: spec.dir.clone(),
+            source: io::Error::other(e.to_string()),
+        };
+        let cfg = spec
+            .settings
+            .validate(&spec.dir)
+            .map_err(|e| open_err(&e))?;
+        let store = Arc::new(cfg.open().map_err(|e| open_err(&e))?);
+        let service =
+            StoreService::start(Arc::clone(&store), cfg.service()).map_err(|e| open_err(&e))?;
+        Ok(Self {
+            store,
+            service: Some(service),
+        })
     }
 }
 
@@ -51,7 +68,11 @@ impl Output for StoreOutput {
             .map_err(io::Error::other)
     }
 
+    /// Stops the background work: the archive closes its open segment.
     fn finish(&mut self) -> io::Result<()> {
+        if let Some(s) = self.service.take() {
+            s.stop();
+        }
         Ok(())
     }
 }

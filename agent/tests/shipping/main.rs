@@ -20,7 +20,9 @@ use aitrail::{
     ship::{spool::FsyncPolicy, CollectorSection, CollectorSpec, ShipStats},
     sinks::{SinkSpec, SinkStats, Sinks},
 };
-use aitrail_collector::{config::LimitsSection, Collector, Config, Running, Store};
+use aitrail_collector::{
+    config::LimitsSection, store::StoreConfig, Collector, Config, Running, Store,
+};
 
 pub const TOKEN: &str = "agent-1-token-0123456789";
 pub const API_TOKEN: &str = "api-token-0123456789abcdef";
@@ -33,10 +35,9 @@ pub fn collector_config(pki: &pki::Pki, store: &Path, listen: SocketAddr) -> Con
         client_ca: None,
         agent_tokens: [(TOKEN.to_owned(), "agent-1".to_owned())].into(),
         limits: LimitsSection::default(),
-        store_dir: store.to_owned(),
-        retention: None,
-        retention_interval: Duration::from_hours(1),
+        store: StoreConfig::new(store),
         api_tokens: vec![API_TOKEN.to_owned()],
+        admin_tokens: Vec::new(),
     }
 }
 

@@ -32,6 +32,7 @@
 //! archive segments are sealed (see `archive::crypt`). See `keys`.
 
 pub mod archive;
+mod encrypt;
 mod forget;
 pub mod keys;
 pub mod query;
@@ -55,6 +56,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 use self::{archive::ArchiveError, keys::Secret};
 pub use self::{
     archive::{Archive, ArchiveConfig},
+    encrypt::encrypt_store,
     forget::{ForgetRequest, Tombstone},
     keys::{KeyError, StoreKey},
     query::{Query, MAX_LIMIT},

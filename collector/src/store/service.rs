@@ -67,7 +67,9 @@ pub struct StoreService {
     _lock: File,
 }
 
-fn service_lock(dir: &Path) -> Result<File, StoreError> {
+/// The lock only one process that writes the store in the background (or
+/// rewrites it whole) may hold.
+pub(crate) fn service_lock(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("service.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
