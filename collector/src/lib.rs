@@ -65,7 +65,7 @@ impl Collector {
                     addr: cfg.listen,
                     source,
                 })?;
-        let service = store::service::StoreService::start(Arc::clone(&store), cfg.store.service())?;
+        let service = store::service::StoreService::start(&store, cfg.store.service())?;
         let state = Arc::new(State {
             rate: auth::RateLimiter::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
             store,

@@ -100,7 +100,6 @@ fn request(
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one conversation with the API")]
 fn release_and_forget_over_the_api() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = pki(tmp.path());

@@ -54,7 +54,7 @@ fn segments_close_by_size_age_and_day_and_hold_every_event_once() {
     a.step().unwrap();
     let closed = store.archive().unwrap().counters.snapshot().segments_closed;
     assert!(
-        closed as usize >= bytes.div_ceil(6 * 1024),
+        closed >= (bytes as u64).div_ceil(6 * 1024),
         "{closed} segments for {bytes} bytes"
     );
     // Day two's segment closes by age.
@@ -167,9 +167,9 @@ fn the_service_archives_in_the_background_and_closes_at_stop() {
         retention: None,
         retention_interval: Duration::from_hours(1),
     };
-    let service = StoreService::start(Arc::clone(&store), cfg).unwrap();
+    let service = StoreService::start(&store, cfg).unwrap();
     // One service per store.
-    let again = StoreService::start(Arc::clone(&store), cfg);
+    let again = StoreService::start(&store, cfg);
     assert!(again.is_err());
     store_lines(&store, T0, &lines("bob", 0..50));
     let start = std::time::Instant::now();
@@ -188,5 +188,5 @@ fn the_service_archives_in_the_background_and_closes_at_stop() {
         .iter()
         .any(|p| p.to_string_lossy().ends_with(".partial")));
     // The lock is free again.
-    StoreService::start(Arc::clone(&store), cfg).unwrap().stop();
+    StoreService::start(&store, cfg).unwrap().stop();
 }

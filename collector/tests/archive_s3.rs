@@ -1,5 +1,5 @@
 //! Archive segments in S3-compatible object storage, against a real
-//! server: moto (PyPI `moto[server]`, tests/clients/requirements.txt,
+//! server: `moto` (`moto[server]` from `PyPI`, tests/clients/requirements.txt,
 //! installed by tests/setup-test-deps.sh) started here on 127.0.0.1 over
 //! HTTPS with a CA made for the test. What the uploader put is checked
 //! with another client (boto3): keys, sizes, and the content decompressed
@@ -109,7 +109,7 @@ impl Moto {
         moto
     }
 
-    /// Runs tests/s3_client.py (boto3) and returns its stdout.
+    /// Runs `tests/s3_client.py` (`boto3`) and returns its stdout.
     fn client(&self, args: &[&str]) -> String {
         let out = Command::new(python())
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_client.py"))
@@ -280,7 +280,7 @@ fn segments_go_to_s3_and_forget_and_retention_follow_them() {
         None,
         Duration::from_hours(1),
     );
-    let mut a = Archiver::new(&store).unwrap();
+    let mut archiver = Archiver::new(&store).unwrap();
     let batch: Vec<String> = (16..24)
         .map(|n| event(if n % 2 == 0 { "alice" } else { "bob" }, n, "llm.call"))
         .collect();
@@ -291,18 +291,21 @@ fn segments_go_to_s3_and_forget_and_retention_follow_them() {
             if n % 2 == 0 { "alice" } else { "bob" }
         )
     }));
-    a.step().unwrap();
-    a.close().unwrap();
+    archiver.step().unwrap();
+    archiver.close().unwrap();
     let archive = store.archive().unwrap();
     let before = files_under(&dir.join("archive/2026-11-27")).len();
-    let n = archive.upload_pending(&store).unwrap();
-    assert!(n >= 1);
+    let uploaded = archive.upload_pending(&store).unwrap();
+    assert!(uploaded >= 1);
     assert_eq!(
         files_under(&dir.join("archive/2026-11-27")).len(),
-        before - usize::try_from(n).unwrap(),
+        before - usize::try_from(uploaded).unwrap(),
         "uploaded segments have no local copy left"
     );
-    assert_eq!(archive.counters.snapshot().local_deleted_after_upload, n);
+    assert_eq!(
+        archive.counters.snapshot().local_deleted_after_upload,
+        uploaded
+    );
     assert_eq!(ids(&moto.lines(prefix, None)), sorted(sent.clone()));
 
     // Forget: objects with alice's lines are replaced (also those with no
@@ -352,7 +355,7 @@ fn sealed_segments_are_uploaded_by_the_service() {
         Duration::from_millis(200),
     ));
     let service = StoreService::start(
-        Arc::clone(&store),
+        &store,
         ServiceConfig {
             retention: None,
             retention_interval: Duration::from_hours(1),

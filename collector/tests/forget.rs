@@ -200,9 +200,9 @@ fn forget_erases_alice_from_every_file_and_keeps_bob() {
         .unwrap();
     assert_eq!(stones.len(), 1);
     assert!(!stones[0].contains("alice"), "{}", stones[0]);
-    let stone: serde_json::Value = serde_json::from_str(&stones[0]).unwrap();
-    assert_eq!(stone["id"], t.id.as_str());
-    assert_eq!(stone["tombstone"]["events_deleted"], 27);
+    let found: serde_json::Value = serde_json::from_str(&stones[0]).unwrap();
+    assert_eq!(found["id"], t.id.as_str());
+    assert_eq!(found["tombstone"]["events_deleted"], 27);
     assert!(store
         .search(&Query {
             kind: Some("tombstone".into()),

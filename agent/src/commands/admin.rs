@@ -101,17 +101,17 @@ pub fn forget(args: &ForgetArgs) -> anyhow::Result<()> {
     }
     // With the archive's settings: its segments (and objects) are rewritten.
     let store = args.store.open(true)?;
-    let stone = store.forget(&ForgetRequest {
+    let tomb = store.forget(&ForgetRequest {
         user: &args.user,
         by: &actor(),
         include_held: args.include_held,
         reason: args.reason.as_deref(),
     })?;
-    println!("{}", serde_json::to_string(&stone)?);
+    println!("{}", serde_json::to_string(&tomb)?);
     anyhow::ensure!(
-        stone.tombstone.status == "done",
+        tomb.tombstone.status == "done",
         "the archive rewrite is not finished ({}); it resumes at the archive's next start",
-        stone.tombstone.status
+        tomb.tombstone.status
     );
     Ok(())
 }
@@ -131,9 +131,9 @@ pub fn store_encrypt(args: &EncryptArgs) -> anyhow::Result<()> {
     let n = encrypt_store(&args.store, key)
         .with_context(|| format!("encrypting the store {}", args.store.display()))?;
     eprintln!(
-        "aitrail: {} encrypted ({n} events); set encryption_key_file = {:?} in its [store] section",
+        "aitrail: {} encrypted ({n} events); set encryption_key_file = \"{}\" in its [store] section",
         args.store.display(),
-        args.key_file
+        args.key_file.display()
     );
     Ok(())
 }

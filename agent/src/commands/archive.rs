@@ -25,7 +25,7 @@ pub struct CatArgs {
     /// The store's key file, for sealed segments.
     #[arg(long)]
     key_file: Option<PathBuf>,
-    /// A config whose [store] encryption_key_file is the key.
+    /// A config whose `[store] encryption_key_file` is the key.
     #[arg(long)]
     config: Option<PathBuf>,
 }

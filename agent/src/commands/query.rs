@@ -204,9 +204,9 @@ pub fn tail(args: &TailArgs) -> anyhow::Result<()> {
                 if stdout_closed() {
                     return Ok(());
                 }
-                let step = Duration::from_millis(50).min(interval - waited);
-                std::thread::sleep(step);
-                waited += step;
+                let nap = Duration::from_millis(50).min(interval.saturating_sub(waited));
+                std::thread::sleep(nap);
+                waited += nap;
             }
         }
     }

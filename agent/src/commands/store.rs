@@ -23,7 +23,7 @@ pub struct StoreArgs {
     /// directory, the encryption key file and the archive settings.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// The store's key file (its encryption_key_file).
+    /// The store's key file (its `encryption_key_file`).
     #[arg(long)]
     pub key_file: Option<PathBuf>,
 }

@@ -41,8 +41,7 @@ impl StoreOutput {
             .validate(&spec.dir)
             .map_err(|e| open_err(&e))?;
         let store = Arc::new(cfg.open().map_err(|e| open_err(&e))?);
-        let service =
-            StoreService::start(Arc::clone(&store), cfg.service()).map_err(|e| open_err(&e))?;
+        let service = StoreService::start(&store, cfg.service()).map_err(|e| open_err(&e))?;
         Ok(Self {
             store,
             service: Some(service),

@@ -120,9 +120,8 @@ impl Store {
         self.forget_precheck(user, req.include_held)?;
         let now = now_ns();
         let id = new_id()?;
-        let subject = self.user_hash(user);
         let mut body = TombstoneBody {
-            user_hash: subject.clone(),
+            user_hash: self.user_hash(user),
             by: req.by.to_owned(),
             reason: req.reason.map(str::to_owned),
             events_deleted: 0,
@@ -136,75 +135,7 @@ impl Store {
             wal_truncated: false,
             status: "archive pending".into(),
         };
-        {
-            let mut conn = self.writer();
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let (mut first, mut last) = (i64::MAX, i64::MIN);
-            {
-                let mut stmt = tx.prepare(
-                    "SELECT kind, count(*), min(ts), max(ts) FROM events WHERE user = ?1 GROUP BY kind",
-                )?;
-                let rows = stmt.query_map([user], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, u64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (kind, n, lo, hi) = row?;
-                    body.events_deleted += n;
-                    first = first.min(lo);
-                    last = last.max(hi);
-                    body.by_kind.insert(kind, n);
-                }
-            }
-            if body.events_deleted > 0 {
-                body.first = Some(rfc3339(first));
-                body.last = Some(rfc3339(last));
-            }
-            body.findings_deleted = body.by_kind.get("finding").copied().unwrap_or(0);
-            body.held_findings_deleted = tx.query_row(
-                "SELECT count(*) FROM events WHERE user = ?1 AND kind = 'finding'
-                   AND id NOT IN (SELECT finding_id FROM releases)",
-                [user],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "DELETE FROM releases WHERE finding_id IN
-                   (SELECT id FROM events WHERE user = ?1 AND kind = 'finding')",
-                [user],
-            )?;
-            tx.execute("DELETE FROM events WHERE user = ?1", [user])?;
-            // FTS5's secure-delete takes a deleted row's terms out of the
-            // index, but the first leaf of each segment keeps their bytes
-            // (measured: every segment's page 1 still held the forgotten
-            // terms). Merging all segments into one writes the index anew
-            // from what is left; the old leaves are deleted, and zeroed by
-            // secure_delete.
-            tx.execute(
-                "INSERT INTO events_fts (events_fts) VALUES ('optimize')",
-                [],
-            )?;
-            let epoch = meta_get(&tx, "forget_epoch")?.unwrap_or(0);
-            meta_set(&tx, "forget_epoch", epoch + 1)?;
-            body.archive_segments = tx.execute(
-                "INSERT OR IGNORE INTO archive_forget (segment, subject, tombstone)
-                 SELECT segment, ?2, ?3 FROM archive_segment_users WHERE user = ?1",
-                params![user, subject, id],
-            )? as u64;
-            tx.execute("DELETE FROM archive_segment_users WHERE user = ?1", [user])?;
-            if body.archive_segments == 0 {
-                body.status = "done".into();
-            }
-            let stone = tombstone(&id, now, &body);
-            tx.execute(
-                "INSERT INTO audit (id, ts, kind, subject, body) VALUES (?1, ?2, 'tombstone', ?3, ?4)",
-                params![id, now, subject, json(&stone)?],
-            )?;
-            tx.commit()?;
-        }
+        self.erase_rows(user, &id, now, &mut body)?;
         body.wal_truncated = self.checkpoint_truncate()?;
         if body.archive_segments > 0 {
             if let Some(archive) = self.archive() {
@@ -229,6 +160,86 @@ impl Store {
         }
         tracing::info!(tombstone = %id, events = body.events_deleted, by = %req.by, "forget: user erased");
         Ok(tombstone(&id, now, &body))
+    }
+
+    /// The database part of a forget, in one transaction: counts, deletes,
+    /// the index merge, the epoch, the archive's to-do list, the tombstone.
+    fn erase_rows(
+        &self,
+        user: &str,
+        id: &str,
+        now: i64,
+        body: &mut TombstoneBody,
+    ) -> Result<(), StoreError> {
+        let subject = body.user_hash.clone();
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        {
+            let mut stmt = tx.prepare(
+                "SELECT kind, count(*), min(ts), max(ts) FROM events WHERE user = ?1 GROUP BY kind",
+            )?;
+            let rows = stmt.query_map([user], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (kind, n, lo, hi) = row?;
+                body.events_deleted += n;
+                first = first.min(lo);
+                last = last.max(hi);
+                body.by_kind.insert(kind, n);
+            }
+        }
+        if body.events_deleted > 0 {
+            body.first = Some(rfc3339(first));
+            body.last = Some(rfc3339(last));
+        }
+        body.findings_deleted = body.by_kind.get("finding").copied().unwrap_or(0);
+        body.held_findings_deleted = tx.query_row(
+            "SELECT count(*) FROM events WHERE user = ?1 AND kind = 'finding'
+               AND id NOT IN (SELECT finding_id FROM releases)",
+            [user],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "DELETE FROM releases WHERE finding_id IN
+               (SELECT id FROM events WHERE user = ?1 AND kind = 'finding')",
+            [user],
+        )?;
+        tx.execute("DELETE FROM events WHERE user = ?1", [user])?;
+        // FTS5's secure-delete takes a deleted row's terms out of the
+        // index, but the first leaf of each segment keeps their bytes
+        // (measured: every segment's page 1 still held the forgotten
+        // terms). Merging all segments into one writes the index anew
+        // from what is left; the old leaves are deleted, and zeroed by
+        // secure_delete.
+        tx.execute(
+            "INSERT INTO events_fts (events_fts) VALUES ('optimize')",
+            [],
+        )?;
+        let epoch = meta_get(&tx, "forget_epoch")?.unwrap_or(0);
+        meta_set(&tx, "forget_epoch", epoch + 1)?;
+        body.archive_segments = tx.execute(
+            "INSERT OR IGNORE INTO archive_forget (segment, subject, tombstone)
+             SELECT segment, ?2, ?3 FROM archive_segment_users WHERE user = ?1",
+            params![user, subject, id],
+        )? as u64;
+        tx.execute("DELETE FROM archive_segment_users WHERE user = ?1", [user])?;
+        if body.archive_segments == 0 {
+            body.status = "done".into();
+        }
+        let stone = tombstone(id, now, body);
+        tx.execute(
+            "INSERT INTO audit (id, ts, kind, subject, body) VALUES (?1, ?2, 'tombstone', ?3, ?4)",
+            params![id, now, subject, json(&stone)?],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Refuses, before anything is deleted, a forget that could not finish:

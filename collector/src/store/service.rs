@@ -91,7 +91,7 @@ pub(crate) fn service_lock(dir: &Path) -> Result<File, StoreError> {
 }
 
 impl StoreService {
-    pub fn start(store: Arc<Store>, cfg: ServiceConfig) -> Result<Self, StoreError> {
+    pub fn start(store: &Arc<Store>, cfg: ServiceConfig) -> Result<Self, StoreError> {
         let lock = service_lock(store.dir())?;
         let stop = Arc::new(Stop::default());
         let mut threads = Vec::new();
@@ -105,11 +105,11 @@ impl StoreService {
                 })
         };
         if let Some(archive) = store.archive().filter(|a| a.writes()) {
-            archive.recover(&store)?;
-            let (s, st) = (Arc::clone(&store), Arc::clone(&stop));
+            archive.recover(store)?;
+            let (s, st) = (Arc::clone(store), Arc::clone(&stop));
             threads.push(spawn("archive", Box::new(move || archive_loop(&s, &st)))?);
             if archive.remote().is_some() {
-                let (s, st) = (Arc::clone(&store), Arc::clone(&stop));
+                let (s, st) = (Arc::clone(store), Arc::clone(&stop));
                 threads.push(spawn(
                     "archive-upload",
                     Box::new(move || upload_loop(&s, &st)),
@@ -121,7 +121,7 @@ impl StoreService {
             .and_then(|a| a.config())
             .and_then(|c| c.retention);
         if cfg.retention.is_some() || archive_retention.is_some() {
-            let (s, st) = (Arc::clone(&store), Arc::clone(&stop));
+            let (s, st) = (Arc::clone(store), Arc::clone(&stop));
             threads.push(spawn(
                 "store-retention",
                 Box::new(move || retention_loop(&s, &st, cfg)),
@@ -239,7 +239,7 @@ pub fn run_retention(store: &Store, cfg: ServiceConfig) {
         let cutoff = day_of(now - i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX));
         match archive.apply_retention(store, &cutoff) {
             Ok(n) if n > 0 => {
-                tracing::info!(segments = n, before = %cutoff, "archive retention: old segments deleted")
+                tracing::info!(segments = n, before = %cutoff, "archive retention: old segments deleted");
             }
             Ok(_) => {}
             Err(error) => {

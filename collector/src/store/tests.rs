@@ -323,7 +323,7 @@ fn released_findings_and_their_traces_fall_to_retention() {
     assert_eq!(log[1]["kind"], "release");
 }
 
-/// The schema of the first stores (user_version 0), as they were created.
+/// The schema of the first stores (`user_version` 0), as they were created.
 const SCHEMA_V0: &str = "
 CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts INTEGER NOT NULL,
     kind TEXT NOT NULL, host TEXT, user TEXT, trace_id TEXT, severity INTEGER NOT NULL, rule TEXT,

@@ -69,7 +69,7 @@ pub fn store_lines(store: &Store, received_ns: i64, lines: &[String]) {
     let parsed = ingest::parse_batch(batch.as_bytes());
     assert_eq!(parsed.invalid, 0);
     let done = store.insert("agent-1", received_ns, &parsed.rows).unwrap();
-    assert_eq!(done.accepted as usize, lines.len());
+    assert_eq!(done.accepted, lines.len() as u64);
 }
 
 /// Every regular file under `dir`, recursively.

@@ -292,7 +292,9 @@ mod tests {
     fn round_trips_at_chunk_edges() {
         let k = key(7);
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 5] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let data: Vec<u8> = (0..len)
+                .map(|i| u8::try_from(i * 31 % 251).unwrap())
+                .collect();
             let sealed = seal(&data, &k);
             let chunks = len.div_ceil(CHUNK).max(1);
             assert_eq!(sealed.len(), HEADER_LEN + len + chunks * TAG, "len {len}");

@@ -408,10 +408,10 @@ impl Archive {
     }
 
     /// Segments matching an SQL condition.
-    pub fn segments(&self, store: &Store, cond: &str) -> Result<Vec<SegmentInfo>, StoreError> {
+    pub fn segments(&self, store: &Store, filter: &str) -> Result<Vec<SegmentInfo>, StoreError> {
         let conn = store.reader();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {SEGMENT_COLUMNS} FROM archive_segments WHERE {cond} ORDER BY id"
+            "SELECT {SEGMENT_COLUMNS} FROM archive_segments WHERE {filter} ORDER BY id"
         ))?;
         let rows = stmt.query_map([], segment_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -581,6 +581,12 @@ impl Archive {
         if pending.is_empty() {
             return Ok(report);
         }
+        let tombstones: BTreeSet<String> = {
+            let conn = store.reader();
+            let mut stmt = conn.prepare("SELECT DISTINCT tombstone FROM archive_forget")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
         let _lock = self.lock()?;
         for (id, subjects) in pending {
             let Some(s) = Self::segment(&store.reader(), id)? else {
@@ -596,6 +602,11 @@ impl Archive {
                     "DELETE FROM archive_forget WHERE segment = ?1 AND subject = ?2",
                     params![id, subject],
                 )?;
+            }
+        }
+        if report.objects_pending == 0 {
+            for t in &tombstones {
+                mark_tombstone_done(store, t)?;
             }
         }
         Ok(report)
@@ -706,6 +717,34 @@ impl Archive {
         }
         Ok(())
     }
+}
+
+/// Sets a tombstone's status to `done` once no segment waits for it (a
+/// forget whose archive part finished later, e.g. at the archive's start).
+fn mark_tombstone_done(store: &Store, id: &str) -> Result<(), StoreError> {
+    let conn = store.writer();
+    let waiting: i64 = conn.query_row(
+        "SELECT count(*) FROM archive_forget WHERE tombstone = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    if waiting > 0 {
+        return Ok(());
+    }
+    let body: Option<String> = conn
+        .query_row("SELECT body FROM audit WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    let Some(mut v) = body.and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok()) else {
+        return Ok(());
+    };
+    if v["tombstone"]["status"] != "done" {
+        v["tombstone"]["status"] = "done".into();
+        conn.execute(
+            "UPDATE audit SET body = ?2 WHERE id = ?1",
+            params![id, v.to_string()],
+        )?;
+    }
+    Ok(())
 }
 
 /// What rewriting segments for a forget did.

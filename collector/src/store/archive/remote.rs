@@ -1,6 +1,6 @@
 //! Object storage for closed archive segments: S3 or any S3-compatible
 //! server (`MinIO`, Ceph RGW, `SeaweedFS`, …), through the `object_store`
-//! crate (SigV4 signing with `ring`, HTTPS with rustls and the `ring`
+//! crate (`SigV4` signing with `ring`, HTTPS with `rustls` and the `ring`
 //! provider, the system's CAs or `ca_file`).
 //!
 //! The archive's threads are not async: a [`Remote`] owns a one-worker

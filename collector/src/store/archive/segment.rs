@@ -23,7 +23,8 @@ type Sealed = zstd::stream::write::Encoder<'static, Sealer<BufWriter<File>>>;
 
 enum Inner {
     Plain(Plain),
-    Sealed(Sealed),
+    // Boxed: the sealer holds a chunk buffer and a key schedule.
+    Sealed(Box<Sealed>),
 }
 
 /// Writes a segment; [`SegmentWriter::finish`] ends the frame, seals the
@@ -55,7 +56,7 @@ impl SegmentWriter {
             Some(k) => {
                 let mut z = zstd::stream::write::Encoder::new(Sealer::new(file, k)?, LEVEL)?;
                 z.include_checksum(true)?;
-                Inner::Sealed(z)
+                Inner::Sealed(Box::new(z))
             }
         };
         Ok(Self {
@@ -67,7 +68,7 @@ impl SegmentWriter {
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         let w: &mut dyn Write = match &mut self.inner {
             Inner::Plain(z) => z,
-            Inner::Sealed(z) => z,
+            Inner::Sealed(z) => z.as_mut(),
         };
         w.write_all(line)?;
         w.write_all(b"\n")?;
