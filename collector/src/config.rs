@@ -494,4 +494,57 @@ mod tests {
         );
         assert!(toml::from_str::<FileConfig>(&format!("{base}bogus = 1")).is_err());
     }
+
+    #[test]
+    fn store_sections_are_checked() {
+        let dir = Path::new("/var/lib/aitrail/store");
+        let parse = |t: &str| toml::from_str::<StoreSection>(t).unwrap();
+        let plain = parse("").validate(dir).unwrap();
+        assert_eq!(plain.retention, Some(Duration::from_secs(90 * 86400)));
+        assert!(plain.archive.is_none() && plain.key_file.is_none());
+        let a = parse("retention_days = 0\n[archive]\nenabled = true\nretention_days = 0")
+            .validate(dir)
+            .unwrap();
+        assert!(a.retention.is_none());
+        let arch = a.archive.unwrap();
+        assert_eq!(arch.dir, dir.join("archive"));
+        assert!(arch.retention.is_none() && arch.s3.is_none());
+        // S3 without the archive, plain HTTP without allow_http, a key id
+        // without its secret, a tiny segment: refused.
+        for bad in [
+            "[archive.s3]\nbucket = \"b\"",
+            "[archive]\nenabled = true\n[archive.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"",
+            "[archive]\nenabled = true\n[archive.s3]\nbucket = \"b\"\naccess_key_id = \"AK\"",
+            "[archive]\nenabled = true\nsegment_max_bytes = 10",
+            "[archive]\nenabled = true\n[archive.s3]\nbucket = \"\"",
+        ] {
+            assert!(parse(bad).validate(dir).is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<StoreSection>("[archive]\nbogus = 1").is_err());
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = tmp.path().join("s3.secret");
+        std::fs::write(&secret, "wJalrXUtnFEMI\n").unwrap();
+        let s3 = parse(&format!(
+            "[archive]\nenabled = true\n[archive.s3]\nbucket = \"b\"\nprefix = \"/c1\"\n\
+             endpoint = \"https://minio:9000\"\naccess_key_id = \"AK\"\n\
+             secret_access_key_file = \"{}\"",
+            secret.display()
+        ))
+        .validate(dir)
+        .unwrap()
+        .archive
+        .unwrap()
+        .s3
+        .unwrap();
+        assert_eq!(s3.prefix, "c1/");
+        assert!(s3.path_style, "path style with an endpoint");
+        assert_eq!(
+            s3.secret_access_key.as_deref().map(String::as_str),
+            Some("wJalrXUtnFEMI")
+        );
+        assert!(
+            !format!("{s3:?}").contains("wJalr"),
+            "the secret is not printed"
+        );
+    }
 }

@@ -135,7 +135,7 @@ impl Store {
             wal_truncated: false,
             status: "archive pending".into(),
         };
-        self.erase_rows(user, &id, now, &mut body)?;
+        self.erase_rows(user, req.include_held, &id, now, &mut body)?;
         body.wal_truncated = self.checkpoint_truncate()?;
         if body.archive_segments > 0 {
             if let Some(archive) = self.archive() {
@@ -167,6 +167,7 @@ impl Store {
     fn erase_rows(
         &self,
         user: &str,
+        include_held: bool,
         id: &str,
         now: i64,
         body: &mut TombstoneBody,
@@ -200,12 +201,22 @@ impl Store {
             body.last = Some(rfc3339(last));
         }
         body.findings_deleted = body.by_kind.get("finding").copied().unwrap_or(0);
-        body.held_findings_deleted = tx.query_row(
-            "SELECT count(*) FROM events WHERE user = ?1 AND kind = 'finding'
+        // Checked again inside the transaction: a finding of the user's may
+        // have been stored since the precheck.
+        let (held, example): (u64, Option<String>) = tx.query_row(
+            "SELECT count(*), min(id) FROM events WHERE user = ?1 AND kind = 'finding'
                AND id NOT IN (SELECT finding_id FROM releases)",
             [user],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        if held > 0 && !include_held {
+            return Err(StoreError::Held {
+                user: user.to_owned(),
+                count: held,
+                example: example.unwrap_or_default(),
+            });
+        }
+        body.held_findings_deleted = held;
         tx.execute(
             "DELETE FROM releases WHERE finding_id IN
                (SELECT id FROM events WHERE user = ?1 AND kind = 'finding')",
