@@ -500,7 +500,7 @@ mod tests {
         let dir = Path::new("/var/lib/aitrail/store");
         let parse = |t: &str| toml::from_str::<StoreSection>(t).unwrap();
         let plain = parse("").validate(dir).unwrap();
-        assert_eq!(plain.retention, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(plain.retention, Some(Duration::from_hours(90 * 24)));
         assert!(plain.archive.is_none() && plain.key_file.is_none());
         let a = parse("retention_days = 0\n[archive]\nenabled = true\nretention_days = 0")
             .validate(dir)
