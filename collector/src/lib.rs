@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod forward;
 pub mod ingest;
 pub mod server;
 pub mod store;
