@@ -3,8 +3,11 @@
 # Debian 12 machine, as root. Idempotent: does nothing when all is present.
 #
 #   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
+#                    rsyslog + rsyslog-gnutls (the syslog forwarder's receiver;
+#                    the tests run their own rsyslogd, never the system's),
 #                    python3 + python3-pip and nodejs only if missing
-#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs),
+#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
+#                    opentelemetry-proto for the OTLP receiver),
 #                    installed only if a pinned version is not already there
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
@@ -33,7 +36,7 @@ missing=()
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
-for pkg in openssl curl ca-certificates; do
+for pkg in openssl curl ca-certificates rsyslog rsyslog-gnutls; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 if ! command -v "$py" >/dev/null 2>&1; then
@@ -55,7 +58,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-    log "Debian packages present (openssl, curl, ca-certificates, python3, pip, node)"
+    log "Debian packages present (openssl, curl, ca-certificates, rsyslog, rsyslog-gnutls, python3, pip, node)"
 fi
 
 # --- Python packages -------------------------------------------------------
@@ -94,5 +97,8 @@ fi
 
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
+"$py" -c 'from opentelemetry.proto.collector.logs.v1 import logs_service_pb2' \
+    || { log "python cannot import opentelemetry.proto"; exit 1; }
+[ -x /usr/sbin/rsyslogd ] || { log "rsyslogd missing"; exit 1; }
 node -e 'require("https"); require("zlib")' || { log "node is not usable"; exit 1; }
 log "ok"

@@ -10,6 +10,10 @@
 //! test with that hint (nothing is skipped).
 
 #[path = "../../../agent/tests/shipping/pki.rs"]
+#[expect(
+    dead_code,
+    reason = "shared with agent/tests/shipping, which uses every field"
+)]
 mod pki;
 
 mod otlp;

@@ -10,7 +10,8 @@ use std::{
 use serde_json::{json, Value};
 
 /// Text that needs escaping in every format, and is not ASCII.
-pub const NASTY: &str = "quote \" backslash \\ bracket ] equals = pipe | newline \n tab \t cr \r Ünïcödé 日本語 🦀";
+pub const NASTY: &str =
+    "quote \" backslash \\ bracket ] equals = pipe | newline \n tab \t cr \r Ünïcödé 日本語 🦀";
 
 pub const KINDS: [&str; 8] = [
     "llm.call",
@@ -57,10 +58,14 @@ pub fn event(i: usize) -> Value {
             "arguments": format!("{{\"cmd\":{}}}", serde_json::to_string(NASTY).unwrap()),
             "result": NASTY, "effects": [], "confidence": 0.95}}),
         "process.exec" => json!({"exec": {"filename": "/usr/bin/ls", "args": ["ls", NASTY]}}),
-        "process.exit" => json!({"exec": {"filename": "/usr/bin/ls", "args": ["ls"], "exit_code": 2}}),
+        "process.exit" => {
+            json!({"exec": {"filename": "/usr/bin/ls", "args": ["ls"], "exit_code": 2}})
+        }
         "file.open" => json!({"file": {"path": format!("/tmp/{NASTY}/{i}"), "flags": ["O_RDONLY"],
             "result": -13, "error": "EACCES"}}),
-        "net.connect" => json!({"net": {"family": "ipv4", "address": "203.0.113.7", "port": 8080, "result": 0}}),
+        "net.connect" => {
+            json!({"net": {"family": "ipv4", "address": "203.0.113.7", "port": 8080, "result": 0}})
+        }
         "finding" => json!({"finding": {"rule": "file.shadow", "title": format!("title {NASTY}"),
             "evidence": [id(i - 1)], "class": "sensitive_file", "mitre": ["T1003.008"]}}),
         _ => json!({"health": {"uptime_s": 60, "events_emitted": 1234, "records_received": 5678,

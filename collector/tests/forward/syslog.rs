@@ -120,8 +120,20 @@ input(type="imtcp" address="127.0.0.1" port="{port}" listenPortFileName="{dir}/p
             .arg("-i")
             .arg(self.dir.join("rsyslogd.pid"))
             .stdin(Stdio::null())
-            .stdout(File::options().create(true).append(true).open(&self.log).unwrap())
-            .stderr(File::options().create(true).append(true).open(&self.log).unwrap())
+            .stdout(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .stderr(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start rsyslogd: {e}"));
         self.child = Some(child);
@@ -253,7 +265,12 @@ fn header_host(name: &str) -> String {
         .collect()
 }
 
-fn send_all(rt: &tokio::runtime::Runtime, dest: &SyslogDestination, events: &[Value], batch: usize) {
+fn send_all(
+    rt: &tokio::runtime::Runtime,
+    dest: &SyslogDestination,
+    events: &[Value],
+    batch: usize,
+) {
     rt.block_on(async {
         for chunk in events.chunks(batch) {
             dest.send(chunk).await.unwrap();
@@ -314,7 +331,10 @@ fn rsyslog_parses_every_message_once() {
         let kind = e["kind"].as_str().unwrap();
         assert_eq!(line["msgid"], kind);
         assert_eq!(line["app"], "aitrail");
-        assert_eq!(line["hostname"], header_host(e["host"]["name"].as_str().unwrap()));
+        assert_eq!(
+            line["hostname"],
+            header_host(e["host"]["name"].as_str().unwrap())
+        );
         let procid = e["process"]["pid"]
             .as_u64()
             .map_or_else(|| "-".to_owned(), |p| p.to_string());
@@ -331,10 +351,15 @@ fn rsyslog_parses_every_message_once() {
             assert_eq!(sd["exe"], without_controls(exe), "escaping round-trips");
         }
         if kind == "file.open" && id != &crate::support::id(401) {
-            assert_eq!(sd["path"], without_controls(e["file"]["path"].as_str().unwrap()));
+            assert_eq!(
+                sd["path"],
+                without_controls(e["file"]["path"].as_str().unwrap())
+            );
         }
         let msg = line["msg"].as_str().unwrap();
-        let json = msg.strip_prefix('\u{FEFF}').expect("MSG starts with the BOM");
+        let json = msg
+            .strip_prefix('\u{FEFF}')
+            .expect("MSG starts with the BOM");
         if id == &crate::support::id(401) {
             assert!(sd.contains_key("truncated"));
             let full = serde_json::to_string(e).unwrap();
@@ -356,7 +381,10 @@ fn rsyslog_parses_every_message_once() {
     let c = dest.counters().snapshot();
     assert_eq!(c["messages_sent"], events.len() as u64);
     assert_eq!((c["messages_trimmed"], c["messages_truncated"]), (1, 1));
-    assert_eq!((c["connects"], c["resets"], c["messages_resent"]), (1, 0, 0));
+    assert_eq!(
+        (c["connects"], c["resets"], c["messages_resent"]),
+        (1, 0, 0)
+    );
 }
 
 /// Splits a CEF line into its 7 header fields and the extension's pairs,
@@ -462,7 +490,10 @@ fn cef_over_tls_to_rsyslog() {
             }
             "finding" => {
                 assert_eq!(h[4], "file.shadow");
-                assert_eq!(h[5], without_breaks(e["finding"]["title"].as_str().unwrap()));
+                assert_eq!(
+                    h[5],
+                    without_breaks(e["finding"]["title"].as_str().unwrap())
+                );
                 assert_eq!(x["cat"], "sensitive_file");
             }
             "llm.call" => {
@@ -470,7 +501,10 @@ fn cef_over_tls_to_rsyslog() {
                 assert_eq!(x["cn1"], e["llm"]["usage"]["input_tokens"].to_string());
             }
             "tool.call" => {
-                assert_eq!(x["cs5"], without_controls_cef(e["tool"]["arguments"].as_str().unwrap()));
+                assert_eq!(
+                    x["cs5"],
+                    without_controls_cef(e["tool"]["arguments"].as_str().unwrap())
+                );
             }
             _ => {}
         }
@@ -505,7 +539,13 @@ fn without_breaks(s: &str) -> String {
 
 /// Sends `n` batches from a task, retrying each until it is sent, while
 /// the test stops and restarts rsyslog with `signal` after a third of them.
-fn stream_through_restart(signal: i32) -> (Vec<Value>, Vec<String>, std::collections::BTreeMap<&'static str, u64>) {
+fn stream_through_restart(
+    signal: i32,
+) -> (
+    Vec<Value>,
+    Vec<String>,
+    std::collections::BTreeMap<&'static str, u64>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let mut rs = Rsyslog::start(&dir.path().join("rsyslog"), &pki, 0);
