@@ -3,7 +3,7 @@
 //!   `rsyslog-gnutls`), a foreground instance with its own config, work
 //!   directory and pid file in a temp dir (no `/dev/log`, the system
 //!   rsyslog is never touched);
-//! - OTLP/HTTP → tests/mock/otlp_receiver.py, which decodes each request
+//! - OTLP/HTTP → `tests/mock/otlp_receiver.py`, which decodes each request
 //!   with the official python `opentelemetry-proto` package.
 //!
 //! Both are installed by tests/setup-test-deps.sh; a missing one fails the

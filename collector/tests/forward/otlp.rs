@@ -1,5 +1,5 @@
 //! OTLP/HTTP protobuf logs, decoded by an independent decoder: the python
-//! `opentelemetry-proto` package in tests/mock/otlp_receiver.py.
+//! `opentelemetry-proto` package in `tests/mock/otlp_receiver.py`.
 
 use std::{
     collections::HashMap,
@@ -121,7 +121,7 @@ impl Drop for Receiver {
     }
 }
 
-fn config(endpoint: String, pki: Option<&Pki>, extra: &str) -> OtlpConfig {
+fn config(endpoint: &str, pki: Option<&Pki>, extra: &str) -> OtlpConfig {
     let ca = pki.map_or(String::new(), |p| {
         format!("ca_file = \"{}\"\n", p.ca.display())
     });
@@ -218,7 +218,7 @@ fn every_record_decodes_with_the_official_protos() {
     let pki = Pki::new(dir.path());
     let rx = Receiver::start(&dir.path().join("rx"), Some(&pki), &json!([]), 0);
     let dest = OtlpDestination::new(&config(
-        format!("https://127.0.0.1:{}", rx.port),
+        &format!("https://127.0.0.1:{}", rx.port),
         Some(&pki),
         "",
     ))
@@ -283,10 +283,10 @@ fn every_record_decodes_with_the_official_protos() {
             "body is the event"
         );
         // Resource and scope.
-        let res = attrs(&rl["resource"]["attributes"]);
-        assert_eq!(res["service.name"], "aitrail");
-        assert_eq!(res["host.name"], e["host"]["name"]);
-        assert_eq!(res["host.id"], e["host"]["id"]);
+        let resource = attrs(&rl["resource"]["attributes"]);
+        assert_eq!(resource["service.name"], "aitrail");
+        assert_eq!(resource["host.name"], e["host"]["name"]);
+        assert_eq!(resource["host.id"], e["host"]["id"]);
         assert_eq!(a["host.name"], e["host"]["name"]);
         assert_eq!(sl["scope"]["name"], "aitrail");
         assert_eq!(sl["scope"]["version"], env!("CARGO_PKG_VERSION"));
@@ -297,42 +297,7 @@ fn every_record_decodes_with_the_official_protos() {
             assert_eq!(a["process.command_args"], p["args"]);
             assert_eq!(a["process.user.name"], p["user"]);
         }
-        match kind {
-            "llm.call" => {
-                let l = &e["llm"];
-                assert_eq!(a["gen_ai.provider.name"], "openai");
-                assert_eq!(a["gen_ai.system"], "openai");
-                assert_eq!(a["gen_ai.operation.name"], "chat");
-                assert_eq!(a["gen_ai.request.model"], l["model"]);
-                assert_eq!(a["gen_ai.response.model"], l["model"]);
-                assert_eq!(a["gen_ai.usage.input_tokens"], l["usage"]["input_tokens"]);
-                assert_eq!(a["gen_ai.usage.output_tokens"], l["usage"]["output_tokens"]);
-                assert_eq!(a["gen_ai.response.finish_reasons"], json!(["tool_calls"]));
-                assert_eq!(a["server.address"], "api.openai.com");
-                assert_eq!(a["server.port"], 443);
-            }
-            "tool.call" => {
-                assert_eq!(a["gen_ai.operation.name"], "execute_tool");
-                assert_eq!(a["gen_ai.tool.name"], e["tool"]["name"]);
-                assert_eq!(a["gen_ai.tool.call.id"], e["tool"]["call_id"]);
-                assert_eq!(a["aitrail.tool.confidence"], e["tool"]["confidence"]);
-            }
-            "file.open" => {
-                assert_eq!(a["file.path"], e["file"]["path"]);
-                assert_eq!(a["error.type"], "EACCES");
-            }
-            "net.connect" => {
-                assert_eq!(a["network.peer.address"], "203.0.113.7");
-                assert_eq!(a["network.peer.port"], 8080);
-            }
-            "process.exit" => assert_eq!(a["process.exit.code"], 2),
-            "finding" => {
-                assert_eq!(a["security_rule.name"], "file.shadow");
-                assert_eq!(a["security_rule.category"], "sensitive_file");
-                assert_eq!(a["aitrail.finding.evidence"], e["finding"]["evidence"]);
-            }
-            _ => {}
-        }
+        kind_attributes(kind, e, &a);
     }
     let c = dest.counters().snapshot();
     assert_eq!(
@@ -342,12 +307,52 @@ fn every_record_decodes_with_the_official_protos() {
     assert_eq!((c["bad_ids"], c["bad_times"], c["connects"]), (0, 0, 1));
 }
 
+/// The attributes of each kind (semconv 1.37.0 and `aitrail.*`).
+fn kind_attributes(kind: &str, e: &Value, a: &HashMap<String, Value>) {
+    match kind {
+        "llm.call" => {
+            let l = &e["llm"];
+            assert_eq!(a["gen_ai.provider.name"], "openai");
+            assert_eq!(a["gen_ai.system"], "openai");
+            assert_eq!(a["gen_ai.operation.name"], "chat");
+            assert_eq!(a["gen_ai.request.model"], l["model"]);
+            assert_eq!(a["gen_ai.response.model"], l["model"]);
+            assert_eq!(a["gen_ai.usage.input_tokens"], l["usage"]["input_tokens"]);
+            assert_eq!(a["gen_ai.usage.output_tokens"], l["usage"]["output_tokens"]);
+            assert_eq!(a["gen_ai.response.finish_reasons"], json!(["tool_calls"]));
+            assert_eq!(a["server.address"], "api.openai.com");
+            assert_eq!(a["server.port"], 443);
+        }
+        "tool.call" => {
+            assert_eq!(a["gen_ai.operation.name"], "execute_tool");
+            assert_eq!(a["gen_ai.tool.name"], e["tool"]["name"]);
+            assert_eq!(a["gen_ai.tool.call.id"], e["tool"]["call_id"]);
+            assert_eq!(a["aitrail.tool.confidence"], e["tool"]["confidence"]);
+        }
+        "file.open" => {
+            assert_eq!(a["file.path"], e["file"]["path"]);
+            assert_eq!(a["error.type"], "EACCES");
+        }
+        "net.connect" => {
+            assert_eq!(a["network.peer.address"], "203.0.113.7");
+            assert_eq!(a["network.peer.port"], 8080);
+        }
+        "process.exit" => assert_eq!(a["process.exit.code"], 2),
+        "finding" => {
+            assert_eq!(a["security_rule.name"], "file.shadow");
+            assert_eq!(a["security_rule.category"], "sensitive_file");
+            assert_eq!(a["aitrail.finding.evidence"], e["finding"]["evidence"]);
+        }
+        _ => {}
+    }
+}
+
 #[test]
 fn structured_body_over_plain_http_to_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start(&dir.path().join("rx"), None, &json!([]), 0);
     let dest = OtlpDestination::new(&config(
-        format!("http://127.0.0.1:{}/v1/logs", rx.port),
+        &format!("http://127.0.0.1:{}/v1/logs", rx.port),
         None,
         "compression = \"none\"\nbody = \"map\"\n",
     ))
@@ -385,7 +390,7 @@ fn receiver_answers_are_honoured() {
     ]);
     let rx = Receiver::start(&dir.path().join("rx"), None, &script, 0);
     let dest =
-        OtlpDestination::new(&config(format!("http://127.0.0.1:{}", rx.port), None, "")).unwrap();
+        OtlpDestination::new(&config(&format!("http://127.0.0.1:{}", rx.port), None, "")).unwrap();
     let rt = runtime();
     let a: Vec<Value> = (0..10).map(event).collect();
     let b: Vec<Value> = (10..20).map(event).collect();
@@ -434,7 +439,7 @@ fn too_large_batches_are_split() {
     let dir = tempfile::tempdir().unwrap();
     let one = {
         let d = OtlpDestination::new(&config(
-            "http://127.0.0.1:1".into(),
+            "http://127.0.0.1:1",
             None,
             "compression = \"none\"",
         ))
@@ -444,7 +449,7 @@ fn too_large_batches_are_split() {
     // Room for two events, not four.
     let rx = Receiver::start(&dir.path().join("rx"), None, &json!([]), one * 5 / 2);
     let dest =
-        OtlpDestination::new(&config(format!("http://127.0.0.1:{}", rx.port), None, "")).unwrap();
+        OtlpDestination::new(&config(&format!("http://127.0.0.1:{}", rx.port), None, "")).unwrap();
     let rt = runtime();
     let events: Vec<Value> = (0..8)
         .map(|i| {

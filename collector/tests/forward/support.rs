@@ -38,7 +38,7 @@ pub fn event(i: usize) -> Value {
         "id": id(i),
         "time": format!("2026-11-27T12:{:02}:{:02}.{:09}Z", (i / 60) % 60, i % 60, 123_456_789 + i),
         "kind": kind,
-        "host": {"name": if i % 3 == 0 { "hôte-7.example.com" } else { "build-7" }, "id": "4c4c4544003510"},
+        "host": {"name": if i.is_multiple_of(3) { "hôte-7.example.com" } else { "build-7" }, "id": "4c4c4544003510"},
         "trace_id": format!("8f14e45fceea167a{i:016x}"),
         "span_id": format!("a87f{i:012x}"),
         "severity": severity,

@@ -578,7 +578,7 @@ fn stream_through_restart(
             }
         })
     };
-    wait_for(Duration::from_secs(60), "a third sent", || {
+    wait_for(Duration::from_mins(1), "a third sent", || {
         (done.load(Ordering::SeqCst) >= batches / 3).then_some(())
     });
     rs.stop(signal);

@@ -370,6 +370,36 @@ fn configs_embed_in_a_tagged_forward_table() {
 }
 
 #[test]
+fn example_config_entries_parse() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/collector.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (_, section) = text
+        .split_once("# --- Forwarders: syslog")
+        .expect("the forwarders section of config/collector.toml");
+    // Uncomment the entries (`# key = …`), not the optional keys (`# # …`)
+    // nor the prose.
+    let toml_text = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with("[[forward]]")
+                || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .fold(String::new(), |mut t, l| {
+            t.push_str(l);
+            t.push('\n');
+            t
+        });
+    let f: File = toml::from_str(&toml_text).unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+    assert_eq!(f.forward.len(), 3);
+    assert!(
+        matches!(&f.forward[0], Embedded::Syslog(s) if s.replay_bytes == default_replay_bytes())
+    );
+    assert!(matches!(&f.forward[1], Embedded::Cef(_)));
+    assert!(matches!(&f.forward[2], Embedded::Otlp(o) if o.token_file.is_some()));
+}
+
+#[test]
 fn bad_configs_are_refused() {
     let base = SyslogConfig {
         address: "127.0.0.1:6514".into(),
