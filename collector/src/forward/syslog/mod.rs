@@ -442,6 +442,13 @@ impl SyslogDestination {
             }
             Err(e @ Broken::Closed { .. }) => {
                 add(&self.counters.closed_by_peer, 1);
+                // An orderly close: what was acknowledged before was read.
+                // Unless a replay is still owed (it went out on this
+                // connection and may not have been), forget the window.
+                if !link.owe_replay {
+                    link.window.clear();
+                    link.window_bytes = 0;
+                }
                 Err(fail(link, false, e.to_string()))
             }
             Err(e @ Broken::Io(_)) => {
