@@ -21,31 +21,10 @@ use aya::{
 };
 
 use super::{
-    nonzero,
-    targets::{Targets, TlsTarget, FUNCTIONS},
+    nonzero, stacks,
+    targets::{Targets, TlsTarget},
     CaptureError,
 };
-
-/// (function index in `FUNCTIONS`, entry program, return program).
-const TLS_PROGRAMS: [(usize, &str, Option<&str>); 5] = [
-    (
-        0,
-        "tls_openssl_ssl_write",
-        Some("tls_openssl_ssl_write_ret"),
-    ),
-    (
-        1,
-        "tls_openssl_ssl_write_ex",
-        Some("tls_openssl_ssl_write_ex_ret"),
-    ),
-    (2, "tls_openssl_ssl_read", Some("tls_openssl_ssl_read_ret")),
-    (
-        3,
-        "tls_openssl_ssl_read_ex",
-        Some("tls_openssl_ssl_read_ex_ret"),
-    ),
-    (4, "tls_openssl_ssl_free", None),
-];
 
 /// The links of one (process, target) pair: program name and link id.
 type Links = Vec<(&'static str, UProbeLinkId)>;
@@ -92,25 +71,23 @@ impl Attacher {
         }
     }
 
-    /// Loads the eight TLS programs (attached later, per process).
+    /// Loads the TLS programs of every stack (attached later, per process).
     pub fn load_tls(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-        for (_, entry, ret) in TLS_PROGRAMS {
-            for name in std::iter::once(entry).chain(ret) {
-                let p: &mut UProbe = ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::Map { name, source: None })?
-                    .try_into()
-                    .map_err(|e| CaptureError::Program {
-                        name,
-                        action: "lookup",
-                        source: Box::new(e),
-                    })?;
-                p.load().map_err(|e| CaptureError::Program {
+        for &name in stacks::PROGRAMS.iter().copied().flatten() {
+            let p: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::Map { name, source: None })?
+                .try_into()
+                .map_err(|e| CaptureError::Program {
                     name,
-                    action: "load",
+                    action: "lookup",
                     source: Box::new(e),
                 })?;
-            }
+            p.load().map_err(|e| CaptureError::Program {
+                name,
+                action: "load",
+                source: Box::new(e),
+            })?;
         }
         Ok(())
     }
@@ -151,6 +128,7 @@ impl Attacher {
             ("tls_attach_failed", self.attach_failed),
             ("tls_detach_links", self.detached),
             ("tls_targets", self.targets.len() as u64),
+            ("tls_targets_refused", self.targets.refused()),
             ("tls_attached_processes", self.links.len() as u64),
         ]
     }
@@ -202,33 +180,32 @@ impl Attacher {
         let Some(nz) = nonzero(pid) else { return };
         let started = std::time::Instant::now();
         let mut made = Vec::new();
-        for (i, entry, ret) in TLS_PROGRAMS {
-            let Some(off) = t.offsets[i] else { continue };
-            for name in std::iter::once(entry).chain(ret) {
-                let Some(prog) = ebpf.program_mut(name) else {
-                    continue;
-                };
-                let Ok(p): Result<&mut UProbe, _> = prog.try_into() else {
-                    continue;
-                };
-                match p.attach(off, &t.path, UProbeScope::OneProcess(nz)) {
-                    Ok(id) => {
-                        self.attached += 1;
-                        made.push((name, id));
-                    }
-                    Err(e) => {
-                        self.attach_failed += 1;
-                        tracing::debug!(
-                            pid, path = %t.path.display(), function = FUNCTIONS[i], error = ?e,
-                            "TLS probe attach failed"
-                        );
-                    }
+        for hook in &t.hooks {
+            let Some(prog) = ebpf.program_mut(hook.program) else {
+                self.attach_failed += 1;
+                continue;
+            };
+            let Ok(p): Result<&mut UProbe, _> = prog.try_into() else {
+                self.attach_failed += 1;
+                continue;
+            };
+            match p.attach(hook.offset, &t.path, UProbeScope::OneProcess(nz)) {
+                Ok(id) => {
+                    self.attached += 1;
+                    made.push((hook.program, id));
+                }
+                Err(e) => {
+                    self.attach_failed += 1;
+                    tracing::debug!(
+                        pid, path = %t.path.display(), function = hook.function, error = ?e,
+                        "TLS probe attach failed"
+                    );
                 }
             }
         }
         tracing::debug!(
-            pid, path = %t.path.display(), links = made.len(), took = ?started.elapsed(),
-            "TLS probes attached"
+            pid, path = %t.path.display(), stack = %t.stack, method = %t.method,
+            links = made.len(), took = ?started.elapsed(), "TLS probes attached"
         );
         self.links.entry(pid).or_default().insert(t.id, made);
     }
