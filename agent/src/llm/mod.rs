@@ -59,7 +59,7 @@ use crate::http::{Exchange, Response};
 /// answer, its reasoning, one tool call's arguments).
 pub(crate) const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
 /// Most tool calls kept from one answer.
-pub(crate) const MAX_TOOL_CALLS: usize = 256;
+pub const MAX_TOOL_CALLS: usize = 256;
 /// How much of an error message (or of a non-JSON error body) goes into
 /// `error`.
 const ERROR_TEXT_CHARS: usize = 300;
