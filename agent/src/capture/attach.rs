@@ -12,7 +12,7 @@ use std::{
 
 use agent_common::CgroupScope;
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData, ProgramArray},
     programs::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
         UProbe,
@@ -71,9 +71,13 @@ impl Attacher {
         }
     }
 
-    /// Loads the TLS programs of every stack (attached later, per process).
+    /// Loads the TLS programs of every stack (attached later, per process),
+    /// and the copy program their return probes tail-call (never attached:
+    /// it sits in slot 0 of `TLS_COPY`).
     pub fn load_tls(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-        for &name in stacks::PROGRAMS.iter().copied().flatten() {
+        for &name in
+            std::iter::once(&stacks::COPY_PROGRAM).chain(stacks::PROGRAMS.iter().copied().flatten())
+        {
             let p: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(CaptureError::Map { name, source: None })?
@@ -83,12 +87,45 @@ impl Attacher {
                     action: "lookup",
                     source: Box::new(e),
                 })?;
+            let started = std::time::Instant::now();
             p.load().map_err(|e| CaptureError::Program {
                 name,
                 action: "load",
                 source: Box::new(e),
             })?;
+            tracing::debug!(program = name, took = ?started.elapsed(), "TLS program loaded");
         }
+        let copy_fd = ebpf
+            .program(stacks::COPY_PROGRAM)
+            .ok_or(CaptureError::Map {
+                name: stacks::COPY_PROGRAM,
+                source: None,
+            })?
+            .fd()
+            .map_err(|e| CaptureError::Program {
+                name: stacks::COPY_PROGRAM,
+                action: "fd",
+                source: Box::new(e),
+            })?
+            .try_clone()
+            .map_err(|e| CaptureError::Program {
+                name: stacks::COPY_PROGRAM,
+                action: "fd",
+                source: Box::new(e.into()),
+            })?;
+        let map_err = |e| CaptureError::Map {
+            name: "TLS_COPY",
+            source: Some(e),
+        };
+        let mut slots: ProgramArray<_> = ebpf
+            .map_mut("TLS_COPY")
+            .ok_or(CaptureError::Map {
+                name: "TLS_COPY",
+                source: None,
+            })?
+            .try_into()
+            .map_err(map_err)?;
+        slots.set(0, &copy_fd, 0).map_err(map_err)?;
         Ok(())
     }
 
