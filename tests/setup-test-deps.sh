@@ -5,7 +5,8 @@
 #   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
 #                    python3 + python3-pip and nodejs only if missing;
 #                    the other TLS stacks' clients: gnutls-bin (gnutls-cli) and
-#                    wget (GnuTLS), libnss3-tools (tstclnt, certutil) and
+#                    wget (GnuTLS), libcurl3-gnutls and libcurl3-nss (curl's
+#                    GnuTLS and NSS backends), libnss3-tools (tstclnt, certutil) and
 #                    libnss3-dev + gcc + pkg-config (tests/clients/nss_client.c),
 #                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
 #                    aitrail does not hook, for the blind-spot test)
@@ -38,7 +39,7 @@ missing=()
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
-for pkg in openssl curl ca-certificates; do
+for pkg in openssl curl ca-certificates libcurl3-gnutls libcurl3-nss; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 if ! command -v "$py" >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
-//! TLS stacks other than OpenSSL: GnuTLS (gnutls-cli, wget) and NSS
-//! (tstclnt from libnss3-tools, and a small client on NSS that does its I/O
-//! as Firefox does: tests/clients/nss_client.c). Each sends real
+//! TLS stacks other than OpenSSL: GnuTLS (gnutls-cli, wget, libcurl's
+//! GnuTLS flavour) and NSS (tstclnt from libnss3-tools, libcurl's NSS
+//! flavour, and a small client on NSS that does its I/O as Firefox does:
+//! tests/clients/nss_client.c). Each sends real
 //! chat-completions POSTs to the HTTPS mock; the daemon must report each as
 //! one `llm.call` with its prompt, model and the mock's usage, request and
 //! response paired.
@@ -97,7 +98,8 @@ fn run_and_check(
     let pki = make_cert(&dir);
     let mut mock = MockServer::start(&dir, &pki);
     let (program, args) = client(&dir, &mock, &pki);
-    let mut launched = Launched::spawn(&dir, name, &program, &args, &[]);
+    let env = [("OPENAI_API_KEY", OPENAI_KEY.to_string())];
+    let mut launched = Launched::spawn(&dir, name, &program, &args, &env);
     let mut daemon = Daemon::start(&dir, launched.pid());
     launched.release();
     let out = launched.wait_success(CLIENT_TIMEOUT);
@@ -334,4 +336,43 @@ fn nss_layered_client_pr_write_pr_read_two_calls() {
         args.extend(request_files(dir, "nss-client", mock.port, &TWO));
         (exe.display().to_string(), args)
     });
+}
+
+// ------------------------------------------------------------------ libcurl
+
+/// curl's own TLS backends, loaded by tests/clients/libcurl_post.py.
+fn libcurl_client(
+    lib: &'static str,
+) -> impl FnOnce(&TestDir, &MockServer, &common::Pki) -> (String, Vec<String>) {
+    move |_, mock, pki| {
+        let args = vec![
+            common::repo_root()
+                .join("tests/clients/libcurl_post.py")
+                .display()
+                .to_string(),
+            lib.to_string(),
+            format!("{}/v1/chat/completions", mock.base_url),
+            pki.ca.display().to_string(),
+            ONE[0].body(),
+        ];
+        (python(), args)
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn libcurl_nss_post() {
+    // curl's NSS backend (the curl of RHEL 7 and 8): PR_Send / PR_Recv.
+    run_and_check("libcurl-nss", &ONE, libcurl_client("libcurl-nss.so.4"));
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn libcurl_gnutls_post() {
+    // Debian's GnuTLS flavour of libcurl (git-remote-https, many tools).
+    run_and_check(
+        "libcurl-gnutls",
+        &ONE,
+        libcurl_client("libcurl-gnutls.so.4"),
+    );
 }
