@@ -13,6 +13,10 @@
  * certificate is verified against it for HOST. Exit 0 when every response
  * came back.
  *
+ * With NSS_CLIENT_PAUSED and NSS_CLIENT_GO set (two paths), it creates the
+ * first file after the handshake and waits for the second before any I/O:
+ * a test can attach aitrail to a process whose SSL socket already exists.
+ *
  * aitrail's end-to-end tests compile it (cc … $(pkg-config --cflags --libs
  * nss)); Debian: libnss3-dev.
  */
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nss.h>
 #include <prerror.h>
@@ -144,6 +149,24 @@ int main(int argc, char **argv)
         die("PR_Connect");
     if (SSL_ForceHandshake(fd) != SECSuccess)
         die("handshake");
+
+    const char *paused = getenv("NSS_CLIENT_PAUSED");
+    const char *go = getenv("NSS_CLIENT_GO");
+    if (paused && go) {
+        FILE *f = fopen(paused, "w");
+        if (!f) {
+            perror(paused);
+            return 1;
+        }
+        fclose(f);
+        for (int i = 0; access(go, F_OK) != 0; i++) {
+            if (i > 6000) {
+                fprintf(stderr, "nss_client: %s never came\n", go);
+                return 1;
+            }
+            usleep(10000);
+        }
+    }
 
     for (int i = 4; i < argc; i++) {
         size_t len;

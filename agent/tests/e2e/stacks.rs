@@ -92,16 +92,57 @@ fn run_and_check(
     calls: &[Call],
     client: impl FnOnce(&TestDir, &MockServer, &common::Pki) -> (String, Vec<String>),
 ) -> Events {
+    run_and_check_attach(name, calls, Attach::BeforeStart, client)
+}
+
+/// When the daemon attaches to the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// Before the client runs (the launcher holds it).
+    BeforeStart,
+    /// After nss_client made its TLS connection, before its first byte
+    /// (it waits: NSS_CLIENT_PAUSED / NSS_CLIENT_GO).
+    AfterHandshake,
+}
+
+fn run_and_check_attach(
+    name: &str,
+    calls: &[Call],
+    attach: Attach,
+    client: impl FnOnce(&TestDir, &MockServer, &common::Pki) -> (String, Vec<String>),
+) -> Events {
     common::require_root();
     let _serial = common::serial();
     let dir = TestDir::new(name);
     let pki = make_cert(&dir);
     let mut mock = MockServer::start(&dir, &pki);
     let (program, args) = client(&dir, &mock, &pki);
-    let env = [("OPENAI_API_KEY", OPENAI_KEY.to_string())];
+    let paused = dir.join("work/paused");
+    let go = dir.join("work/go");
+    let mut env = vec![("OPENAI_API_KEY", OPENAI_KEY.to_string())];
+    if attach == Attach::AfterHandshake {
+        env.push(("NSS_CLIENT_PAUSED", paused.display().to_string()));
+        env.push(("NSS_CLIENT_GO", go.display().to_string()));
+    }
     let mut launched = Launched::spawn(&dir, name, &program, &args, &env);
-    let mut daemon = Daemon::start(&dir, launched.pid());
-    launched.release();
+    let mut daemon = if attach == Attach::AfterHandshake {
+        launched.release();
+        let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+        while !paused.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never paused after its handshake"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let d = Daemon::start(&dir, launched.pid());
+        fs::write(&go, b"").expect("write go");
+        d
+    } else {
+        let d = Daemon::start(&dir, launched.pid());
+        launched.release();
+        d
+    };
     let out = launched.wait_success(CLIENT_TIMEOUT);
     let answers = out.matches("\"object\": \"chat.completion\"").count();
     assert_eq!(answers, calls.len(), "{name} output: {out}");
@@ -290,24 +331,15 @@ fn nss_tstclnt_post() {
         ];
         (common::which("tstclnt"), args)
     });
-    let counters = &ev
-        .of_kind(kind::AGENT_HEALTH)
-        .last()
-        .and_then(|h| h.health.clone())
-        .expect("health")
-        .counters;
-    // The SSL layer was known from SSL_ImportFD, not guessed from its shape.
-    assert_eq!(
-        counters.get("kernel_nss_ssl_layer_by_shape").copied(),
-        Some(0),
-        "{counters:?}"
-    );
+    // The SSL layer was known from SSL_ImportFD, not recognised by shape.
+    assert_eq!(shape_learned(&ev), Some(0));
 }
 
-#[test]
-#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
-fn nss_layered_client_pr_write_pr_read_two_calls() {
-    run_and_check("nss-client", &TWO, |dir, mock, pki| {
+/// tests/clients/nss_client.c, compiled here, with its arguments.
+fn nss_client(
+    name: &'static str,
+) -> impl FnOnce(&TestDir, &MockServer, &common::Pki) -> (String, Vec<String>) {
+    move |dir, mock, pki| {
         let db = nss_db(dir, pki);
         let exe = dir.join("work/nss_client");
         let src = common::repo_root().join("tests/clients/nss_client.c");
@@ -333,9 +365,39 @@ fn nss_layered_client_pr_write_pr_read_two_calls() {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut args = vec!["127.0.0.1".to_string(), mock.port.to_string(), db];
-        args.extend(request_files(dir, "nss-client", mock.port, &TWO));
+        args.extend(request_files(dir, name, mock.port, &TWO));
         (exe.display().to_string(), args)
-    });
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn nss_layered_client_pr_write_pr_read_two_calls() {
+    let ev = run_and_check("nss-client", &TWO, nss_client("nss-client"));
+    assert_eq!(shape_learned(&ev), Some(0), "identity from SSL_ImportFD");
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn nss_connection_made_before_the_attach_is_captured() {
+    // SSL_ImportFD ran before aitrail attached (as for a process attached
+    // at its first connect on a whole host): the SSL layer is recognised by
+    // its shape, under the client's own layer, once, and then known.
+    let ev = run_and_check_attach(
+        "nss-client-late",
+        &TWO,
+        Attach::AfterHandshake,
+        nss_client("nss-client-late"),
+    );
+    assert_eq!(shape_learned(&ev), Some(1), "SSL layer learned by shape");
+}
+
+/// `kernel_nss_ssl_layer_by_shape` of the last health event.
+fn shape_learned(ev: &Events) -> Option<u64> {
+    ev.of_kind(kind::AGENT_HEALTH)
+        .last()
+        .and_then(|h| h.health.as_ref())
+        .and_then(|h| h.counters.get("kernel_nss_ssl_layer_by_shape").copied())
 }
 
 // ------------------------------------------------------------------ libcurl
