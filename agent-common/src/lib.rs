@@ -68,7 +68,7 @@ pub mod tls_flags {
 
 /// Bytes of plaintext carried by one TLS chunk record at most.
 pub const TLS_CHUNK_DATA: usize = 16 * 1024;
-/// Default cap of plaintext copied from one `SSL_*` call.
+/// Default cap of plaintext copied from one TLS read or write call.
 pub const DEFAULT_TLS_CAP: u32 = 256 * 1024;
 /// Largest cap the kernel programs can honour (their chunk loop is bounded).
 pub const MAX_TLS_CAP: u32 = 256 * 1024;
