@@ -78,6 +78,8 @@ enum Workload {
 }
 
 impl Workload {
+    const ALL: [Self; 5] = [Self::Https, Self::Open, Self::Tls, Self::Gnutls, Self::Nspr];
+
     fn title(self) -> &'static str {
         match self {
             Self::Https => "(a) HTTPS POST loop, watched (in scope)",
@@ -146,13 +148,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("--rounds must be at least 1");
     }
     let workloads: Vec<Workload> = if args.only.is_empty() {
-        vec![
-            Workload::Https,
-            Workload::Open,
-            Workload::Tls,
-            Workload::Gnutls,
-            Workload::Nspr,
-        ]
+        Workload::ALL.to_vec()
     } else {
         args.only.clone()
     };

@@ -1,4 +1,4 @@
-//! GnuTLS: `gnutls_record_send`, `gnutls_record_send2`,
+//! `GnuTLS`: `gnutls_record_send`, `gnutls_record_send2`,
 //! `gnutls_record_recv`, `gnutls_record_recv_seq` (entry and return) and
 //! `gnutls_deinit`, found by their exported symbols in `libgnutls.so.*`.
 //! The programs are in agent-ebpf/src/tls_gnutls.rs.
@@ -6,7 +6,7 @@
 //! Not hooked: `gnutls_record_recv_packet` (zero-copy receive, used by
 //! DTLS servers), the early-data calls (0-RTT, client and server) and
 //! `gnutls_record_send_file` (kTLS `sendfile`: the plaintext never passes
-//! through user memory). Since GnuTLS 3.6.3 `gnutls_record_send` is a
+//! through user memory). Since `GnuTLS` 3.6.3 `gnutls_record_send` is a
 //! wrapper of `gnutls_record_send2`; both are hooked (see the programs).
 
 use super::{find_symbols, hooks, is_versioned, Elf, Method, Resolved, Stack};

@@ -19,7 +19,7 @@ use std::{fmt, path::Path};
 pub enum Stack {
     /// OpenSSL 1.1 / 3.x, shared (`libssl.so.*`) or linked in (node).
     OpenSsl,
-    /// GnuTLS 3.x (`libgnutls.so.30`: wget, gnutls-cli, libcurl3-gnutls).
+    /// `GnuTLS` 3.x (`libgnutls.so.30`: wget, gnutls-cli, libcurl3-gnutls).
     GnuTls,
     /// NSS over NSPR (`libssl3.so` + `libnspr4.so`, or both folded into
     /// Mozilla's `libnss3.so`: Firefox, Thunderbird, tstclnt, libcurl3-nss).
