@@ -33,6 +33,7 @@ mod common;
 mod detection;
 mod onehost;
 mod protocols;
+mod stacks;
 
 use std::time::Duration;
 
