@@ -155,6 +155,10 @@ pub const TYPES: &[&str] = &["splunk_hec", "elasticsearch", "opensearch", "http"
 /// read), and narrows its default `kinds` to what its format expresses:
 /// config validation calls it, so that a typo fails at load.
 pub fn prepare(spec: &mut ForwardSpec) -> Result<(), ForwardConfigError> {
+    if TYPES.contains(&spec.kind.as_str()) {
+        // All of them are HTTP destinations.
+        client::Target::parse(spec)?;
+    }
     let format = match spec.kind.as_str() {
         "splunk_hec" => hec::Options::parse(spec)?.format,
         "elasticsearch" | "opensearch" => elastic::Options::parse(spec)?.format,
