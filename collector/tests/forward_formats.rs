@@ -2,9 +2,9 @@
 //! example of docs/events.md and variants of them (failures, unix sockets,
 //! IPv6, signals, errors, MCP calls, ATLAS techniques…) go through
 //! `Format::Ocsf` and `Format::Ecs`, and the results through
-//! tests/forward/validate_ocsf.py (OCSF 1.8.0's own export, via the PyPI
+//! `tests/forward/validate_ocsf.py` (OCSF 1.8.0's own export, via the `PyPI`
 //! package ocsf-json-schema, with jsonschema) and
-//! tests/forward/validate_ecs.js (the ECS field definitions of the npm
+//! `tests/forward/validate_ecs.js` (the ECS field definitions of the npm
 //! package @elastic/ecs). tests/setup-test-deps.sh installs both.
 
 use std::{path::Path, process::Command};
@@ -16,7 +16,7 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// The JSON lines of the ```json blocks of docs/events.md.
+/// The JSON lines of the `json` code blocks of docs/events.md.
 fn doc_examples() -> Vec<Value> {
     let text = std::fs::read_to_string(root().join("docs/events.md")).unwrap();
     let mut out = Vec::new();

@@ -543,28 +543,9 @@ fn api_common(ev: &Value, o: &mut Out, duration_ms: Option<i64>) -> Result<(), U
     Ok(())
 }
 
-fn llm_call(ev: &Value) -> Result<Value, Unmappable> {
-    let mut o = Out::new(
-        ev,
-        &API_ACTIVITY,
-        1,
-        "Create",
-        &["host", "ai_operation", "trace"],
-    )?;
-    let llm = ev
-        .get("llm")
-        .ok_or_else(|| unmappable(ev, "no llm member"))?;
-    let provider = get::str(llm, "/provider").unwrap_or("unknown");
-    let operation = get::str(llm, "/operation")
-        .filter(|s| !s.is_empty())
-        .unwrap_or("unknown");
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "a latency in ms fits i64; `as` saturates"
-    )]
-    let latency = get::f64(llm, "/latency_ms").map(|f| f.round() as i64);
-    api_common(ev, &mut o, latency)?;
-    let status = get::i64(llm, "/status");
+/// `api.request.data` (what was asked: model, system prompt, messages,
+/// tools) and `api.response` (status, the answer, the error).
+fn llm_request_response(llm: &Value, status: Option<i64>) -> (Map<String, Value>, Value) {
     let mut request_data = Map::new();
     for k in [
         "model",
@@ -595,6 +576,32 @@ fn llm_call(ev: &Value) -> Result<Value, Unmappable> {
         response["error"] = e.split(':').next().unwrap_or(e).trim().into();
         response["error_message"] = e.into();
     }
+    (request_data, response)
+}
+
+fn llm_call(ev: &Value) -> Result<Value, Unmappable> {
+    let mut o = Out::new(
+        ev,
+        &API_ACTIVITY,
+        1,
+        "Create",
+        &["host", "ai_operation", "trace"],
+    )?;
+    let llm = ev
+        .get("llm")
+        .ok_or_else(|| unmappable(ev, "no llm member"))?;
+    let provider = get::str(llm, "/provider").unwrap_or("unknown");
+    let operation = get::str(llm, "/operation")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown");
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a latency in ms fits i64; `as` saturates"
+    )]
+    let latency = get::f64(llm, "/latency_ms").map(|f| f.round() as i64);
+    api_common(ev, &mut o, latency)?;
+    let status = get::i64(llm, "/status");
+    let (request_data, response) = llm_request_response(llm, status);
     let api = json!({
         "operation": operation,
         "service": {"name": provider},

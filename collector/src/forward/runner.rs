@@ -342,6 +342,21 @@ impl Runner {
         self.counters().set_position(self.cursor, self.newest);
     }
 
+    async fn refresh_newest(&mut self) {
+        let reader = Arc::clone(&self.reader);
+        let newest = tokio::task::spawn_blocking(move || {
+            reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .newest()
+        })
+        .await;
+        if let Ok(Ok(n)) = newest {
+            self.newest = self.newest.max(n);
+            self.counters().set_position(self.cursor, self.newest);
+        }
+    }
+
     /// Commits the cursor (it moves in memory even when the commit fails:
     /// the events were sent; a restart would send them again).
     async fn commit(&mut self, upto: i64) {
@@ -398,6 +413,8 @@ impl Runner {
                         if cap > 0 && attempts >= cap {
                             break Outcome::GaveUp(why);
                         }
+                        // Keep `lag` true while the destination is down.
+                        self.refresh_newest().await;
                         let wait = self.backoff.next_wait();
                         if !self.backoff_sleep(wait).await {
                             return a;

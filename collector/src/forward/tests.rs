@@ -457,12 +457,9 @@ fn config_keys_are_checked() {
         toml::from_str::<FileConfig>(&format!("{base}{extra}"))
             .map_err(|e| e.to_string())?
             .validate()
-            .map_err(|e| {
-                let mut s = e.to_string();
-                if let Some(src) = std::error::Error::source(&e) {
-                    s.push_str(&format!(": {src}"));
-                }
-                s
+            .map_err(|e| match std::error::Error::source(&e) {
+                Some(src) => format!("{e}: {src}"),
+                None => e.to_string(),
             })
     };
     let hec = "[[forward]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nurl = \"https://splunk.example.com:8088\"\ntoken = \"00000000-0000-0000-0000-000000000000\"\n";

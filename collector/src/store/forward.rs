@@ -191,6 +191,13 @@ pub struct ForwardReader {
 }
 
 impl ForwardReader {
+    /// The newest `seq` in the store (0 when empty).
+    pub fn newest(&mut self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Events after `after` that match `filter`, oldest first: at most
     /// `max_events`, and no more once their bodies reach `max_bytes` (the
     /// row that crosses it is included, so one large event still goes).
