@@ -514,3 +514,38 @@ fn index_names_follow_the_event_time() {
     );
     assert!(super::elastic::index_name("a-%s", t).is_err());
 }
+
+#[test]
+fn the_example_config_forwarders_are_valid() {
+    // config/collector.toml has them commented out; uncomment and check.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/collector.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut tables = String::new();
+    let mut on = false;
+    for line in text.lines() {
+        if line == "# [[forward]]" {
+            on = true;
+        } else if !line.starts_with("# ") && !line.starts_with("# #") {
+            on = false;
+        }
+        if on {
+            let l = &line[2..];
+            if l.starts_with("token_file") {
+                tables.push_str("token = \"example-token\"\n");
+            } else if !l.starts_with('#') {
+                tables.push_str(l);
+                tables.push('\n');
+            }
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Tables {
+        forward: Vec<ForwardSection>,
+    }
+    let t: Tables = toml::from_str(&tables).unwrap();
+    assert_eq!(t.forward.len(), 3, "{tables}");
+    for f in t.forward {
+        let mut spec = f.validate().unwrap();
+        super::prepare(&mut spec).unwrap();
+    }
+}
