@@ -109,6 +109,9 @@ impl Target {
         if uri.query().is_some() {
             return Err(bad("no query string expected"));
         }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(bad("no credentials in the URL; use token or token_file"));
+        }
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")

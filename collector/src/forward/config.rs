@@ -123,8 +123,9 @@ fn default_hold_days() -> u32 {
     7
 }
 
-/// A validated forwarder configuration.
-#[derive(Clone, Debug)]
+/// A validated forwarder configuration. Its `Debug` leaves the token and
+/// the values of the type's own keys (a password may be one) out.
+#[derive(Clone)]
 pub struct ForwardSpec {
     pub name: String,
     pub kind: String,
@@ -144,6 +145,29 @@ pub struct ForwardSpec {
     pub start_at: StartAt,
     pub hold: Duration,
     pub options: toml::Table,
+}
+
+impl std::fmt::Debug for ForwardSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("filter", &self.filter)
+            .field("batch_max_events", &self.batch_max_events)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("batch_max_wait", &self.batch_max_wait)
+            .field("retry_max", &self.retry_max)
+            .field("retry_max_attempts", &self.retry_max_attempts)
+            .field("timeout", &self.timeout)
+            .field("start_at", &self.start_at)
+            .field("hold", &self.hold)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn severity_rank(s: &str) -> Option<u8> {

@@ -494,6 +494,13 @@ fn config_keys_are_checked() {
     assert!(e.contains("token"), "{e}");
     let e = load("[[forward]]\nname = \"x\"\ntype = \"elasticsearch\"\nurl = \"https://es:9200\"\nindex = \"AiTrail-%Y\"\n").unwrap_err();
     assert!(e.contains("lowercase"), "{e}");
+    let e = load("[[forward]]\nname = \"x\"\ntype = \"http\"\nurl = \"https://u:secret@lake\"\nformat = \"ocsf\"\n").unwrap_err();
+    assert!(e.contains("credentials"), "{e}");
+    let dbg = format!("{:?}", ok.forward);
+    assert!(
+        !dbg.contains("00000000-0000") && dbg.contains("[redacted]"),
+        "{dbg}"
+    );
     let e = load("[[forward]]\nname = \"x\"\ntype = \"kafka\"\nurl = \"https://k\"\n").unwrap_err();
     assert!(e.contains("unknown type"), "{e}");
 }
@@ -513,6 +520,11 @@ fn index_names_follow_the_event_time() {
         "logs-aitrail-2026112705"
     );
     assert!(super::elastic::index_name("a-%s", t).is_err());
+}
+
+#[derive(serde::Deserialize)]
+struct Tables {
+    forward: Vec<ForwardSection>,
 }
 
 #[test]
@@ -537,10 +549,6 @@ fn the_example_config_forwarders_are_valid() {
                 tables.push('\n');
             }
         }
-    }
-    #[derive(serde::Deserialize)]
-    struct Tables {
-        forward: Vec<ForwardSection>,
     }
     let t: Tables = toml::from_str(&tables).unwrap();
     assert_eq!(t.forward.len(), 3, "{tables}");
