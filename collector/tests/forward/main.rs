@@ -30,6 +30,8 @@ const HEC_TOKEN: &str = "6f0c3c2e-7d9a-4b8e-9d35-2f1f5a0c9e11";
 const ES_KEY: &str = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
 /// Refused by the bulk mock with a mapping error.
 const BAD_FOR_ES: &[&str] = &["ev-000123"];
+/// Refused by the HEC mock (400 code 6); only the second test sends them.
+const BAD_FOR_HEC: &[&str] = &["ev-000777", "ev-000778"];
 
 fn flaky(id: &str) -> bool {
     // A 429 the first time for about one item in seven.
@@ -93,7 +95,7 @@ impl Setup {
             Arc::new(Record::default()),
         );
         let servers = vec![
-            mock::hec(&pki, HEC_TOKEN, Arc::clone(&hec)),
+            mock::hec(&pki, HEC_TOKEN, Arc::clone(&hec), BAD_FOR_HEC),
             mock::bulk(&pki, ES_KEY, Arc::clone(&es), flaky, BAD_FOR_ES),
             mock::ndjson(None, Arc::clone(&lake)),
         ];
@@ -109,6 +111,10 @@ impl Setup {
     }
 
     fn config(&self) -> String {
+        self.config_with(HEC_TOKEN)
+    }
+
+    fn config_with(&self, hec_token: &str) -> String {
         let ca = self.pki.ca.display();
         let common = "batch_max_wait_ms = 100\nretry_max_ms = 400\ntimeout_ms = 5000\n";
         format!(
@@ -127,7 +133,7 @@ retention_days = 0
 name = "splunk"
 type = "splunk_hec"
 url = "https://127.0.0.1:{hec}"
-token = "{HEC_TOKEN}"
+token = "{hec_token}"
 ca_file = "{ca}"
 batch_max_events = 50
 compression = "gzip"
@@ -157,7 +163,11 @@ batch_max_events = 100
     }
 
     fn start(&self) -> Running {
-        let cfg: FileConfig = toml::from_str(&self.config()).unwrap();
+        self.start_with(HEC_TOKEN)
+    }
+
+    fn start_with(&self, hec_token: &str) -> Running {
+        let cfg: FileConfig = toml::from_str(&self.config_with(hec_token)).unwrap();
         Collector::start_in_thread(cfg.validate().unwrap()).expect("collector starts")
     }
 }
@@ -345,4 +355,49 @@ fn every_stored_event_reaches_each_destination_once_across_an_outage_and_a_resta
             "{name} cursor persisted"
         );
     }
+}
+
+#[test]
+fn hec_a_wrong_token_is_retried_and_a_refused_event_is_isolated() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = Setup::new();
+    // The token is wrong: HEC answers 401 code 3; nothing may be dropped.
+    let c = s.start_with("wrong-token-0000");
+    ingest(&rt, &s.pki, &c, 700..900);
+    let splunk = counters(&c, "splunk");
+    wait_for("401s retried", Duration::from_secs(10), || {
+        get(&splunk.batches_retried) >= 3
+    });
+    assert_eq!(get(&splunk.events_sent), 0);
+    assert_eq!(
+        get(&splunk.events_rejected),
+        0,
+        "a token problem drops nothing"
+    );
+    assert!(s.hec.refused.load(Ordering::Relaxed) >= 3);
+    c.stop();
+    // Fixed: everything goes, except the two events HEC cannot parse,
+    // which the forwarder isolates by splitting the batches that hold them.
+    let c = s.start();
+    let splunk = counters(&c, "splunk");
+    wait_for("splunk done", Duration::from_secs(30), || {
+        get(&splunk.cursor) == 200
+    });
+    assert_eq!(
+        get(&splunk.events_rejected),
+        2,
+        "{splunk:?} hec refused {}",
+        s.hec.refused.load(Ordering::Relaxed)
+    );
+    assert_eq!(get(&splunk.events_sent), 198);
+    assert!(get(&splunk.batches_rejected) >= 2);
+    let want: BTreeSet<String> = (700..900)
+        .map(|n| format!("ev-{n:06}"))
+        .filter(|id| !BAD_FOR_HEC.contains(&id.as_str()))
+        .collect();
+    exactly_once("splunk", &s.hec, &want);
+    c.stop();
 }

@@ -152,8 +152,11 @@ impl Record {
 }
 
 /// Splunk HEC: `POST /services/collector/event`, `Authorization: Splunk
-/// TOKEN`, concatenated event objects; 503 `{"code":9}` while down.
-pub fn hec(pki: &Pki, token: &str, rec: Arc<Record>) -> Server {
+/// TOKEN`, concatenated event objects; 503 `{"code":9}` while down; a
+/// request holding an event whose id is in `bad` is refused whole with 400
+/// `{"code":6}` (invalid data format), as HEC refuses a batch with one
+/// event it cannot parse.
+pub fn hec(pki: &Pki, token: &str, rec: Arc<Record>, bad: &'static [&'static str]) -> Server {
     let want = format!("Splunk {token}");
     serve(
         Some(pki),
@@ -216,6 +219,13 @@ pub fn hec(pki: &Pki, token: &str, rec: Arc<Record>) -> Server {
                 return (
                     StatusCode::BAD_REQUEST,
                     r#"{"text":"No data","code":5}"#.into(),
+                );
+            }
+            if events.iter().any(|id| bad.contains(&id.as_str())) {
+                rec.refused.fetch_add(1, Ordering::Relaxed);
+                return (
+                    StatusCode::BAD_REQUEST,
+                    r#"{"text":"Invalid data format","code":6,"invalid-event-number":0}"#.into(),
                 );
             }
             for id in &events {
