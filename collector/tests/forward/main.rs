@@ -110,10 +110,6 @@ impl Setup {
         }
     }
 
-    fn config(&self) -> String {
-        self.config_with(HEC_TOKEN)
-    }
-
     fn config_with(&self, hec_token: &str) -> String {
         let ca = self.pki.ca.display();
         let common = "batch_max_wait_ms = 100\nretry_max_ms = 400\ntimeout_ms = 5000\n";
