@@ -10,8 +10,12 @@
 #                    libnss3-dev + gcc + pkg-config (tests/clients/nss_client.c),
 #                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
 #                    aitrail does not hook, for the blind-spot test)
-#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs),
-#                    installed only if a pinned version is not already there
+#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs;
+#                    ocsf-json-schema + jsonschema for the forwarders' OCSF
+#                    check), installed only if a pinned version is not
+#                    already there
+#   npm packages     @elastic/ecs (ECS field definitions, for the forwarders'
+#                    ECS check) into tests/node_modules, pinned below
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
@@ -108,8 +112,30 @@ else
     "$py" -m pip "${pip_args[@]}"
 fi
 
+# --- npm packages ----------------------------------------------------------
+# Pinned; installed into tests/node_modules (git-ignored), no package.json.
+npm_pkgs=("@elastic/ecs@9.4.0")
+for spec in "${npm_pkgs[@]}"; do
+    name=${spec%@*}
+    want=${spec##*@}
+    have=$(node -e "try{console.log(require('$here/node_modules/$name/package.json').version)}catch(e){}" 2>/dev/null || true)
+    if [ "$have" = "$want" ]; then
+        log "npm $name $want present"
+        continue
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm install $spec"
+    npm install --prefix "$here" --no-save --no-audit --no-fund "$spec"
+done
+
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
+"$py" -c 'import jsonschema, ocsf_json_schema' || { log "python cannot import jsonschema/ocsf_json_schema"; exit 1; }
+node -e "require('$here/node_modules/@elastic/ecs/build/commonjs/ecs_flat.js')" || { log "node cannot load @elastic/ecs"; exit 1; }
 node -e 'require("https"); require("zlib")' || { log "node is not usable"; exit 1; }
 pkg-config --exists nss || { log "pkg-config finds no nss (libnss3-dev)"; exit 1; }
 log "ok"
