@@ -3,12 +3,23 @@
 # Debian 12 machine, as root. Idempotent: does nothing when all is present.
 #
 #   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
-#                    rsyslog + rsyslog-gnutls (the syslog forwarder's receiver;
-#                    the tests run their own rsyslogd, never the system's),
-#                    python3 + python3-pip and nodejs only if missing
+#                    python3 + python3-pip and nodejs only if missing;
+#                    rsyslog + rsyslog-gnutls (the syslog/CEF forwarders'
+#                    receiver; the tests run their own rsyslogd, never the
+#                    system's);
+#                    the other TLS stacks' clients: gnutls-bin (gnutls-cli) and
+#                    wget (GnuTLS), libcurl3-gnutls and libcurl3-nss (curl's
+#                    GnuTLS and NSS backends), libnss3-tools (tstclnt, certutil) and
+#                    libnss3-dev + gcc + pkg-config (tests/clients/nss_client.c),
+#                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
+#                    aitrail does not hook, for the blind-spot test)
 #   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
-#                    opentelemetry-proto for the OTLP receiver),
+#                    boto3 for the Bedrock client; for the forwarders' tests:
+#                    opentelemetry-proto for the OTLP receiver,
+#                    ocsf-json-schema + jsonschema for the OCSF check),
 #                    installed only if a pinned version is not already there
+#   npm packages     @elastic/ecs (ECS field definitions, for the forwarders'
+#                    ECS check) into tests/node_modules, pinned below
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
@@ -36,7 +47,7 @@ missing=()
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
-for pkg in openssl curl ca-certificates rsyslog rsyslog-gnutls; do
+for pkg in openssl curl ca-certificates rsyslog rsyslog-gnutls libcurl3-gnutls libcurl3-nss; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 if ! command -v "$py" >/dev/null 2>&1; then
@@ -49,6 +60,14 @@ fi
 if ! command -v node >/dev/null 2>&1; then
     missing+=(nodejs)
 fi
+# Clients of the other TLS stacks (agent/tests/e2e/stacks.rs).
+for pair in gnutls-cli:gnutls-bin wget:wget tstclnt:libnss3-tools certutil:libnss3-tools \
+            cc:gcc pkg-config:pkg-config javac:default-jdk-headless; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if ! { command -v pkg-config && pkg-config --exists nss; } >/dev/null 2>&1; then
+    missing+=(libnss3-dev)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         log "missing ${missing[*]} and no apt-get: install them by hand"
@@ -56,9 +75,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     log "apt-get install ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # the same package may be listed twice (tstclnt and certutil)
+    readarray -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-    log "Debian packages present (openssl, curl, ca-certificates, rsyslog, rsyslog-gnutls, python3, pip, node)"
+    log "Debian packages present (openssl, curl, ca-certificates, rsyslog, rsyslog-gnutls, python3, pip, node, gnutls-cli, wget, NSS tools and headers, cc, a JDK)"
 fi
 
 # --- Python packages -------------------------------------------------------
@@ -95,10 +116,33 @@ else
     "$py" -m pip "${pip_args[@]}"
 fi
 
+# --- npm packages ----------------------------------------------------------
+# Pinned; installed into tests/node_modules (git-ignored), no package.json.
+npm_pkgs=("@elastic/ecs@9.4.0")
+for spec in "${npm_pkgs[@]}"; do
+    name=${spec%@*}
+    want=${spec##*@}
+    have=$(node -e "try{console.log(require('$here/node_modules/$name/package.json').version)}catch(e){}" 2>/dev/null || true)
+    if [ "$have" = "$want" ]; then
+        log "npm $name $want present"
+        continue
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm install $spec"
+    npm install --prefix "$here" --no-save --no-audit --no-fund "$spec"
+done
+
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
+"$py" -c 'import jsonschema, ocsf_json_schema' || { log "python cannot import jsonschema/ocsf_json_schema"; exit 1; }
 "$py" -c 'from opentelemetry.proto.collector.logs.v1 import logs_service_pb2' \
     || { log "python cannot import opentelemetry.proto"; exit 1; }
 [ -x /usr/sbin/rsyslogd ] || { log "rsyslogd missing"; exit 1; }
+node -e "require('$here/node_modules/@elastic/ecs/build/commonjs/ecs_flat.js')" || { log "node cannot load @elastic/ecs"; exit 1; }
 node -e 'require("https"); require("zlib")' || { log "node is not usable"; exit 1; }
+pkg-config --exists nss || { log "pkg-config finds no nss (libnss3-dev)"; exit 1; }
 log "ok"
