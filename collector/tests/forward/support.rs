@@ -1,12 +1,14 @@
-//! What both receivers' tests share: events with hard characters, paths,
-//! and waiting.
+//! What the syslog, OTLP and end-to-end tests share: events with hard
+//! characters, forwarder specs, paths, and waiting.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
+use aitrail_collector::forward::{ForwardSection, ForwardSpec};
 use serde_json::{json, Value};
 
 /// Text that needs escaping in every format, and is not ASCII.
@@ -126,4 +128,19 @@ pub fn without_controls(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
         .collect()
+}
+
+/// A `[[forward]]` table (without the header) through the collector's
+/// validation and the type's `prepare`, as config loading does.
+pub fn spec(table: &str) -> ForwardSpec {
+    let mut spec = toml::from_str::<ForwardSection>(table)
+        .unwrap_or_else(|e| panic!("{e}\n{table}"))
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{table}"));
+    aitrail_collector::forward::prepare(&mut spec).unwrap_or_else(|e| panic!("{e}\n{table}"));
+    spec
+}
+
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
 }

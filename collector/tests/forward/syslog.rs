@@ -13,14 +13,14 @@ use std::{
 };
 
 use aitrail_collector::forward::{
-    syslog::{SyslogConfig, SyslogDestination},
-    Destination, ForwardError,
+    syslog::{Format, SyslogDestination},
+    Destination, ForwardCounters, ForwardError,
 };
 use serde_json::Value;
 
 use crate::{
     pki::Pki,
-    support::{event, id, tail, wait_for, without_controls, NASTY},
+    support::{event, get, id, spec, tail, wait_for, without_controls, NASTY},
 };
 
 // ------------------------------------------------------------------ rsyslog
@@ -203,20 +203,41 @@ impl Drop for Rsyslog {
 
 // ----------------------------------------------------------------- helpers
 
-fn config(pki: &Pki, port: u16) -> SyslogConfig {
-    toml::from_str(&format!(
-        r#"
-        address = "127.0.0.1:{port}"
-        ca_file = "{ca}"
-        client_cert = "{cert}"
-        client_key = "{key}"
-        timeout_ms = 5000
-        "#,
-        ca = pki.ca.display(),
-        cert = pki.client_cert.display(),
-        key = pki.client_key.display(),
-    ))
-    .unwrap()
+/// The keys that make the forwarder trust the test CA and present the
+/// `agent-1` client certificate rsyslog asks for.
+pub fn mtls(pki: &Pki) -> String {
+    format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+    )
+}
+
+/// A `[[forward]]` table to rsyslog on `port` (TLS), with `keys` (the TLS
+/// material and anything else).
+fn table(port: u16, kind: &str, keys: &str) -> String {
+    let timeout = if keys.contains("timeout_ms") {
+        ""
+    } else {
+        "timeout_ms = 5000\n"
+    };
+    format!(
+        "name = \"rsyslog\"\ntype = \"{kind}\"\nurl = \"tls://127.0.0.1:{port}\"\n{timeout}{keys}"
+    )
+}
+
+/// The destination of a syslog `[[forward]]` table, and its counters.
+fn build(table: &str) -> (SyslogDestination, Arc<ForwardCounters>) {
+    let spec = spec(table);
+    let format = match spec.kind.as_str() {
+        "cef" => Format::Cef,
+        _ => Format::Rfc5424,
+    };
+    let counters = Arc::new(ForwardCounters::default());
+    let dest = SyslogDestination::new(&spec, format, Arc::clone(&counters))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (dest, counters)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -228,7 +249,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// SD params of rsyslog's `structured-data` property, unescaped.
-fn sd_params(sd: &str) -> HashMap<String, String> {
+pub fn sd_params(sd: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let inner = sd
         .strip_prefix('[')
@@ -278,7 +299,7 @@ fn send_all(
     });
 }
 
-fn wait_received(rs: &Rsyslog, n: usize) -> Vec<Value> {
+pub fn wait_received(rs: &Rsyslog, n: usize) -> Vec<Value> {
     let start = std::time::Instant::now();
     loop {
         let got = rs.received();
@@ -303,7 +324,7 @@ fn rsyslog_parses_every_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let rs = Rsyslog::start(&dir.path().join("rsyslog"), &pki, 0);
-    let dest = SyslogDestination::syslog(&config(&pki, rs.port)).unwrap();
+    let (dest, c) = build(&table(rs.port, "syslog", &mtls(&pki)));
     let mut events: Vec<Value> = (0..400).map(event).collect();
     // One whose history is too big (left out) and one too big anyway (cut).
     let mut big = event(400 * 8); // llm.call
@@ -378,18 +399,22 @@ fn rsyslog_parses_every_message_once() {
     }
     assert_eq!(seen.len(), events.len());
     assert!(seen.values().all(|n| *n == 1));
-    let c = dest.counters().snapshot();
-    assert_eq!(c["messages_sent"], events.len() as u64);
-    assert_eq!((c["messages_trimmed"], c["messages_truncated"]), (1, 1));
+    assert_eq!((get(&c.events_trimmed), get(&c.events_truncated)), (1, 1));
     assert_eq!(
-        (c["connects"], c["resets"], c["messages_resent"]),
+        (
+            get(&c.connects),
+            get(&c.connection_resets),
+            get(&c.events_resent)
+        ),
         (1, 0, 0)
     );
+    assert!(get(&c.bytes_sent) > 400 * 1000, "{c:?}");
+    assert_eq!(get(&c.answers_unexpected), 0);
 }
 
 /// Splits a CEF line into its 7 header fields and the extension's pairs,
 /// both unescaped.
-fn parse_cef(line: &str) -> (Vec<String>, HashMap<String, String>) {
+pub fn parse_cef(line: &str) -> (Vec<String>, HashMap<String, String>) {
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars();
@@ -448,7 +473,7 @@ fn cef_over_tls_to_rsyslog() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let rs = Rsyslog::start(&dir.path().join("rsyslog"), &pki, 0);
-    let dest = SyslogDestination::cef(&config(&pki, rs.port)).unwrap();
+    let (dest, _) = build(&table(rs.port, "cef", &mtls(&pki)));
     assert_eq!(dest.kind(), "cef");
     let events: Vec<Value> = (0..160).map(event).collect();
     let rt = runtime();
@@ -537,21 +562,28 @@ fn without_breaks(s: &str) -> String {
         .collect()
 }
 
+/// What a stream through a restart of rsyslog gave.
+struct Restarted {
+    events: Vec<Value>,
+    /// The ids rsyslog wrote, in order.
+    ids: Vec<String>,
+    counters: Arc<ForwardCounters>,
+    /// Failed sends (each retried).
+    retries: usize,
+}
+
 /// Sends `n` batches from a task, retrying each until it is sent, while
 /// the test stops and restarts rsyslog with `signal` after a third of them.
-fn stream_through_restart(
-    signal: i32,
-) -> (
-    Vec<Value>,
-    Vec<String>,
-    std::collections::BTreeMap<&'static str, u64>,
-) {
+fn stream_through_restart(signal: i32) -> Restarted {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let mut rs = Rsyslog::start(&dir.path().join("rsyslog"), &pki, 0);
-    let mut cfg = config(&pki, rs.port);
-    cfg.timeout_ms = 2000;
-    let dest = Arc::new(SyslogDestination::syslog(&cfg).unwrap());
+    let (dest, counters) = build(&table(
+        rs.port,
+        "syslog",
+        &format!("{}timeout_ms = 2000\n", mtls(&pki)),
+    ));
+    let dest = Arc::new(dest);
     let events: Vec<Value> = (0..3000).map(event).collect();
     let batches = 120;
     let per = events.len() / batches;
@@ -560,7 +592,7 @@ fn stream_through_restart(
     let sender = {
         let (dest, done, events) = (Arc::clone(&dest), Arc::clone(&done), events.clone());
         rt.spawn(async move {
-            let mut retries = 0;
+            let mut retries = 0usize;
             for chunk in events.chunks(per) {
                 loop {
                     match dest.send(chunk).await {
@@ -576,6 +608,7 @@ fn stream_through_restart(
                 done.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            retries
         })
     };
     wait_for(Duration::from_mins(1), "a third sent", || {
@@ -585,7 +618,7 @@ fn stream_through_restart(
     let at_stop = done.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(500));
     rs.restart();
-    rt.block_on(sender).unwrap();
+    let retries = rt.block_on(sender).unwrap();
     assert!(at_stop < batches, "the stop came mid-stream");
     // Everything sent after the restart is written within a second or two;
     // wait until the file stops growing.
@@ -601,8 +634,12 @@ fn stream_through_restart(
         .iter()
         .map(|l| sd_params(l["sd"].as_str().unwrap())["id"].clone())
         .collect();
-    let counters = dest.counters().snapshot();
-    (events, ids, counters)
+    Restarted {
+        events,
+        ids,
+        counters,
+        retries,
+    }
 }
 
 fn tally(events: &[Value], ids: &[String]) -> (Vec<String>, usize) {
@@ -622,35 +659,39 @@ fn tally(events: &[Value], ids: &[String]) -> (Vec<String>, usize) {
 
 #[test]
 fn rsyslog_restarted_mid_stream_loses_nothing() {
-    let (events, ids, c) = stream_through_restart(libc::SIGTERM);
-    let (lost, dups) = tally(&events, &ids);
+    let r = stream_through_restart(libc::SIGTERM);
+    let (lost, dups) = tally(&r.events, &r.ids);
+    let c = &r.counters;
     eprintln!(
-        "SIGTERM restart: sent {}, received {}, lost {}, duplicates {dups}, counters {c:?}",
-        events.len(),
-        ids.len(),
-        lost.len()
+        "SIGTERM restart: sent {}, received {}, lost {}, duplicates {dups}, retries {}, counters {c:?}",
+        r.events.len(),
+        r.ids.len(),
+        lost.len(),
+        r.retries
     );
     assert!(lost.is_empty(), "lost {lost:?}");
-    assert!(c["connects"] >= 2, "reconnected: {c:?}");
+    assert!(get(&c.connects) >= 2, "reconnected: {c:?}");
     // Duplicates come only from what was sent twice: the replay window and
     // the retried batches' messages that got through before the failure.
     assert!(
-        dups as u64 <= c["messages_resent"] + c["batches_failed"] * 25,
+        dups as u64 <= get(&c.events_resent) + r.retries as u64 * 25,
         "{dups} duplicates, {c:?}"
     );
 }
 
 #[test]
 fn rsyslog_killed_mid_stream_loses_at_most_its_own_queue() {
-    let (events, ids, c) = stream_through_restart(libc::SIGKILL);
-    let (lost, dups) = tally(&events, &ids);
+    let r = stream_through_restart(libc::SIGKILL);
+    let (lost, dups) = tally(&r.events, &r.ids);
+    let c = &r.counters;
     eprintln!(
-        "SIGKILL restart: sent {}, received {}, lost {}, duplicates {dups}, counters {c:?}; lost: {lost:?}",
-        events.len(),
-        ids.len(),
-        lost.len()
+        "SIGKILL restart: sent {}, received {}, lost {}, duplicates {dups}, retries {}, counters {c:?}; lost: {lost:?}",
+        r.events.len(),
+        r.ids.len(),
+        lost.len(),
+        r.retries
     );
-    assert!(c["connects"] >= 2, "reconnected: {c:?}");
+    assert!(get(&c.connects) >= 2, "reconnected: {c:?}");
     // A killed rsyslog loses what it had read into its in-memory queue but
     // not yet written: its TCP acknowledged it and the kernel closed the
     // socket in order (nothing unread), so no transport can tell. The
@@ -675,11 +716,11 @@ fn untrusted_peers_are_refused() {
     // first batch may look delivered (its TCP acknowledged it) until the
     // reset shows at the next one: it is then in the replay window, never
     // in rsyslog's output.
-    let mut cfg = config(&pki, rs.port);
-    cfg.client_cert = None;
-    cfg.client_key = None;
-    cfg.timeout_ms = 3000;
-    let dest = SyslogDestination::syslog(&cfg).unwrap();
+    let (dest, c) = build(&table(
+        rs.port,
+        "syslog",
+        &format!("ca_file = \"{}\"\ntimeout_ms = 3000\n", pki.ca.display()),
+    ));
     let mut refused = 0;
     for _ in 0..3 {
         if let Err(err) = rt.block_on(dest.send(&one)) {
@@ -688,15 +729,20 @@ fn untrusted_peers_are_refused() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(refused >= 2, "{:?}", dest.counters().snapshot());
+    assert!(refused >= 2, "{c:?}");
     // A CA that did not sign rsyslog's certificate: we refuse it.
-    let mut cfg = config(&pki, rs.port);
-    cfg.ca_file = Some(pki.rogue_cert.clone());
-    let dest = SyslogDestination::syslog(&cfg).unwrap();
+    let (dest, _) = build(&table(
+        rs.port,
+        "syslog",
+        &mtls(&pki).replace(
+            &format!("ca_file = \"{}\"", pki.ca.display()),
+            &format!("ca_file = \"{}\"", pki.rogue_cert.display()),
+        ),
+    ));
     let err = rt.block_on(dest.send(&one)).unwrap_err();
     assert!(err.to_string().contains("TLS handshake"), "{err}");
     // The right client gets through, and only its message landed.
-    let dest = SyslogDestination::syslog(&config(&pki, rs.port)).unwrap();
+    let (dest, _) = build(&table(rs.port, "syslog", &mtls(&pki)));
     rt.block_on(dest.send(&one)).unwrap();
     let got = wait_received(&rs, 1);
     std::thread::sleep(Duration::from_millis(300));

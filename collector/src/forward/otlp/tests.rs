@@ -239,63 +239,88 @@ fn retry_after_values() {
     assert_eq!(parse_retry_after("soon"), None);
 }
 
-fn config(endpoint: &str) -> OtlpConfig {
-    OtlpConfig {
-        endpoint: endpoint.into(),
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        token: None,
-        token_file: None,
-        headers: BTreeMap::new(),
-        compression: Compression::Gzip,
-        body: BodyFormat::Json,
-        timeout_ms: 1000,
-    }
+/// A `[[forward]]` table through the framework's validation and `prepare`,
+/// built.
+fn build(table: &str) -> Result<OtlpDestination, String> {
+    let mut spec = toml::from_str::<crate::forward::ForwardSection>(table)
+        .map_err(|e| e.to_string())?
+        .validate()
+        .map_err(|e| e.to_string())?;
+    crate::forward::prepare(&mut spec).map_err(|e| e.to_string())?;
+    OtlpDestination::new(&spec, Arc::default()).map_err(|e| e.to_string())
+}
+
+fn table(url: &str, extra: &str) -> String {
+    format!("name = \"o\"\ntype = \"otlp\"\nurl = \"{url}\"\n{extra}\n")
 }
 
 #[test]
 fn endpoints_and_headers() {
-    let d = OtlpDestination::new(&config("http://127.0.0.1:4318")).unwrap();
+    let d = build(&table("http://127.0.0.1:4318", "")).unwrap();
+    assert_eq!(d.path, "/v1/logs");
+    assert_eq!(d.client.target().authority, "127.0.0.1:4318");
+    assert_eq!(d.options.compression, Compression::Gzip, "gzip by default");
+    let d = build(&table("http://[::1]:4318/custom/logs", "")).unwrap();
+    assert_eq!(d.path, "", "the URL's own path");
+    assert_eq!(d.client.target().base_path, "/custom/logs");
+    assert_eq!(d.client.target().authority, "[::1]:4318");
+    // `endpoint` is the same key as `url`.
+    let d = build(
+        "name = \"o\"\ntype = \"otlp\"\nendpoint = \"http://localhost:4318/v1/logs\"\nbody = \"map\"\ncompression = \"none\"\n",
+    )
+    .unwrap();
+    assert_eq!(d.options.body, BodyFormat::Map);
+    assert_eq!(d.options.compression, Compression::None);
+    let err = |t: String| build(&t).map(|_| ()).unwrap_err();
+    assert!(err(table("http://otel.example.com:4318", "")).contains("loopback"));
+    assert!(err(table("ftp://x/", "")).contains("https://"));
+    assert!(err(table("https://x/v1/logs?a=b", "")).contains("query"));
+    assert!(err(table("http://127.0.0.1:1", "ca_file = \"/x.pem\"")).contains("https://"));
+    assert!(err(table(
+        "http://127.0.0.1:1",
+        "headers = { \"content-type\" = \"text/plain\" }"
+    ))
+    .contains("set by the forwarder"));
+    assert!(err(table(
+        "http://127.0.0.1:1",
+        "headers = { \"authorization\" = \"Basic eA==\" }"
+    ))
+    .contains("set by the forwarder"));
+    assert!(err(table(
+        "http://127.0.0.1:1",
+        "headers = { \"bad header\" = \"x\" }"
+    ))
+    .contains("header name"));
+    assert!(err(table(
+        "http://127.0.0.1:1",
+        "headers = { \"x-a\" = \"a\\nb\" }"
+    ))
+    .contains("header value"));
+    assert!(err(table("http://127.0.0.1:1", "format = \"ocsf\"")).contains("format"));
+    let d = build(&table(
+        "http://127.0.0.1:1",
+        "token = \"t\"\nheaders = { \"x-scope-orgid\" = \"tenant-1\" }",
+    ))
+    .unwrap();
+    let h: Vec<(&str, &str)> = d
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     assert_eq!(
-        (d.path.as_str(), d.port, d.authority.as_str()),
-        ("/v1/logs", 4318, "127.0.0.1:4318")
+        h,
+        [
+            ("content-type", "application/x-protobuf"),
+            ("authorization", "Bearer t"),
+            ("x-scope-orgid", "tenant-1")
+        ]
     );
-    let d = OtlpDestination::new(&config("http://[::1]:4318/custom/logs")).unwrap();
-    assert_eq!(
-        (d.host.as_str(), d.path.as_str(), d.authority.as_str()),
-        ("::1", "/custom/logs", "[::1]:4318")
-    );
-    let d = OtlpDestination::new(&config("https://otel.example.com/v1/logs")).unwrap();
-    assert_eq!((d.port, d.authority.as_str()), (443, "otel.example.com"));
-    let err = |c: OtlpConfig| {
-        OtlpDestination::new(&c)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
-    };
-    assert!(err(config("http://otel.example.com:4318")).contains("loopback"));
-    assert!(err(config("ftp://x/")).contains("http"));
-    assert!(err(config("https://x/v1/logs?a=b")).contains("query"));
-    let mut c = config("http://127.0.0.1:1");
-    c.headers.insert("content-type".into(), "text/plain".into());
-    assert!(err(c).contains("set by the forwarder"));
-    let mut c = config("http://127.0.0.1:1");
-    c.headers.insert("bad header".into(), "x".into());
-    assert!(err(c).contains("header name"));
-    let mut c = config("http://127.0.0.1:1");
-    c.token = Some("t".into());
-    c.headers.insert("x-scope-orgid".into(), "tenant-1".into());
-    let d = OtlpDestination::new(&c).unwrap();
-    assert_eq!(d.headers.len(), 2);
-    assert_eq!(d.headers[0].1.to_str().unwrap(), "Bearer t");
-    assert!(d.headers[0].1.is_sensitive());
 }
 
 #[test]
 fn gzip_body_decodes_to_the_request() {
     use std::io::Read as _;
-    let d = OtlpDestination::new(&config("http://127.0.0.1:1")).unwrap();
+    let d = build(&table("http://127.0.0.1:1", "")).unwrap();
     let body = d.encode(&[llm_call()]);
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(body.as_ref())

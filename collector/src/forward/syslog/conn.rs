@@ -81,7 +81,8 @@ impl Stream {
 
     /// Looks at an idle connection without waiting. A syslog receiver
     /// sends nothing but TLS handshake messages (which rustls consumes), so
-    /// application bytes are discarded and counted in `unexpected`.
+    /// application bytes are discarded; each read that returned some is
+    /// counted in `unexpected`.
     pub async fn probe(&mut self, unexpected: &mut u64) -> Peer {
         let mut buf = [0u8; 1024];
         loop {
@@ -89,7 +90,7 @@ impl Stream {
             match tokio::time::timeout(Duration::ZERO, self.read(&mut buf)).await {
                 Err(_) => return Peer::Alive,
                 Ok(Ok(0)) => return Peer::Closed,
-                Ok(Ok(n)) => *unexpected += n as u64,
+                Ok(Ok(_)) => *unexpected += 1,
                 // TLS without close_notify, then FIN: still an orderly close
                 // of the TCP stream.
                 Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Peer::Closed,
@@ -111,7 +112,7 @@ impl Stream {
             tokio::select! {
                 r = self.read(&mut buf) => match r {
                     Ok(0) => return Err(Broken::Closed { unacked }),
-                    Ok(n) => *unexpected += n as u64,
+                    Ok(_) => *unexpected += 1,
                     Err(e) => return Err(Broken::Io(e)),
                 },
                 () = tokio::time::sleep(pause) => {}

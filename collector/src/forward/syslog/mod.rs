@@ -13,7 +13,7 @@
 //!   sent: nothing to do;
 //! - a reset, a failed write or a timeout may have discarded data: the last
 //!   `replay_bytes` of messages sent on that connection are sent again on
-//!   the next one (counted in `messages_resent`; duplicates carry the same
+//!   the next one (counted in `events_resent`; duplicates carry the same
 //!   event `id`).
 //!
 //! So a message is lost only when, at a reset, the receiver held more than
@@ -29,16 +29,9 @@
 mod conn;
 pub mod format;
 
-use std::{
-    collections::{BTreeMap, VecDeque},
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
+use hyper::Uri;
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 use serde_json::Value;
@@ -46,32 +39,29 @@ use tokio::net::TcpStream;
 
 use self::conn::{Broken, Peer, Stream};
 use super::{
-    client_tls::{self, ClientTlsError},
-    Destination, ForwardError, SendFuture,
+    add,
+    client::{is_loopback, tls_config},
+    config::ForwardSpec,
+    Destination, ForwardConfigError, ForwardCounters, ForwardError, SendFuture,
 };
 
 /// IANA's example enterprise number (RFC 5612): replace it with your
 /// organisation's own private enterprise number.
 pub const DEFAULT_ENTERPRISE_ID: &str = "32473";
+/// Syslog over TLS (RFC 5425), the port of a `tls://` URL without one.
+pub const TLS_PORT: u16 = 6514;
 
-/// `[[forward]]` with `type = "syslog"` or `type = "cef"`.
+/// The own keys of `type = "syslog"` and `type = "cef"`. The receiver is
+/// the forwarder's `url`: `tls://HOST[:PORT]` (port 6514 by default), or
+/// `tcp://HOST:PORT`, plaintext, accepted only to a loopback address (a
+/// local relay). `ca_file`, `client_cert`/`client_key` and `timeout_ms`
+/// (connect + write + TCP acknowledgement of one batch) are the
+/// forwarder's common keys.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SyslogConfig {
-    /// `HOST:PORT` of the receiver (`[v6]:PORT`); 6514 is syslog over TLS.
-    pub address: String,
-    /// `tls` (default), or `tcp`: plaintext, accepted only to a loopback
-    /// address (a local relay).
-    #[serde(default)]
-    pub transport: Transport,
-    /// Name the receiver's certificate must carry; default: the host of
-    /// `address`.
+pub struct Options {
+    /// Name the receiver's certificate must carry; default: the URL's host.
     pub server_name: Option<String>,
-    /// PEM CA bundle; default: the system's.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for receivers that require them.
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
     /// `kern` … `local7`; default `local0`.
     #[serde(default = "default_facility")]
     pub facility: String,
@@ -83,21 +73,10 @@ pub struct SyslogConfig {
     /// receiver must accept it (rsyslog: `global(maxMessageSize=…)`).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// Connect + write + acknowledgement of one batch.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
     /// Messages kept to send again after a reset (see the module doc); 0
     /// turns that off.
     #[serde(default = "default_replay_bytes")]
     pub replay_bytes: usize,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    #[default]
-    Tls,
-    Tcp,
 }
 
 fn default_facility() -> String {
@@ -109,15 +88,13 @@ fn default_enterprise_id() -> String {
 fn default_max_message_bytes() -> usize {
     64 * 1024
 }
-fn default_timeout_ms() -> u64 {
-    30_000
-}
 fn default_replay_bytes() -> usize {
     1024 * 1024
 }
 
 const MIN_MESSAGE_BYTES: usize = 8192;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+const MAX_REPLAY_BYTES: usize = 256 * 1024 * 1024;
 
 /// RFC 5424 facility numbers.
 const FACILITIES: [&str; 24] = [
@@ -126,21 +103,110 @@ const FACILITIES: [&str; 24] = [
     "local5", "local6", "local7",
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum SyslogError {
-    #[error("syslog forwarder: {field}: {problem}")]
-    Config {
-        field: &'static str,
-        problem: String,
-    },
-    #[error("syslog forwarder: TLS")]
-    Tls(#[from] ClientTlsError),
+/// Where a syslog forwarder connects, from its `url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receiver {
+    pub tls: bool,
+    /// Without brackets for IPv6.
+    pub host: String,
+    pub port: u16,
 }
 
-fn invalid(field: &'static str, problem: impl Into<String>) -> SyslogError {
-    SyslogError::Config {
-        field,
-        problem: problem.into(),
+impl Receiver {
+    pub fn parse(spec: &ForwardSpec) -> Result<Self, ForwardConfigError> {
+        let bad = |problem: &str| spec.invalid("url", format!("{}: {problem}", spec.url));
+        let uri: Uri = spec
+            .url
+            .parse()
+            .map_err(|_| bad("not a URL (tls://HOST:PORT)"))?;
+        let tls = match uri.scheme_str() {
+            Some("tls") => true,
+            Some("tcp") => false,
+            _ => {
+                return Err(bad(
+                    "tls://HOST[:PORT] expected (or tcp:// to a loopback relay)",
+                ))
+            }
+        };
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(bad("no credentials in the URL"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad("no path or query expected"));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = match (uri.port_u16(), tls) {
+            (Some(0), _) => return Err(bad("port 0")),
+            (Some(p), _) => p,
+            (None, true) => TLS_PORT,
+            (None, false) => return Err(bad("tcp:// needs a port")),
+        };
+        if !tls && !is_loopback(&host) {
+            return Err(bad(
+                "tcp:// (plaintext) is allowed only to a loopback address; use tls://",
+            ));
+        }
+        Ok(Self { tls, host, port })
+    }
+}
+
+impl Options {
+    /// Checks the forwarder's URL and own keys (no file is read).
+    pub fn parse(spec: &ForwardSpec) -> Result<Self, ForwardConfigError> {
+        let o: Self = spec.options()?;
+        let receiver = Receiver::parse(spec)?;
+        if spec.token.is_some() {
+            return Err(spec.invalid(
+                "token",
+                "syslog carries no token; authenticate with client_cert",
+            ));
+        }
+        if !receiver.tls
+            && (spec.ca_file.is_some() || spec.client_cert.is_some() || o.server_name.is_some())
+        {
+            return Err(spec.invalid(
+                "url",
+                "ca_file, client_cert and server_name need a tls:// URL",
+            ));
+        }
+        if !FACILITIES.contains(&o.facility.as_str()) {
+            return Err(spec.invalid(
+                "facility",
+                format!("{:?}: one of {}", o.facility, FACILITIES.join(", ")),
+            ));
+        }
+        let id = &o.enterprise_id;
+        if id.is_empty()
+            || id.len() > 24
+            || !id.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            || id.starts_with('.')
+            || id.ends_with('.')
+            || id.contains("..")
+        {
+            return Err(spec.invalid(
+                "enterprise_id",
+                format!("{id:?}: a private enterprise number, digits and dots"),
+            ));
+        }
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&o.max_message_bytes) {
+            return Err(spec.invalid(
+                "max_message_bytes",
+                format!("{MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        if o.replay_bytes > MAX_REPLAY_BYTES {
+            return Err(spec.invalid("replay_bytes", format!("at most {MAX_REPLAY_BYTES}")));
+        }
+        if let Some(name) = &o.server_name {
+            ServerName::try_from(name.as_str())
+                .map_err(|_| spec.invalid("server_name", "not a DNS name or IP address"))?;
+        }
+        Ok(o)
     }
 }
 
@@ -149,55 +215,6 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> SyslogError {
 pub enum Format {
     Rfc5424,
     Cef,
-}
-
-/// Counters since start; every message is counted once, when the batch
-/// that carries it is acknowledged.
-#[derive(Debug, Default)]
-pub struct SyslogCounters {
-    pub batches_sent: AtomicU64,
-    pub messages_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    /// Batches that failed (returned as Retry).
-    pub batches_failed: AtomicU64,
-    pub connects: AtomicU64,
-    pub connect_failures: AtomicU64,
-    /// Connections found reset (or failed mid-write, or timed out).
-    pub resets: AtomicU64,
-    /// Connections the receiver closed in order.
-    pub closed_by_peer: AtomicU64,
-    /// Messages sent again from the replay window after a reset.
-    pub messages_resent: AtomicU64,
-    /// Messages whose bulky parts were left out to fit (`omitted`).
-    pub messages_trimmed: AtomicU64,
-    /// Messages cut to `max_message_bytes` (`truncated`).
-    pub messages_truncated: AtomicU64,
-    /// Bytes the receiver sent us, discarded (a syslog receiver sends none).
-    pub unexpected_bytes: AtomicU64,
-}
-
-impl SyslogCounters {
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        BTreeMap::from([
-            ("batches_sent", g(&self.batches_sent)),
-            ("messages_sent", g(&self.messages_sent)),
-            ("bytes_sent", g(&self.bytes_sent)),
-            ("batches_failed", g(&self.batches_failed)),
-            ("connects", g(&self.connects)),
-            ("connect_failures", g(&self.connect_failures)),
-            ("resets", g(&self.resets)),
-            ("closed_by_peer", g(&self.closed_by_peer)),
-            ("messages_resent", g(&self.messages_resent)),
-            ("messages_trimmed", g(&self.messages_trimmed)),
-            ("messages_truncated", g(&self.messages_truncated)),
-            ("unexpected_bytes", g(&self.unexpected_bytes)),
-        ])
-    }
-}
-
-fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// The connection and what was recently sent on it.
@@ -256,102 +273,51 @@ pub struct SyslogDestination {
     timeout: Duration,
     replay_bytes: usize,
     link: tokio::sync::Mutex<Link>,
-    counters: Arc<SyslogCounters>,
+    counters: Arc<ForwardCounters>,
 }
 
 impl SyslogDestination {
-    /// `type = "syslog"`: RFC 5424 with the event JSON as MSG.
-    pub fn syslog(cfg: &SyslogConfig) -> Result<Self, SyslogError> {
-        Self::new(cfg, Format::Rfc5424)
-    }
-
-    /// `type = "cef"`: CEF lines as MSG.
-    pub fn cef(cfg: &SyslogConfig) -> Result<Self, SyslogError> {
-        Self::new(cfg, Format::Cef)
-    }
-
     /// Checks the configuration and loads the TLS material; connects at
     /// the first batch.
-    pub fn new(cfg: &SyslogConfig, format: Format) -> Result<Self, SyslogError> {
-        let (host, port) = client_tls::split_host_port(&cfg.address)
-            .ok_or_else(|| invalid("address", format!("{:?} is not HOST:PORT", cfg.address)))?;
+    pub fn new(
+        spec: &ForwardSpec,
+        format: Format,
+        counters: Arc<ForwardCounters>,
+    ) -> Result<Self, ForwardConfigError> {
+        let o = Options::parse(spec)?;
+        let Receiver { tls, host, port } = Receiver::parse(spec)?;
+        let tls = if tls {
+            // The framework's TLS settings (CA, client certificate, ring),
+            // without its HTTP ALPN.
+            let mut config = (*tls_config(spec)?).clone();
+            config.alpn_protocols.clear();
+            let name = o.server_name.clone().unwrap_or_else(|| host.clone());
+            let name = ServerName::try_from(name)
+                .map_err(|_| spec.invalid("server_name", "not a DNS name or IP address"))?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
         let facility = FACILITIES
             .iter()
-            .position(|f| *f == cfg.facility)
-            .ok_or_else(|| {
-                invalid(
-                    "facility",
-                    format!("{:?}: one of {}", cfg.facility, FACILITIES.join(", ")),
-                )
-            })?;
-        let id = &cfg.enterprise_id;
-        if id.is_empty()
-            || id.len() > 24
-            || !id.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            || id.starts_with('.')
-            || id.ends_with('.')
-            || id.contains("..")
-        {
-            return Err(invalid(
-                "enterprise_id",
-                format!("{id:?}: a private enterprise number, digits and dots"),
-            ));
-        }
-        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&cfg.max_message_bytes) {
-            return Err(invalid(
-                "max_message_bytes",
-                format!("{MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES}"),
-            ));
-        }
-        if cfg.timeout_ms == 0 {
-            return Err(invalid("timeout_ms", "must be > 0"));
-        }
-        let tls = match cfg.transport {
-            Transport::Tls => {
-                let config = client_tls::client_config(
-                    cfg.ca_file.as_deref(),
-                    cfg.client_cert.as_deref(),
-                    cfg.client_key.as_deref(),
-                    &[],
-                )?;
-                let name = client_tls::server_name(cfg.server_name.as_deref().unwrap_or(&host))?;
-                Some((tokio_rustls::TlsConnector::from(config), name))
-            }
-            Transport::Tcp => {
-                if !client_tls::is_loopback(&host) {
-                    return Err(invalid(
-                        "transport",
-                        "tcp (plaintext) only to a loopback address; use tls",
-                    ));
-                }
-                if cfg.ca_file.is_some() || cfg.client_cert.is_some() || cfg.server_name.is_some() {
-                    return Err(invalid(
-                        "transport",
-                        "ca_file, client_cert and server_name need transport = \"tls\"",
-                    ));
-                }
-                None
-            }
-        };
+            .position(|f| *f == o.facility)
+            .and_then(|f| u8::try_from(f).ok())
+            .unwrap_or(16);
         Ok(Self {
             format,
             host,
             port,
             tls,
             settings: format::Settings {
-                facility: u8::try_from(facility).unwrap_or(16),
-                sd_id: format!("aitrail@{id}"),
-                max_message_bytes: cfg.max_message_bytes,
+                facility,
+                sd_id: format!("aitrail@{}", o.enterprise_id),
+                max_message_bytes: o.max_message_bytes,
             },
-            timeout: Duration::from_millis(cfg.timeout_ms),
-            replay_bytes: cfg.replay_bytes,
+            timeout: spec.timeout,
+            replay_bytes: o.replay_bytes,
             link: tokio::sync::Mutex::new(Link::default()),
-            counters: Arc::new(SyslogCounters::default()),
+            counters,
         })
-    }
-
-    pub fn counters(&self) -> Arc<SyslogCounters> {
-        Arc::clone(&self.counters)
     }
 
     /// The message of one event, unframed.
@@ -389,14 +355,13 @@ impl SyslogDestination {
             match stream.probe(unexpected).await {
                 Peer::Alive => {}
                 Peer::Closed => {
-                    add(&self.counters.closed_by_peer, 1);
                     tracing::debug!(host = %self.host, "syslog receiver closed the connection");
                     link.stream = None;
                     link.window.clear();
                     link.window_bytes = 0;
                 }
                 Peer::Reset => {
-                    add(&self.counters.resets, 1);
+                    add(&self.counters.connection_resets, 1);
                     tracing::warn!(host = %self.host, "syslog connection reset: the last messages will be sent again");
                     link.stream = None;
                     link.owe_replay = true;
@@ -409,10 +374,7 @@ impl SyslogDestination {
                     add(&self.counters.connects, 1);
                     link.stream = Some(s);
                 }
-                Err(e) => {
-                    add(&self.counters.connect_failures, 1);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
         let Some(stream) = link.stream.as_mut() else {
@@ -430,7 +392,7 @@ impl SyslogDestination {
             if let Err(e) = stream.write_all(&replay).await {
                 return Err(fail(link, true, format!("write: {e}")));
             }
-            add(&self.counters.messages_resent, link.window.len() as u64);
+            add(&self.counters.events_resent, link.window.len() as u64);
         }
         if let Err(e) = stream.write_all(buf).await {
             return Err(fail(link, true, format!("write: {e}")));
@@ -441,7 +403,6 @@ impl SyslogDestination {
                 Ok(())
             }
             Err(e @ Broken::Closed { .. }) => {
-                add(&self.counters.closed_by_peer, 1);
                 // An orderly close: what was acknowledged before was read.
                 // Unless a replay is still owed (it went out on this
                 // connection and may not have been), forget the window.
@@ -452,7 +413,7 @@ impl SyslogDestination {
                 Err(fail(link, false, e.to_string()))
             }
             Err(e @ Broken::Io(_)) => {
-                add(&self.counters.resets, 1);
+                add(&self.counters.connection_resets, 1);
                 Err(fail(
                     link,
                     true,
@@ -481,27 +442,25 @@ impl SyslogDestination {
         let outcome =
             tokio::time::timeout(self.timeout, self.deliver(&mut link, &buf, &mut unexpected))
                 .await;
-        add(&self.counters.unexpected_bytes, unexpected);
+        add(&self.counters.answers_unexpected, unexpected);
         let err = match outcome {
             Ok(Ok(())) => {
                 link.remember(&buf, &ends, self.replay_bytes);
+                // The framework counts the events and the batch.
                 let c = &self.counters;
-                add(&c.batches_sent, 1);
-                add(&c.messages_sent, batch.len() as u64);
                 add(&c.bytes_sent, buf.len() as u64);
-                add(&c.messages_trimmed, trimmed);
-                add(&c.messages_truncated, truncated);
+                add(&c.events_trimmed, trimmed);
+                add(&c.events_truncated, truncated);
                 return Ok(());
             }
             Ok(Err(e)) => e,
             Err(_) => {
-                add(&self.counters.resets, 1);
+                add(&self.counters.connection_resets, 1);
                 link.stream = None;
                 link.owe_replay = true;
                 format!("no acknowledgement within {} ms", self.timeout.as_millis())
             }
         };
-        add(&self.counters.batches_failed, 1);
         tracing::debug!(host = %self.host, error = %err, "syslog batch not delivered");
         Err(ForwardError::Retry(format!(
             "syslog {}:{}: {err}",

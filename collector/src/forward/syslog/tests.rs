@@ -309,133 +309,98 @@ fn cef_message_has_the_syslog_header_and_no_bom() {
 
 // ---------------------------------------------------------------- config
 
-/// How the framework's `[[forward]]` table can embed the configs.
-#[derive(Debug, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Embedded {
-    Syslog(SyslogConfig),
-    Cef(SyslogConfig),
-    Otlp(crate::forward::otlp::OtlpConfig),
+/// A `[[forward]]` table through the framework's validation and `prepare`.
+fn spec(table: &str) -> Result<ForwardSpec, String> {
+    let mut spec = toml::from_str::<crate::forward::ForwardSection>(table)
+        .map_err(|e| e.to_string())?
+        .validate()
+        .map_err(|e| e.to_string())?;
+    crate::forward::prepare(&mut spec).map_err(|e| e.to_string())?;
+    Ok(spec)
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct File {
-    forward: Vec<Embedded>,
+fn build(table: &str, format: Format) -> Result<SyslogDestination, String> {
+    let spec = spec(table)?;
+    SyslogDestination::new(&spec, format, Arc::default()).map_err(|e| e.to_string())
 }
 
 #[test]
-fn configs_embed_in_a_tagged_forward_table() {
-    let f: File = toml::from_str(
+fn forward_tables_parse_into_options() {
+    let s = spec(
         r#"
-        [[forward]]
+        name = "siem"
         type = "syslog"
-        address = "siem.example.com:6514"
+        url = "tls://siem.example.com"
         ca_file = "/etc/aitrail/siem-ca.pem"
         facility = "authpriv"
-
-        [[forward]]
-        type = "cef"
-        address = "127.0.0.1:1514"
-        transport = "tcp"
-
-        [[forward]]
-        type = "otlp"
-        endpoint = "https://otel.example.com:4318/v1/logs"
-        compression = "none"
-        body = "map"
         "#,
     )
     .unwrap();
-    assert_eq!(f.forward.len(), 3);
-    let Embedded::Syslog(s) = &f.forward[0] else {
-        panic!("{:?}", f.forward[0])
-    };
-    assert_eq!(s.facility, "authpriv");
-    assert_eq!(s.transport, Transport::Tls);
-    assert_eq!(s.max_message_bytes, 65536);
-    assert_eq!(s.enterprise_id, "32473");
-    let Embedded::Cef(c) = &f.forward[1] else {
-        panic!()
-    };
-    assert_eq!(c.transport, Transport::Tcp);
-    assert!(SyslogDestination::cef(c).is_ok());
-    let Embedded::Otlp(o) = &f.forward[2] else {
-        panic!()
-    };
-    assert_eq!(o.compression, crate::forward::otlp::Compression::None);
-    assert_eq!(o.body, crate::forward::otlp::BodyFormat::Map);
-    let unknown =
-        toml::from_str::<File>("[[forward]]\ntype = \"syslog\"\naddress = \"h:1\"\nbogus = 1\n");
-    assert!(unknown.is_err(), "unknown keys are refused");
-}
-
-#[test]
-fn example_config_entries_parse() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/collector.toml");
-    let text = std::fs::read_to_string(path).unwrap();
-    let (_, section) = text
-        .split_once("# --- Forwarders: syslog")
-        .expect("the forwarders section of config/collector.toml");
-    // Uncomment the entries (`# key = …`), not the optional keys (`# # …`)
-    // nor the prose.
-    let toml_text = section
-        .lines()
-        .filter_map(|l| l.strip_prefix("# "))
-        .filter(|l| {
-            l.starts_with("[[forward]]")
-                || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
-        })
-        .fold(String::new(), |mut t, l| {
-            t.push_str(l);
-            t.push('\n');
-            t
-        });
-    let f: File = toml::from_str(&toml_text).unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
-    assert_eq!(f.forward.len(), 3);
-    assert!(
-        matches!(&f.forward[0], Embedded::Syslog(s) if s.replay_bytes == default_replay_bytes())
+    let o = Options::parse(&s).unwrap();
+    assert_eq!(o.facility, "authpriv");
+    assert_eq!(o.max_message_bytes, 65536);
+    assert_eq!(o.enterprise_id, "32473");
+    assert_eq!(o.replay_bytes, default_replay_bytes());
+    assert_eq!(
+        Receiver::parse(&s).unwrap(),
+        Receiver {
+            tls: true,
+            host: "siem.example.com".into(),
+            port: 6514
+        }
     );
-    assert!(matches!(&f.forward[1], Embedded::Cef(_)));
-    assert!(matches!(&f.forward[2], Embedded::Otlp(o) if o.token_file.is_some()));
+    assert!(s.filter.kinds.is_empty(), "every kind is expressed");
+    let r = Receiver::parse(
+        &spec("name = \"c\"\ntype = \"cef\"\nurl = \"tls://[::1]:1514\"\n").unwrap(),
+    )
+    .unwrap();
+    assert_eq!((r.host.as_str(), r.port), ("::1", 1514));
+    let d = build(
+        "name = \"relay\"\ntype = \"cef\"\nurl = \"tcp://127.0.0.1:1514\"\n",
+        Format::Cef,
+    )
+    .unwrap();
+    assert_eq!(d.kind(), "cef");
+    assert!(d.tls.is_none());
+    assert_eq!(d.settings.facility, 16);
 }
 
 #[test]
 fn bad_configs_are_refused() {
-    let base = SyslogConfig {
-        address: "127.0.0.1:6514".into(),
-        transport: Transport::Tcp,
-        server_name: None,
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        facility: default_facility(),
-        enterprise_id: default_enterprise_id(),
-        max_message_bytes: default_max_message_bytes(),
-        timeout_ms: default_timeout_ms(),
-        replay_bytes: default_replay_bytes(),
+    let base = "name = \"s\"\ntype = \"syslog\"\nurl = \"tcp://127.0.0.1:6514\"\n";
+    assert!(build(base, Format::Rfc5424).is_ok());
+    let bad = |extra: &str| {
+        let table = if extra.starts_with("url") {
+            format!("name = \"s\"\ntype = \"syslog\"\n{extra}\n")
+        } else {
+            format!("{base}{extra}\n")
+        };
+        build(&table, Format::Rfc5424).map(|_| ()).expect_err(extra)
     };
-    assert!(SyslogDestination::syslog(&base).is_ok());
-    let bad = |f: &dyn Fn(&mut SyslogConfig)| {
-        let mut c = base.clone();
-        f(&mut c);
-        SyslogDestination::syslog(&c)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
-    };
-    assert!(bad(&|c| c.address = "10.1.2.3:514".into()).contains("loopback"));
-    assert!(bad(&|c| c.address = "nohost".into()).contains("address"));
-    assert!(bad(&|c| c.facility = "local9".into()).contains("facility"));
-    assert!(bad(&|c| c.enterprise_id = "aitrail".into()).contains("enterprise_id"));
-    assert!(bad(&|c| c.enterprise_id = "1..2".into()).contains("enterprise_id"));
-    assert!(bad(&|c| c.max_message_bytes = 2048).contains("max_message_bytes"));
-    assert!(bad(&|c| c.timeout_ms = 0).contains("timeout_ms"));
-    assert!(bad(&|c| c.ca_file = Some("/x".into())).contains("tls"));
-    let e = bad(&|c| {
-        c.transport = Transport::Tls;
-        c.ca_file = Some("/nonexistent/ca.pem".into());
-    });
-    assert!(e.contains("TLS"), "{e}");
+    assert!(bad("url = \"tcp://10.1.2.3:514\"").contains("loopback"));
+    assert!(bad("url = \"tcp://127.0.0.1\"").contains("port"));
+    assert!(bad("url = \"siem.example.com:6514\"").contains("tls://"));
+    assert!(bad("url = \"udp://127.0.0.1:514\"").contains("tls://"));
+    assert!(bad("url = \"tls://u:p@siem.example.com\"").contains("credentials"));
+    assert!(bad("url = \"tls://siem.example.com/x\"").contains("path"));
+    assert!(bad("facility = \"local9\"").contains("facility"));
+    assert!(bad("enterprise_id = \"aitrail\"").contains("enterprise_id"));
+    assert!(bad("enterprise_id = \"1..2\"").contains("enterprise_id"));
+    assert!(bad("max_message_bytes = 2048").contains("max_message_bytes"));
+    assert!(bad("ca_file = \"/x\"").contains("tls://"));
+    assert!(bad("token = \"secret\"").contains("token"));
+    assert!(
+        bad("bogus = 1").contains("bogus"),
+        "unknown keys are refused"
+    );
+    assert!(bad("address = \"h:1\"").contains("address"));
+    let e = build(
+        "name = \"s\"\ntype = \"syslog\"\nurl = \"tls://127.0.0.1\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        Format::Rfc5424,
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
 }
 
 #[test]
@@ -461,20 +426,20 @@ fn replay_window_keeps_the_newest_whole_frames() {
 
 // ------------------------------------------------------------ transport
 
-fn tcp_config(port: u16) -> SyslogConfig {
-    SyslogConfig {
-        address: format!("127.0.0.1:{port}"),
-        transport: Transport::Tcp,
-        server_name: None,
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        facility: default_facility(),
-        enterprise_id: default_enterprise_id(),
-        max_message_bytes: default_max_message_bytes(),
-        timeout_ms: 5000,
-        replay_bytes: default_replay_bytes(),
-    }
+/// A syslog destination to `127.0.0.1:port` over plain TCP, and its
+/// counters.
+fn tcp_dest(port: u16) -> (SyslogDestination, Arc<ForwardCounters>) {
+    let spec = spec(&format!(
+        "name = \"t\"\ntype = \"syslog\"\nurl = \"tcp://127.0.0.1:{port}\"\ntimeout_ms = 5000\n"
+    ))
+    .unwrap();
+    let counters = Arc::new(ForwardCounters::default());
+    let dest = SyslogDestination::new(&spec, Format::Rfc5424, Arc::clone(&counters)).unwrap();
+    (dest, counters)
+}
+
+fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
+    ForwardCounters::get(c)
 }
 
 fn events(from: usize, n: usize) -> Vec<Value> {
@@ -515,7 +480,7 @@ fn ids(events: &[Value]) -> Vec<String> {
 async fn frames_arrive_in_order_and_are_counted() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let dest = SyslogDestination::syslog(&tcp_config(port)).unwrap();
+    let (dest, c) = tcp_dest(port);
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         read_ids(&mut s).await
@@ -526,13 +491,24 @@ async fn frames_arrive_in_order_and_are_counted() {
     drop(dest); // closes the connection: the server reads to EOF
     let got = server.await.unwrap();
     assert_eq!(got, [ids(&a), ids(&b)].concat());
+    let framed: usize = a
+        .iter()
+        .chain(&b)
+        .map(|e| {
+            let mut f = Vec::new();
+            format::frame(&format::rfc5424(e, &settings()).bytes, &mut f);
+            f.len()
+        })
+        .sum();
+    assert_eq!(get(&c.bytes_sent), framed as u64);
+    assert_eq!((get(&c.connects), get(&c.connection_resets)), (1, 0));
 }
 
 #[tokio::test]
 async fn a_reset_with_unread_data_replays_the_window() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let dest = SyslogDestination::syslog(&tcp_config(port)).unwrap();
+    let (dest, c) = tcp_dest(port);
     // The first connection never reads: batch A is acknowledged by the
     // kernel, then the socket is closed unread, which sends a reset.
     let (a, b) = (events(0, 10), events(10, 5));
@@ -548,20 +524,19 @@ async fn a_reset_with_unread_data_replays_the_window() {
     tx.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     dest.send(&b).await.unwrap();
-    let c = dest.counters().snapshot();
     drop(dest);
     let got = server.await.unwrap();
     assert_eq!(got, [ids(&a), ids(&b)].concat(), "A sent again, then B");
-    assert_eq!(c["resets"], 1);
-    assert_eq!(c["messages_resent"], 10);
-    assert_eq!(c["messages_sent"], 15);
+    assert_eq!(get(&c.connection_resets), 1);
+    assert_eq!(get(&c.events_resent), 10);
+    assert_eq!(get(&c.connects), 2);
 }
 
 #[tokio::test]
 async fn an_orderly_close_after_reading_replays_nothing() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let dest = SyslogDestination::syslog(&tcp_config(port)).unwrap();
+    let (dest, counters) = tcp_dest(port);
     let (a, b) = (events(0, 10), events(10, 5));
     let mut framed = Vec::new();
     for e in &a {
@@ -586,12 +561,15 @@ async fn an_orderly_close_after_reading_replays_nothing() {
     dest.send(&a).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     dest.send(&b).await.unwrap();
-    let c = dest.counters().snapshot();
     drop(dest);
     assert_eq!(server.await.unwrap(), ids(&b));
     assert_eq!(
-        (c["closed_by_peer"], c["resets"], c["messages_resent"]),
-        (1, 0, 0)
+        (
+            get(&counters.connects),
+            get(&counters.connection_resets),
+            get(&counters.events_resent)
+        ),
+        (2, 0, 0)
     );
 }
 
@@ -602,7 +580,7 @@ async fn no_receiver_is_a_retry_then_delivery() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let dest = SyslogDestination::syslog(&tcp_config(port)).unwrap();
+    let (dest, c) = tcp_dest(port);
     let a = events(0, 3);
     let err = dest.send(&a).await.unwrap_err();
     assert!(matches!(err, ForwardError::Retry(_)), "{err}");
@@ -612,15 +590,7 @@ async fn no_receiver_is_a_retry_then_delivery() {
         read_ids(&mut s).await
     });
     dest.send(&a).await.unwrap();
-    let c = dest.counters().snapshot();
     drop(dest);
     assert_eq!(server.await.unwrap(), ids(&a));
-    assert_eq!(
-        (
-            c["connect_failures"],
-            c["batches_failed"],
-            c["batches_sent"]
-        ),
-        (1, 1, 1)
-    );
+    assert_eq!((get(&c.connects), get(&c.events_resent)), (1, 0));
 }
