@@ -269,6 +269,7 @@ fn capture_config(cfg: &Config) -> CaptureConfig {
         watch_all: cfg.capture.watch_all_in_scope,
         watch_comm: cfg.capture.watch_comm.clone(),
         watch_exe: cfg.capture.watch_exe.clone(),
+        preattach: Vec::new(),
     }
 }
 
@@ -299,6 +300,10 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         file.scope.pids.push(g.pid());
         Some(g)
     };
+    let preattach: Vec<(u32, std::path::PathBuf)> = gated
+        .iter()
+        .map(|g| (g.pid(), g.program().to_path_buf()))
+        .collect();
     let mut cfg = file.validate()?;
     cfg.add_sinks(&args.sinks);
     if cfg.sinks.is_empty() && cfg.routes.is_empty() {
@@ -324,7 +329,8 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     }
 
-    let capture_cfg = capture_config(&cfg);
+    let mut capture_cfg = capture_config(&cfg);
+    capture_cfg.preattach = preattach;
     // Batches of up to 1024 records.
     let (rec_tx, rec_rx) = flume::bounded(64);
     let (cmd_tx, cmd_rx) = flume::unbounded();
