@@ -267,10 +267,12 @@ pub fn make_cert(dir: &TestDir) -> Pki {
 
 mod conversation;
 mod events;
+mod goclient;
 mod procs;
 mod scenario;
 
 pub use conversation::*;
 pub use events::*;
+pub use goclient::*;
 pub use procs::*;
 pub use scenario::*;
