@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -125,6 +127,14 @@ pub struct ApiSection {
     pub tokens: Vec<String>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Tokens allowed to read `GET /metrics` (Prometheus; neither agent nor
+    /// query tokens). Empty: `/metrics` is off.
+    pub tokens: Vec<String>,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -139,6 +149,8 @@ pub struct Config {
     pub retention: Option<Duration>,
     pub retention_interval: Duration,
     pub api_tokens: Vec<String>,
+    /// Bearer tokens of `/metrics`; empty: off.
+    pub metrics_tokens: Vec<String>,
 }
 
 impl FileConfig {
@@ -218,6 +230,20 @@ impl FileConfig {
         if self.api.tokens.iter().any(|t| agent_tokens.contains_key(t)) {
             return Err(invalid("api", "an API token is also an agent token"));
         }
+        if self.metrics.tokens.iter().any(|t| t.len() < 16) {
+            return Err(invalid("metrics", "token shorter than 16 characters"));
+        }
+        if self
+            .metrics
+            .tokens
+            .iter()
+            .any(|t| agent_tokens.contains_key(t) || self.api.tokens.contains(t))
+        {
+            return Err(invalid(
+                "metrics",
+                "a metrics token is also an agent or API token: give the scraper its own",
+            ));
+        }
         Ok(Config {
             listen: self.listen,
             tls_cert: self.tls.cert,
@@ -230,6 +256,7 @@ impl FileConfig {
                 .then(|| Duration::from_secs(u64::from(self.store.retention_days) * 86400)),
             retention_interval: Duration::from_secs(self.store.retention_interval_secs.max(1)),
             api_tokens: self.api.tokens,
+            metrics_tokens: self.metrics.tokens,
         })
     }
 }
@@ -273,5 +300,23 @@ mod tests {
             "an agent token cannot query"
         );
         assert!(toml::from_str::<FileConfig>(&format!("{base}bogus = 1")).is_err());
+        let agent = "[agents.a]\ntoken = \"0123456789abcdef\"\n";
+        assert!(
+            parse(&format!(
+                "{agent}[metrics]\ntokens = [\"0123456789abcdef\"]"
+            ))
+            .validate()
+            .is_err(),
+            "an agent token cannot scrape"
+        );
+        assert!(parse(&format!("{agent}[metrics]\ntokens = [\"short\"]"))
+            .validate()
+            .is_err());
+        let ok = parse(&format!(
+            "{agent}[metrics]\ntokens = [\"metrics-0123456789\"]"
+        ))
+        .validate()
+        .unwrap();
+        assert_eq!(ok.metrics_tokens, ["metrics-0123456789"]);
     }
 }
