@@ -75,7 +75,15 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         if cfg.sinks.is_empty() && cfg.routes.is_empty() {
             cfg.sinks.push(SinkSpec::Stdout);
         }
-        let s = replay::run(pipeline(&cfg, &loaded.header)?, &loaded.records)?;
+        let env = loaded.header.envelope();
+        let (sinks, stages) = crate::stages(&cfg, env.clone())?;
+        let metrics = crate::metrics(&cfg, &sinks)?;
+        let mut p = Pipeline::replaying(&cfg, stages, sinks, env, &loaded.header.boot_id);
+        if let Some((m, _)) = &metrics {
+            p.publish_to(std::sync::Arc::clone(m));
+        }
+        let s = replay::run(p, &loaded.records)?;
+        drop(metrics);
         eprintln!(
             "aitrail: replayed {} records: {} events, {} llm calls{}",
             s.pipeline.records,
