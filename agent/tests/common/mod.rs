@@ -256,9 +256,11 @@ pub fn make_cert(dir: &TestDir) -> Pki {
 mod conversation;
 mod events;
 mod procs;
+mod realbin;
 mod scenario;
 
 pub use conversation::*;
 pub use events::*;
 pub use procs::*;
+pub use realbin::*;
 pub use scenario::*;
