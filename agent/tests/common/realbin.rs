@@ -38,9 +38,20 @@ pub struct Got {
 
 /// One GET with curl (a client that is not ours): `ca` for HTTPS, a bearer
 /// `token`, an `Accept` header. `None` when the connection failed.
-pub fn curl_get(url: &str, ca: Option<&Path>, token: Option<&str>, accept: Option<&str>) -> Option<Got> {
+pub fn curl_get(
+    url: &str,
+    ca: Option<&Path>,
+    token: Option<&str>,
+    accept: Option<&str>,
+) -> Option<Got> {
     let mut cmd = Command::new(curl());
-    cmd.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}\n%{content_type}"]);
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}\n%{content_type}",
+    ]);
     if let Some(ca) = ca {
         cmd.arg("--cacert").arg(ca);
     }
@@ -83,10 +94,7 @@ impl Prom {
                 prometheus_parse::LineInfo::Sample {
                     metric_name, value, ..
                 } => {
-                    assert!(
-                        value.parse::<f64>().is_ok(),
-                        "not a number in {line:?}"
-                    );
+                    assert!(value.parse::<f64>().is_ok(), "not a number in {line:?}");
                     assert!(
                         typed.contains(metric_name),
                         "{metric_name} has no # TYPE before it"
@@ -155,7 +163,12 @@ impl Prom {
 
 /// Scrapes a daemon's plain-HTTP `/metrics`; `None` while it is not up.
 pub fn scrape_agent(port: u16) -> Option<Prom> {
-    let got = curl_get(&format!("http://127.0.0.1:{port}/metrics"), None, None, None)?;
+    let got = curl_get(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        None,
+        None,
+        None,
+    )?;
     assert_eq!(got.status, 200, "{}", got.body);
     assert!(
         got.content_type.starts_with("text/plain; version=0.0.4"),
@@ -242,7 +255,11 @@ impl CollectorProc {
                 assert_eq!(g.status, 200);
                 break;
             }
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("collector exited ({st}):\n{}", tail(&self.log, 4000));
             }
             assert!(
@@ -270,8 +287,13 @@ impl CollectorProc {
 
     /// `/metrics` with the metrics token.
     pub fn scrape(&self) -> Prom {
-        let got = curl_get(&self.url("/metrics"), Some(&self.ca), Some(METRICS_TOKEN), None)
-            .expect("collector /metrics answers");
+        let got = curl_get(
+            &self.url("/metrics"),
+            Some(&self.ca),
+            Some(METRICS_TOKEN),
+            None,
+        )
+        .expect("collector /metrics answers");
         assert_eq!(got.status, 200, "{}", got.body);
         Prom::parse(&got.body)
     }
@@ -287,7 +309,11 @@ impl CollectorProc {
             libc::kill(pid, libc::SIGTERM);
         }
         let st = wait_child(&mut child, STOP_TIMEOUT, "collector");
-        assert!(st.success(), "collector exited {st}:\n{}", tail(&self.log, 4000));
+        assert!(
+            st.success(),
+            "collector exited {st}:\n{}",
+            tail(&self.log, 4000)
+        );
     }
 
     /// Every stored event, by id, exactly as received.
@@ -328,7 +354,10 @@ pub fn stored(store: &Path) -> BTreeMap<String, String> {
     let mut by_id = BTreeMap::new();
     for (id, body) in s.all().expect("read the store") {
         assert_eq!(s.count_id(&id).expect("count"), 1, "{id} stored twice");
-        assert!(by_id.insert(id.clone(), body).is_none(), "{id} stored twice");
+        assert!(
+            by_id.insert(id.clone(), body).is_none(),
+            "{id} stored twice"
+        );
     }
     by_id
 }
@@ -340,7 +369,11 @@ pub fn spooled(spool: &Path) -> (BTreeMap<String, String>, usize) {
     let mut torn = 0;
     for entry in fs::read_dir(spool).expect("read the spool") {
         let path = entry.expect("dir entry").path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.ends_with(".tmp") {
             torn += 1;
             continue;
@@ -351,7 +384,11 @@ pub fn spooled(spool: &Path) -> (BTreeMap<String, String>, usize) {
         let bytes = fs::read(&path).expect("read a segment");
         let header = aitrail::ship::spool::Header::decode(&bytes).expect("a whole segment header");
         let payload = &bytes[aitrail::ship::spool::HEADER_LEN..];
-        assert_eq!(payload.len() as u64, header.payload_len, "{name}: cut short");
+        assert_eq!(
+            payload.len() as u64,
+            header.payload_len,
+            "{name}: cut short"
+        );
         let raw = zstd::stream::decode_all(payload).expect("a zstd frame");
         let text = String::from_utf8(raw).expect("UTF-8 NDJSON");
         let mut n = 0;
@@ -383,10 +420,17 @@ pub fn ndjson_by_id(path: &Path) -> BTreeMap<String, String> {
 
 /// A synthesised recording of `calls` LLM calls (`aitrail replay --synth`).
 pub fn synth_recording(path: &Path, calls: usize) {
+    synth_recording_with(path, calls, 0);
+}
+
+/// Like `synth_recording`, every `sensitive_every`-th file read a private
+/// key (a finding).
+pub fn synth_recording_with(path: &Path, calls: usize, sensitive_every: usize) {
     let out = Command::new(aitrail_bin())
         .args(["replay", "--synth"])
         .arg(path)
         .args(["--calls", &calls.to_string()])
+        .args(["--sensitive-every", &sensitive_every.to_string()])
         .output()
         .expect("run aitrail replay --synth");
     assert!(

@@ -33,6 +33,7 @@ mod common;
 mod detection;
 mod onehost;
 mod protocols;
+mod spool;
 
 use std::time::Duration;
 

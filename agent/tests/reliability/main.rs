@@ -58,14 +58,21 @@ fn replay(recording: &Path, config: &Path, log: &Path) -> Child {
 
 /// Scrapes `port` every 100 ms until `child` exits; returns its status and
 /// every scrape that answered.
-fn scrape_until_exit(child: &mut Child, port: u16, limit: Duration) -> (std::process::ExitStatus, Vec<Prom>) {
+fn scrape_until_exit(
+    child: &mut Child,
+    port: u16,
+    limit: Duration,
+) -> (std::process::ExitStatus, Vec<Prom>) {
     let start = Instant::now();
     let mut scrapes = Vec::new();
     loop {
         if let Some(st) = child.try_wait().expect("try_wait") {
             return (st, scrapes);
         }
-        assert!(start.elapsed() < limit, "the replay did not end within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "the replay did not end within {limit:?}"
+        );
         if let Some(p) = scrape_agent(port) {
             scrapes.push(p);
         }
@@ -75,15 +82,26 @@ fn scrape_until_exit(child: &mut Child, port: u16, limit: Duration) -> (std::pro
 
 fn post(url: &str, ca: &Path, headers: &[&str]) -> u16 {
     let mut cmd = Command::new(common::curl());
-    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"])
-        .arg("--cacert")
-        .arg(ca)
-        .args(["-X", "POST", "--data-binary", "not a batch"]);
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "20",
+    ])
+    .arg("--cacert")
+    .arg(ca)
+    .args(["-X", "POST", "--data-binary", "not a batch"]);
     for h in headers {
         cmd.args(["-H", h]);
     }
     let out = cmd.arg(url).output().expect("curl");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -92,7 +110,13 @@ fn metrics_of_the_daemon_and_the_collector_move_as_events_flow() {
     let pki = make_cert(&dir);
     let collector = CollectorProc::start(&dir.path, "collector", &pki, free_port());
     let c0 = collector.scrape();
-    assert_eq!(c0.n("aitrail_collector_ingest_events_total", &[("result", "accepted")]), 0);
+    assert_eq!(
+        c0.n(
+            "aitrail_collector_ingest_events_total",
+            &[("result", "accepted")]
+        ),
+        0
+    );
 
     // Refusals and failures, each counted by cause.
     let metrics_url = collector.url("/metrics");
@@ -141,7 +165,11 @@ fn metrics_of_the_daemon_and_the_collector_move_as_events_flow() {
     let log = dir.join("daemon/replay.log");
     let mut child = replay(&recording, &config, &log);
     let (status, scrapes) = scrape_until_exit(&mut child, mport, Duration::from_mins(10));
-    assert!(status.success(), "replay failed ({status}):\n{}", tail(&log, 4000));
+    assert!(
+        status.success(),
+        "replay failed ({status}):\n{}",
+        tail(&log, 4000)
+    );
     assert!(
         scrapes.len() >= 2,
         "the daemon's /metrics answered {} times during the run",
@@ -159,7 +187,10 @@ fn metrics_of_the_daemon_and_the_collector_move_as_events_flow() {
         ] {
             assert!(s(&w[1], name) >= s(&w[0], name), "{name} went down");
         }
-        assert!(w[1].sum("aitrail_agent_events_total", &[]) >= w[0].sum("aitrail_agent_events_total", &[]));
+        assert!(
+            w[1].sum("aitrail_agent_events_total", &[])
+                >= w[0].sum("aitrail_agent_events_total", &[])
+        );
     }
     let (first, last) = (&scrapes[0], &scrapes[scrapes.len() - 1]);
     assert!(
@@ -192,12 +223,27 @@ fn metrics_of_the_daemon_and_the_collector_move_as_events_flow() {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let accepted = c.n("aitrail_collector_ingest_events_total", &[("result", "accepted")]);
-    assert_eq!(accepted, events, "every event the daemon wrote was accepted");
-    assert_eq!(c.n("aitrail_collector_ingest_events_total", &[("result", "invalid")]), 0);
+    let accepted = c.n(
+        "aitrail_collector_ingest_events_total",
+        &[("result", "accepted")],
+    );
+    assert_eq!(
+        accepted, events,
+        "every event the daemon wrote was accepted"
+    );
+    assert_eq!(
+        c.n(
+            "aitrail_collector_ingest_events_total",
+            &[("result", "invalid")]
+        ),
+        0
+    );
     let acked = c.n("aitrail_collector_ingest_batches_acked_total", &[]);
     assert_eq!(
-        c.n("aitrail_collector_http_requests_total", &[("route", "ingest"), ("status", "200")]),
+        c.n(
+            "aitrail_collector_http_requests_total",
+            &[("route", "ingest"), ("status", "200")]
+        ),
         acked
     );
     assert!(acked >= s(last, "aitrail_ship_batches_acked_total"));
@@ -207,7 +253,10 @@ fn metrics_of_the_daemon_and_the_collector_move_as_events_flow() {
         "the batches hold exactly the NDJSON the file sink got"
     );
     let compressed = c.n("aitrail_collector_ingest_received_bytes_total", &[]);
-    assert!(compressed > 0 && compressed < file_bytes / 3, "{compressed} of {file_bytes}");
+    assert!(
+        compressed > 0 && compressed < file_bytes / 3,
+        "{compressed} of {file_bytes}"
+    );
     for (cause, n) in [
         ("unauthorized", 1),
         ("unsupported_encoding", 1),
@@ -216,17 +265,26 @@ fn metrics_of_the_daemon_and_the_collector_move_as_events_flow() {
         ("body_too_large", 0),
     ] {
         assert_eq!(
-            c.n("aitrail_collector_ingest_refused_total", &[("cause", cause)]),
+            c.n(
+                "aitrail_collector_ingest_refused_total",
+                &[("cause", cause)]
+            ),
             n,
             "refusals by {cause}"
         );
     }
     assert_eq!(
-        c.n("aitrail_collector_http_requests_total", &[("route", "metrics"), ("status", "401")]),
+        c.n(
+            "aitrail_collector_http_requests_total",
+            &[("route", "metrics"), ("status", "401")]
+        ),
         2
     );
     assert!(
-        c.n("aitrail_collector_tls_handshake_failures_total", &[("cause", "error")]) >= 1,
+        c.n(
+            "aitrail_collector_tls_handshake_failures_total",
+            &[("cause", "error")]
+        ) >= 1,
         "the plain-HTTP connection is a failed handshake"
     );
     // OpenMetrics on request.
@@ -258,7 +316,14 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
     let run1_file = dir.join("daemon/run1.ndjson");
     let config1 = dir.join("daemon/agent1.toml");
     let m1 = free_port();
-    agent_config(&config1, &collector, Some(&run1_file), &spool, m1, "shutdown_drain_ms = 1000");
+    agent_config(
+        &config1,
+        &collector,
+        Some(&run1_file),
+        &spool,
+        m1,
+        "shutdown_drain_ms = 1000",
+    );
     let log1 = dir.join("daemon/run1.log");
     let mut run1 = replay(&recording, &config1, &log1);
     let sink = collector.sink();
@@ -266,7 +331,10 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
         let start = Instant::now();
         loop {
             if let Some(st) = child.try_wait().unwrap() {
-                panic!("the daemon ended ({st}) before the kill:\n{}", tail(&log1, 3000));
+                panic!(
+                    "the daemon ended ({st}) before the kill:\n{}",
+                    tail(&log1, 3000)
+                );
             }
             if let Some(p) = scrape_agent(m1) {
                 return p;
@@ -282,7 +350,10 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
             if cond(&p) {
                 return p;
             }
-            assert!(start.elapsed() < Duration::from_mins(10), "timed out waiting for {what}");
+            assert!(
+                start.elapsed() < Duration::from_mins(10),
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -341,7 +412,10 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
     }
     for (id, line) in &in_spool {
         if let Some(s) = stored_at_kill.get(id) {
-            assert_eq!(s, line, "{id}: the spooled copy differs from the stored one");
+            assert_eq!(
+                s, line,
+                "{id}: the spooled copy differs from the stored one"
+            );
         }
     }
 
@@ -352,14 +426,28 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
     let run2_file = dir.join("daemon/run2.ndjson");
     let config2 = dir.join("daemon/agent2.toml");
     let m2 = free_port();
-    agent_config(&config2, &collector, Some(&run2_file), &spool, m2, "shutdown_drain_ms = 60000");
+    agent_config(
+        &config2,
+        &collector,
+        Some(&run2_file),
+        &spool,
+        m2,
+        "shutdown_drain_ms = 60000",
+    );
     let log2 = dir.join("daemon/run2.log");
     let mut run2 = replay(&small, &config2, &log2);
     let (st2, scrapes2) = scrape_until_exit(&mut run2, m2, Duration::from_mins(10));
-    assert!(st2.success(), "the restarted daemon failed ({st2}):\n{}", tail(&log2, 4000));
+    assert!(
+        st2.success(),
+        "the restarted daemon failed ({st2}):\n{}",
+        tail(&log2, 4000)
+    );
     if let Some(p) = scrapes2.last() {
         assert_eq!(
-            p.n("aitrail_ship_segments_torn_total", &[("sink", sink.as_str())]),
+            p.n(
+                "aitrail_ship_segments_torn_total",
+                &[("sink", sink.as_str())]
+            ),
             torn as u64,
             "the torn segments the kill left are counted at the start"
         );
@@ -379,9 +467,16 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
         assert_eq!(got, line, "{id} altered");
     }
     let known: BTreeSet<&String> = run1_ids.iter().copied().chain(run2_lines.keys()).collect();
-    assert_eq!(fin.len(), known.len(), "the store holds events nobody spooled");
     assert_eq!(
-        c.n("aitrail_collector_ingest_events_total", &[("result", "accepted")]),
+        fin.len(),
+        known.len(),
+        "the store holds events nobody spooled"
+    );
+    assert_eq!(
+        c.n(
+            "aitrail_collector_ingest_events_total",
+            &[("result", "accepted")]
+        ),
         (fin.len() - stored_at_kill.len()) as u64,
         "accepted since the collector's restart"
     );
@@ -393,7 +488,10 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
 
     let stored_run1 = run1_ids.len() as u64;
     let seen_by_file = run1_lines.len() as u64;
-    let lost_seen = run1_lines.keys().filter(|id| !run1_ids.contains(id)).count();
+    let lost_seen = run1_lines
+        .keys()
+        .filter(|id| !run1_ids.contains(id))
+        .count();
     eprintln!(
         "kill -9: at the last scrape the daemon had accepted {accepted} events for the collector, \
          spooled {written} (window {window}, bound {bound}); after the kill {} were stored and {} \
@@ -402,7 +500,10 @@ fn a_daemon_killed_under_load_restarts_on_its_spool_and_loses_only_its_window() 
          (the loss window); duplicates dropped by the collector after the restart: {}",
         stored_at_kill.len(),
         in_spool.len(),
-        c.n("aitrail_collector_ingest_events_total", &[("result", "duplicate")]),
+        c.n(
+            "aitrail_collector_ingest_events_total",
+            &[("result", "duplicate")]
+        ),
     );
     assert!(
         lost_seen as u64 <= bound,
