@@ -133,12 +133,14 @@ pub fn by_label<V: Into<String>>(
 /// The hook for the forwarders (collector/src/forward/): each running
 /// forwarder registers an implementation with
 /// [`CollectorMetrics::register_forwarder`]; its counters appear as
-/// `aitrail_collector_forward_<counter>_total{forwarder="<name>"}` (gauges
-/// without `_total`). `name` is the configured forwarder's name: a bounded
-/// set chosen by the operator.
-pub trait ForwarderMetrics: Send + Sync + fmt::Debug + 'static {
+/// `aitrail_collector_forward_<counter>_total{forwarder="<name>",kind="<kind>"}`
+/// (gauges without `_total`). `name` is the configured forwarder's name, a
+/// bounded set chosen by the operator; `kind` its destination type.
+pub trait ForwarderMetrics: Send + Sync + 'static {
     /// The forwarder's configured name (a label value).
     fn name(&self) -> &str;
+    /// Its destination type, e.g. `splunk_hec` (a label value).
+    fn kind(&self) -> &str;
     /// Monotonic counters, e.g. `("events_sent", n)`, `("events_dropped", n)`,
     /// `("batches_retried", n)`; names in snake case, without `_total`.
     fn counters(&self) -> Vec<(&'static str, u64)>;
@@ -176,13 +178,20 @@ impl Requests {
 
 /// What the collector's `/metrics` reads: its counters, its answers, and
 /// the forwarders registered so far.
-#[derive(Debug)]
 pub struct CollectorMetrics {
     counters: Arc<Counters>,
     requests: Arc<Requests>,
     forwarders: Mutex<Vec<Arc<dyn ForwarderMetrics>>>,
     /// Unix time the collector started, seconds.
     started: f64,
+}
+
+impl fmt::Debug for CollectorMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CollectorMetrics")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CollectorMetrics {
@@ -338,6 +347,13 @@ impl Collector for Scrape {
     }
 }
 
+fn labels(f: &dyn ForwarderMetrics) -> Labels {
+    vec![
+        ("forwarder", f.name().to_owned()),
+        ("kind", f.kind().to_owned()),
+    ]
+}
+
 /// One family per counter name across the forwarders, labelled by
 /// forwarder.
 fn encode_forwarders(
@@ -351,13 +367,13 @@ fn encode_forwarders(
             counters
                 .entry(name)
                 .or_default()
-                .push((vec![("forwarder", f.name().to_owned())], v));
+                .push((labels(f.as_ref()), v));
         }
         for (name, v) in f.gauges() {
             gauges
                 .entry(name)
                 .or_default()
-                .push((vec![("forwarder", f.name().to_owned())], v));
+                .push((labels(f.as_ref()), v));
         }
     }
     for (name, samples) in counters {
@@ -399,12 +415,14 @@ pub fn gauge_f64(
 mod tests {
     use super::*;
 
-    #[derive(Debug)]
     struct Fwd;
 
     impl ForwarderMetrics for Fwd {
         fn name(&self) -> &str {
             "siem-1"
+        }
+        fn kind(&self) -> &str {
+            "splunk_hec"
         }
         fn counters(&self) -> Vec<(&'static str, u64)> {
             vec![("events_sent", 7), ("events_dropped", 1)]
@@ -434,8 +452,8 @@ mod tests {
             "aitrail_collector_ingest_refused_total{cause=\"unauthorized\"} 0",
             "aitrail_collector_http_requests_total{route=\"ingest\",status=\"200\"} 2",
             "aitrail_collector_http_requests_total{route=\"ingest\",status=\"400\"} 1",
-            "aitrail_collector_forward_events_sent_total{forwarder=\"siem-1\"} 7",
-            "aitrail_collector_forward_queue_events{forwarder=\"siem-1\"} 3",
+            "aitrail_collector_forward_events_sent_total{forwarder=\"siem-1\",kind=\"splunk_hec\"} 7",
+            "aitrail_collector_forward_queue_events{forwarder=\"siem-1\",kind=\"splunk_hec\"} 3",
             "# TYPE aitrail_collector_ingest_received_bytes_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
