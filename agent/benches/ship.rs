@@ -103,10 +103,7 @@ fn bin() -> &'static str {
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("start {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
@@ -125,7 +122,9 @@ impl Drop for Guards {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// user + system CPU seconds of a process.
@@ -221,12 +220,15 @@ impl Https {
     fn new(ca: &Path, port: u16) -> anyhow::Result<Self> {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from_pem_file(ca)?)?;
-        let cfg = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         Ok(Self {
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
             port,
             conn: None,
@@ -242,9 +244,7 @@ impl Https {
                 _ => {
                     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
                     let _ = tcp.set_nodelay(true);
-                    let s = tls
-                        .connect(ServerName::try_from("127.0.0.1")?, tcp)
-                        .await?;
+                    let s = tls.connect(ServerName::try_from("127.0.0.1")?, tcp).await?;
                     let (sender, c) =
                         hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
                     tokio::spawn(c);
@@ -280,7 +280,10 @@ fn events(w: &World, calls: usize) -> anyhow::Result<Vec<String>> {
         .arg("--sink")
         .arg(format!("file:{}", out.display())))?;
     let _ = fs::remove_file(&rec);
-    Ok(fs::read_to_string(&out)?.lines().map(str::to_owned).collect())
+    Ok(fs::read_to_string(&out)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }
 
 fn compress(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -288,6 +291,9 @@ fn compress(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
     c.include_checksum(true)?;
     Ok(c.compress(raw)?)
 }
+
+/// How many of the remaining lines the next batch takes.
+type BatchCut = dyn Fn(&[String]) -> usize;
 
 /// (2): ratio per batch size; the last entry is a batch closed by the
 /// default byte bound (4 MiB).
@@ -305,7 +311,7 @@ fn ratios(lines: &[String], out: &mut String) -> anyhow::Result<()> {
         total_raw as f64 / lines.len().max(1) as f64,
         kinds(lines)
     )?;
-    let mut sizes: Vec<(String, Box<dyn Fn(&[String]) -> usize>)> = Vec::new();
+    let mut sizes: Vec<(String, Box<BatchCut>)> = Vec::new();
     for n in [1usize, 10, 100, 500, 1000, 5000] {
         sizes.push((format!("{n} events"), Box::new(move |_: &[String]| n)));
     }
@@ -356,9 +362,13 @@ fn kinds(lines: &[String]) -> String {
     let mut by: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for l in lines {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-        *by.entry(v["kind"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+        *by.entry(v["kind"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
     }
-    by.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    by.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// (3): many batches into the real collector.
@@ -366,7 +376,10 @@ fn ingest(w: &World, lines: &[String], a: &Args, out: &mut String) -> anyhow::Re
     let mut guards = Guards::default();
     let (pid, port) = w.collector("ingest", &mut guards)?;
     // Batches of fresh ids, compressed before the clock starts.
-    eprintln!("bench ship: preparing {} batches of {} events", a.batches, a.batch_events);
+    eprintln!(
+        "bench ship: preparing {} batches of {} events",
+        a.batches, a.batch_events
+    );
     let mut payloads = Vec::with_capacity(a.batches);
     let mut raw_bytes = 0usize;
     let mut k = 0usize;
@@ -380,7 +393,10 @@ fn ingest(w: &World, lines: &[String], a: &Args, out: &mut String) -> anyhow::Re
             k += 1;
         }
         raw_bytes += raw.len();
-        payloads.push((uuid::Uuid::now_v7().to_string(), Bytes::from(compress(&raw)?)));
+        payloads.push((
+            uuid::Uuid::now_v7().to_string(),
+            Bytes::from(compress(&raw)?),
+        ));
     }
     let z_bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
     let mut spec = CollectorSpec::from_url(&format!("https://127.0.0.1:{port}"))?;
@@ -466,7 +482,10 @@ fn latency(w: &World, a: &Args, out: &mut String) -> anyhow::Result<()> {
          | finding_max_wait_ms | samples | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|",
         a.samples
     )?;
-    for (label, wait) in [("2000 (as before: = batch_max_wait_ms)", 2000u64), ("100 (default)", 100)] {
+    for (label, wait) in [
+        ("2000 (as before: = batch_max_wait_ms)", 2000u64),
+        ("100 (default)", 100),
+    ] {
         let mut lat = latency_run(w, a.samples, wait)?;
         lat.sort_by(f64::total_cmp);
         writeln!(
@@ -538,12 +557,18 @@ fn latency_run(w: &World, samples: usize, finding_wait: u64) -> anyhow::Result<V
     let mut buf = [0u8; 512];
     loop {
         if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
                 break;
             }
         }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("the daemon sent no READY=1 (see {})", home.join("daemon.log").display());
+        if start.elapsed() > Duration::from_mins(1) {
+            bail!(
+                "the daemon sent no READY=1 (see {})",
+                home.join("daemon.log").display()
+            );
         }
     }
     let mut http = Https::new(&w.ca, port)?;
@@ -578,7 +603,10 @@ fn latency_run(w: &World, samples: usize, finding_wait: u64) -> anyhow::Result<V
                 break;
             }
             if Instant::now() > deadline {
-                bail!("finding {i} not searchable within 30 s (daemon log: {})", home.join("daemon.log").display());
+                bail!(
+                    "finding {i} not searchable within 30 s (daemon log: {})",
+                    home.join("daemon.log").display()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -609,13 +637,19 @@ fn main() -> anyhow::Result<()> {
     let w = World::new()?;
     eprintln!("bench ship: scratch files in {}", w.dir.display());
     let mut out = String::new();
-    eprintln!("bench ship: replaying {} synthesised calls for the events", a.calls);
+    eprintln!(
+        "bench ship: replaying {} synthesised calls for the events",
+        a.calls
+    );
     let lines = events(&w, a.calls)?;
     ratios(&lines, &mut out)?;
     eprintln!("bench ship: ingest");
     ingest(&w, &lines, &a, &mut out)?;
     if a.latency {
-        eprintln!("bench ship: finding latency ({} samples per setting)", a.samples);
+        eprintln!(
+            "bench ship: finding latency ({} samples per setting)",
+            a.samples
+        );
         latency(&w, &a, &mut out)?;
     } else {
         out.push_str("\n(finding latency not measured: --no-latency)\n");

@@ -32,11 +32,11 @@ use prometheus_client::{
 
 use crate::server::{Counters, RefuseCause};
 
-/// Content type of the OpenMetrics text format.
+/// Content type of the `OpenMetrics` text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The exposition a client asked for (`Accept`): OpenMetrics when it names
+/// The exposition a client asked for (`Accept`): `OpenMetrics` when it names
 /// it, else the Prometheus text format 0.0.4 that every scraper reads.
 /// Returns the content type and the body.
 pub fn render(registry: &Registry, accept: Option<&str>) -> (&'static str, String) {
@@ -291,6 +291,27 @@ impl Collector for Scrape {
             Some(&bytes),
             get(&c.bytes_decompressed),
         )?;
+        encode_rest(e, c)?;
+        let forwarders = m
+            .forwarders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        encode_forwarders(e, &forwarders)?;
+        gauge_f64(
+            e,
+            "collector_start_time",
+            "Unix time the collector started.",
+            Some(&seconds),
+            m.started,
+        )
+    }
+}
+
+/// Store, TLS, connections, retention.
+fn encode_rest(e: &mut DescriptorEncoder<'_>, c: &Counters) -> fmt::Result {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    {
         counter(
             e,
             "collector_store_errors",
@@ -330,19 +351,6 @@ impl Collector for Scrape {
             "Events deleted by retention.",
             None,
             get(&c.retention_deleted),
-        )?;
-        let forwarders = m
-            .forwarders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        encode_forwarders(e, &forwarders)?;
-        gauge_f64(
-            e,
-            "collector_start_time",
-            "Unix time the collector started.",
-            Some(&seconds),
-            m.started,
         )
     }
 }
@@ -415,14 +423,16 @@ pub fn gauge_f64(
 mod tests {
     use super::*;
 
-    struct Fwd;
+    struct Fwd {
+        name: String,
+    }
 
     impl ForwarderMetrics for Fwd {
         fn name(&self) -> &str {
-            "siem-1"
+            &self.name
         }
         fn kind(&self) -> &str {
-            "splunk_hec"
+            self.name.split_once('/').map_or("", |(_, k)| k)
         }
         fn counters(&self) -> Vec<(&'static str, u64)> {
             vec![("events_sent", 7), ("events_dropped", 1)]
@@ -442,7 +452,9 @@ mod tests {
         requests.count("ingest", 200);
         requests.count("ingest", 400);
         let m = Arc::new(CollectorMetrics::new(counters, requests));
-        m.register_forwarder(Arc::new(Fwd));
+        m.register_forwarder(Arc::new(Fwd {
+            name: "siem-1/splunk_hec".into(),
+        }));
         let reg = m.registry();
         let (ct, text) = render(&reg, None);
         assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
@@ -452,8 +464,8 @@ mod tests {
             "aitrail_collector_ingest_refused_total{cause=\"unauthorized\"} 0",
             "aitrail_collector_http_requests_total{route=\"ingest\",status=\"200\"} 2",
             "aitrail_collector_http_requests_total{route=\"ingest\",status=\"400\"} 1",
-            "aitrail_collector_forward_events_sent_total{forwarder=\"siem-1\",kind=\"splunk_hec\"} 7",
-            "aitrail_collector_forward_queue_events{forwarder=\"siem-1\",kind=\"splunk_hec\"} 3",
+            "aitrail_collector_forward_events_sent_total{forwarder=\"siem-1/splunk_hec\",kind=\"splunk_hec\"} 7",
+            "aitrail_collector_forward_queue_events{forwarder=\"siem-1/splunk_hec\",kind=\"splunk_hec\"} 3",
             "# TYPE aitrail_collector_ingest_received_bytes_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

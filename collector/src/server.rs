@@ -241,6 +241,10 @@ async fn refuse_unread(req: Request<Incoming>, resp: Resp) -> Resp {
     resp
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the checks, cheapest first, read best in order in one place"
+)]
 async fn ingest(
     state: &State,
     peer_cert: Option<&str>,

@@ -245,49 +245,59 @@ impl Collector for Scrape {
     }
 }
 
+type SinkField = fn(&crate::sinks::SinkStat) -> u64;
+type ShipField = fn(&crate::ship::ShipStats) -> u64;
+
+/// Per-sink counters: name, help, in bytes?, value.
+const SINK_COUNTERS: [(&str, &str, bool, SinkField); 5] = [
+    ("sink_lines_queued", "Lines handed to the sink's queue.", false, |st| st.lines_queued),
+    ("sink_lines_written", "Lines the sink wrote (for a collector sink: spooled).", false, |st| {
+        st.lines_written
+    }),
+    ("sink_written", "Bytes of the lines written, newlines included.", true, |st| st.bytes_written),
+    ("sink_write_errors", "Failed writes (one may lose a batch of lines).", false, |st| {
+        st.write_errors
+    }),
+    (
+        "sink_lines_dropped",
+        "Lines lost before they were written: a failed write, a batch the spool could not take, a writer gone.",
+        false,
+        |st| st.lines_dropped,
+    ),
+];
+
+/// Per collector sink: name, help, in bytes?, gauge?, value.
+const SHIP_METRICS: [(&str, &str, bool, bool, ShipField); 16] = [
+    ("ship_segments_written", "Batches written to the spool as segments.", false, false, |sh| sh.spool.segments_written),
+    ("ship_segments_acked", "Segments the collector acknowledged (then deleted).", false, false, |sh| sh.spool.segments_acked),
+    ("ship_events_spooled", "Events written to the spool.", false, false, |sh| sh.spool.events_written),
+    ("ship_events_acked", "Events in batches the collector acknowledged.", false, false, |sh| sh.spool.events_acked),
+    ("ship_findings_dropped", "Of the dropped events, the findings.", false, false, |sh| sh.spool.findings_dropped),
+    ("ship_segments_quarantined", "Segments that failed their checks, moved to quarantine/.", false, false, |sh| sh.spool.segments_quarantined),
+    ("ship_segments_torn", "Half-written segments (.tmp) a crash left, found at start.", false, false, |sh| sh.spool.segments_torn),
+    ("ship_spool_no_space", "Segment writes the file system refused for want of space (ENOSPC, EDQUOT); each made room by the full policy or dropped the batch.", false, false, |sh| sh.spool.no_space),
+    ("ship_spool_segments", "Segments in the spool now.", false, true, |sh| sh.spool.segments_now),
+    ("ship_spool", "Bytes of the spool's segments now.", true, true, |sh| sh.spool.bytes_now),
+    ("ship_batches_sent", "POSTs of a batch to the collector (each try).", false, false, |sh| sh.batches_sent),
+    ("ship_batches_acked", "Batches the collector acknowledged.", false, false, |sh| sh.batches_acked),
+    ("ship_batches_retried", "Tries that failed and will be retried (network, 401, 429, 5xx).", false, false, |sh| sh.batches_retried),
+    ("ship_batches_rejected", "Batches the collector refused for good (400, 413, 415, 422).", false, false, |sh| sh.batches_rejected),
+    ("ship_acked", "Compressed bytes the collector acknowledged.", true, false, |sh| sh.bytes_acked),
+    ("ship_events_duplicate", "Events the collector already had (a batch resent after a lost ack).", false, false, |sh| sh.events_duplicate),
+];
+
 fn encode_sinks(e: &mut DescriptorEncoder<'_>, s: &SinkStats) -> fmt::Result {
     let bytes = Unit::Bytes;
-    let c = MetricType::Counter;
-    let g = MetricType::Gauge;
-    let each = |f: fn(&crate::sinks::SinkStat) -> u64| {
-        s.sinks
-            .iter()
-            .map(move |st| (sink_label(&st.sink), f(st)))
-            .collect::<Vec<_>>()
-    };
-    family(
-        e,
-        "sink_lines_queued",
-        "Lines handed to the sink's queue.",
-        None,
-        c,
-        each(|st| st.lines_queued),
-    )?;
-    family(
-        e,
-        "sink_lines_written",
-        "Lines the sink wrote (for a collector sink: spooled).",
-        None,
-        c,
-        each(|st| st.lines_written),
-    )?;
-    family(
-        e,
-        "sink_written",
-        "Bytes of the lines written, newlines included.",
-        Some(&bytes),
-        c,
-        each(|st| st.bytes_written),
-    )?;
-    family(
-        e,
-        "sink_write_errors",
-        "Failed writes (one may lose a batch of lines).",
-        None,
-        c,
-        each(|st| st.write_errors),
-    )?;
-    family(e, "sink_lines_dropped", "Lines lost before they were written: a failed write, a batch the spool could not take, a writer gone.", None, c, each(|st| st.lines_dropped))?;
+    for (name, help, in_bytes, get) in SINK_COUNTERS {
+        family(
+            e,
+            name,
+            help,
+            in_bytes.then_some(&bytes),
+            MetricType::Counter,
+            s.sinks.iter().map(|st| (sink_label(&st.sink), get(st))),
+        )?;
+    }
     counter(
         e,
         "sink_serialize_errors",
@@ -300,46 +310,22 @@ fn encode_sinks(e: &mut DescriptorEncoder<'_>, s: &SinkStats) -> fmt::Result {
         .iter()
         .filter_map(|st| st.ship.as_ref().map(|sh| (st.sink.as_str(), sh)))
         .collect();
-    let ship = |f: fn(&crate::ship::ShipStats) -> u64| {
-        ships
-            .iter()
-            .map(move |(name, sh)| (sink_label(name), f(sh)))
-            .collect::<Vec<_>>()
-    };
-    family(
-        e,
-        "ship_segments_written",
-        "Batches written to the spool as segments.",
-        None,
-        c,
-        ship(|sh| sh.spool.segments_written),
-    )?;
-    family(
-        e,
-        "ship_segments_acked",
-        "Segments the collector acknowledged (then deleted).",
-        None,
-        c,
-        ship(|sh| sh.spool.segments_acked),
-    )?;
-    family(
-        e,
-        "ship_events_spooled",
-        "Events written to the spool.",
-        None,
-        c,
-        ship(|sh| sh.spool.events_written),
-    )?;
-    family(
-        e,
-        "ship_events_acked",
-        "Events in batches the collector acknowledged.",
-        None,
-        c,
-        ship(|sh| sh.spool.events_acked),
-    )?;
+    for (name, help, in_bytes, is_gauge, get) in SHIP_METRICS {
+        family(
+            e,
+            name,
+            help,
+            in_bytes.then_some(&bytes),
+            if is_gauge {
+                MetricType::Gauge
+            } else {
+                MetricType::Counter
+            },
+            ships.iter().map(|(sink, sh)| (sink_label(sink), get(sh))),
+        )?;
+    }
     let mut dropped = Vec::new();
-    for (name, sh) in &ships {
+    for (sink, sh) in &ships {
         for (cause, n) in [
             ("full", sh.spool.dropped_full),
             ("expired", sh.spool.dropped_expired),
@@ -348,102 +334,19 @@ fn encode_sinks(e: &mut DescriptorEncoder<'_>, s: &SinkStats) -> fmt::Result {
             ("invalid", sh.events_invalid),
         ] {
             dropped.push((
-                vec![("sink", (*name).to_owned()), ("cause", cause.to_owned())],
+                vec![("sink", (*sink).to_owned()), ("cause", cause.to_owned())],
                 n,
             ));
         }
     }
-    family(e, "ship_events_dropped", "Events lost after they were spooled, by cause: full (evicted for room), expired (older than spool_max_age_secs), rejected (refused by the collector for good), corrupt (quarantined), invalid (lines the collector could not use).", None, c, dropped)?;
     family(
         e,
-        "ship_findings_dropped",
-        "Of the dropped events, the findings.",
+        "ship_events_dropped",
+        "Events lost after they were spooled, by cause: full (evicted for room, or a new batch refused), expired (older than spool_max_age_secs), rejected (refused by the collector for good), corrupt (quarantined), invalid (lines the collector could not use).",
         None,
-        c,
-        ship(|sh| sh.spool.findings_dropped),
-    )?;
-    family(
-        e,
-        "ship_segments_quarantined",
-        "Segments that failed their checks, moved to quarantine/.",
-        None,
-        c,
-        ship(|sh| sh.spool.segments_quarantined),
-    )?;
-    family(
-        e,
-        "ship_segments_torn",
-        "Half-written segments (.tmp) a crash left, found at start.",
-        None,
-        c,
-        ship(|sh| sh.spool.segments_torn),
-    )?;
-    family(e, "ship_spool_no_space", "Segment writes the file system refused for want of space (ENOSPC, EDQUOT); each made room by the full policy or dropped the batch.", None, c, ship(|sh| sh.spool.no_space))?;
-    family(
-        e,
-        "ship_spool_segments",
-        "Segments in the spool now.",
-        None,
-        g,
-        ship(|sh| sh.spool.segments_now),
-    )?;
-    family(
-        e,
-        "ship_spool",
-        "Bytes of the spool's segments now.",
-        Some(&bytes),
-        g,
-        ship(|sh| sh.spool.bytes_now),
-    )?;
-    family(
-        e,
-        "ship_batches_sent",
-        "POSTs of a batch to the collector (each try).",
-        None,
-        c,
-        ship(|sh| sh.batches_sent),
-    )?;
-    family(
-        e,
-        "ship_batches_acked",
-        "Batches the collector acknowledged.",
-        None,
-        c,
-        ship(|sh| sh.batches_acked),
-    )?;
-    family(
-        e,
-        "ship_batches_retried",
-        "Tries that failed and will be retried (network, 401, 429, 5xx).",
-        None,
-        c,
-        ship(|sh| sh.batches_retried),
-    )?;
-    family(
-        e,
-        "ship_batches_rejected",
-        "Batches the collector refused for good (400, 413, 415, 422).",
-        None,
-        c,
-        ship(|sh| sh.batches_rejected),
-    )?;
-    family(
-        e,
-        "ship_acked",
-        "Compressed bytes the collector acknowledged.",
-        Some(&bytes),
-        c,
-        ship(|sh| sh.bytes_acked),
-    )?;
-    family(
-        e,
-        "ship_events_duplicate",
-        "Events the collector already had (a batch resent after a lost ack).",
-        None,
-        c,
-        ship(|sh| sh.events_duplicate),
-    )?;
-    Ok(())
+        MetricType::Counter,
+        dropped,
+    )
 }
 
 /// The `/metrics` listener: one thread with a small tokio runtime. Stops
@@ -527,43 +430,42 @@ async fn serve(
         let registry = Arc::clone(&registry);
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |req| answer(Arc::clone(&registry), req));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(respond(&registry, &req)))
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            let _ = tokio::time::timeout(Duration::from_mins(1), conn).await;
         });
     }
 }
 
-async fn answer(
-    registry: Arc<Registry>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+fn respond(registry: &Registry, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *r.status_mut() = status;
         r
     };
     if req.uri().path() != "/metrics" {
-        return Ok(plain(StatusCode::NOT_FOUND, "not found: try /metrics\n"));
+        return plain(StatusCode::NOT_FOUND, "not found: try /metrics\n");
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return Ok(r);
+        return r;
     }
     let accept = req
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let (content_type, body) = render(&registry, accept);
+    let (content_type, body) = render(registry, accept);
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
     );
-    Ok(r)
+    r
 }

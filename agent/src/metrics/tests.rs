@@ -67,6 +67,10 @@ fn only_loopback_is_accepted() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scrape's list of expected samples"
+)]
 fn scrapes_show_pipeline_and_sink_counters_as_they_move() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.ndjson");

@@ -374,11 +374,12 @@ pub fn spooled(spool: &Path) -> (BTreeMap<String, String>, usize) {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        if name.ends_with(".tmp") {
+        let ext = path.extension().and_then(|e| e.to_str());
+        if ext == Some("tmp") {
             torn += 1;
             continue;
         }
-        if !name.ends_with(".seg") {
+        if ext != Some("seg") {
             continue;
         }
         let bytes = fs::read(&path).expect("read a segment");

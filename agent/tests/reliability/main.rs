@@ -13,9 +13,15 @@
 //! Needs curl (tests/setup-test-deps.sh). `cargo test -p aitrail --test
 //! reliability`.
 
+// Test code (and the e2e helpers it shares, which e2e/main.rs allows the same).
 #![allow(
     clippy::doc_markdown,
     clippy::too_many_lines,
+    clippy::too_many_arguments,
+    clippy::many_single_char_names,
+    clippy::similar_names,
+    clippy::needless_pass_by_value,
+    clippy::duration_suboptimal_units,
     clippy::cast_precision_loss
 )]
 

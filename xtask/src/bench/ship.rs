@@ -47,7 +47,9 @@ pub fn run(args: &ShipArgs) -> anyhow::Result<()> {
     if args.no_latency {
         cmd.arg("--no-latency");
     } else if std::env::var_os("AYA_BUILD_SKIP").is_some() {
-        eprintln!("xtask: AYA_BUILD_SKIP ignored: the finding latency needs the real eBPF programs");
+        eprintln!(
+            "xtask: AYA_BUILD_SKIP ignored: the finding latency needs the real eBPF programs"
+        );
         cmd.env_remove("AYA_BUILD_SKIP");
     }
     eprintln!("xtask: running {}", util::show(&cmd));
