@@ -6,14 +6,18 @@
 //! buffer, sized to the data they carry; whatever cannot be sent is counted in
 //! per-CPU counters that userspace reports.
 //!
-//! One file per probe family: `tls_openssl` (uprobes), `proc` (exec, fork,
-//! exit), `file` (openat/openat2), `net` (connect).
+//! One file per probe family: `tls` (what the TLS uprobes of every stack
+//! share) and `tls_openssl`, `tls_gnutls`, `tls_nss` (one per stack), `proc`
+//! (exec, fork, exit), `file` (openat/openat2), `net` (connect).
 #![no_std]
 #![no_main]
 
 mod file;
 mod net;
 mod proc;
+mod tls;
+mod tls_gnutls;
+mod tls_nss;
 mod tls_openssl;
 
 use agent_common::{counter, scope_flags, CgroupScope, KernelOffsets, RecordHeader, MAX_CGROUPS};

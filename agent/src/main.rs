@@ -108,7 +108,7 @@ struct AgentArgs {
     /// Capture only this cgroup v2 subtree (repeatable).
     #[arg(long = "cgroup")]
     cgroups: Vec<PathBuf>,
-    /// Plaintext bytes copied from one SSL call at most.
+    /// Plaintext bytes copied from one TLS read or write call at most.
     #[arg(long)]
     tls_cap: Option<u32>,
     /// Watch processes with this name from their exec on (repeatable).

@@ -29,6 +29,8 @@ pub enum ConfigError {
         field: &'static str,
         problem: String,
     },
+    #[error("collector config")]
+    Forward(#[from] crate::forward::ForwardConfigError),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -49,6 +51,9 @@ pub struct FileConfig {
     pub api: ApiSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Forwarders (`[[forward]]`), see docs/shipping.md.
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardSection>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -135,6 +140,38 @@ pub struct MetricsSection {
     pub tokens: Vec<String>,
 }
 
+/// Query and metrics tokens: long enough, and each kind its own (a token
+/// that ingests cannot query, one that scrapes can do nothing else).
+fn check_reader_tokens(
+    agent_tokens: &BTreeMap<String, String>,
+    api: &[String],
+    metrics: &[String],
+) -> Result<(), ConfigError> {
+    let invalid = |field, problem: &str| ConfigError::Invalid {
+        field,
+        problem: problem.to_owned(),
+    };
+    if api.iter().any(|t| t.len() < 16) {
+        return Err(invalid("api", "token shorter than 16 characters"));
+    }
+    if api.iter().any(|t| agent_tokens.contains_key(t)) {
+        return Err(invalid("api", "an API token is also an agent token"));
+    }
+    if metrics.iter().any(|t| t.len() < 16) {
+        return Err(invalid("metrics", "token shorter than 16 characters"));
+    }
+    if metrics
+        .iter()
+        .any(|t| agent_tokens.contains_key(t) || api.contains(t))
+    {
+        return Err(invalid(
+            "metrics",
+            "a metrics token is also an agent or API token: give the scraper its own",
+        ));
+    }
+    Ok(())
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -151,6 +188,7 @@ pub struct Config {
     pub api_tokens: Vec<String>,
     /// Bearer tokens of `/metrics`; empty: off.
     pub metrics_tokens: Vec<String>,
+    pub forward: Vec<crate::forward::ForwardSpec>,
 }
 
 impl FileConfig {
@@ -224,25 +262,21 @@ impl FileConfig {
                 "rate_per_sec, rate_burst and max_connections must be > 0",
             ));
         }
-        if self.api.tokens.iter().any(|t| t.len() < 16) {
-            return Err(invalid("api", "token shorter than 16 characters"));
-        }
-        if self.api.tokens.iter().any(|t| agent_tokens.contains_key(t)) {
-            return Err(invalid("api", "an API token is also an agent token"));
-        }
-        if self.metrics.tokens.iter().any(|t| t.len() < 16) {
-            return Err(invalid("metrics", "token shorter than 16 characters"));
-        }
-        if self
-            .metrics
-            .tokens
-            .iter()
-            .any(|t| agent_tokens.contains_key(t) || self.api.tokens.contains(t))
-        {
-            return Err(invalid(
-                "metrics",
-                "a metrics token is also an agent or API token: give the scraper its own",
-            ));
+        check_reader_tokens(&agent_tokens, &self.api.tokens, &self.metrics.tokens)?;
+        let mut forward = Vec::with_capacity(self.forward.len());
+        for section in self.forward {
+            let mut spec = section.validate()?;
+            crate::forward::prepare(&mut spec)?;
+            if forward
+                .iter()
+                .any(|f: &crate::forward::ForwardSpec| f.name == spec.name)
+            {
+                return Err(invalid(
+                    "forward",
+                    &format!("{}: name used twice", spec.name),
+                ));
+            }
+            forward.push(spec);
         }
         Ok(Config {
             listen: self.listen,
@@ -257,6 +291,7 @@ impl FileConfig {
             retention_interval: Duration::from_secs(self.store.retention_interval_secs.max(1)),
             api_tokens: self.api.tokens,
             metrics_tokens: self.metrics.tokens,
+            forward,
         })
     }
 }

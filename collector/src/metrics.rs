@@ -150,6 +150,49 @@ pub trait ForwarderMetrics: Send + Sync + 'static {
     }
 }
 
+/// The forwarders' counters (collector/src/forward/), as `/metrics` shows
+/// them: `aitrail_collector_forward_events_sent_total{forwarder,kind}`, ….
+impl ForwarderMetrics for crate::forward::Forwarder {
+    fn name(&self) -> &str {
+        crate::forward::Forwarder::name(self)
+    }
+
+    fn kind(&self) -> &str {
+        crate::forward::Forwarder::kind(self)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &*self.counters;
+        let get = crate::forward::ForwardCounters::get;
+        vec![
+            ("events_sent", get(&c.events_sent)),
+            ("events_rejected", get(&c.events_rejected)),
+            ("events_duplicate", get(&c.events_duplicate)),
+            ("events_dropped", get(&c.events_dropped)),
+            ("events_expired", get(&c.events_expired)),
+            ("events_invalid", get(&c.events_invalid)),
+            ("batches_sent", get(&c.batches_sent)),
+            ("batches_retried", get(&c.batches_retried)),
+            ("batches_rejected", get(&c.batches_rejected)),
+            ("errors", get(&c.errors)),
+        ]
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        let c = &*self.counters;
+        let get = crate::forward::ForwardCounters::get;
+        vec![
+            ("lag_events", get(&c.lag)),
+            ("cursor_seq", get(&c.cursor)),
+            ("newest_seq", get(&c.newest)),
+            (
+                "last_ack_timestamp_seconds",
+                get(&c.last_ack_unix_ms) / 1000,
+            ),
+        ]
+    }
+}
+
 /// HTTP answers by route and status, counted as they are sent.
 #[derive(Debug, Default)]
 pub struct Requests {

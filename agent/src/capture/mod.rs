@@ -23,6 +23,7 @@ mod attach;
 pub mod btf;
 pub mod records;
 pub mod running;
+pub mod stacks;
 pub mod targets;
 
 use std::{
@@ -409,7 +410,7 @@ impl Capture {
             }
             Record::Exit(_) => self.attacher.detach_process(&mut self.ebpf, rec.tgid()),
             Record::LibOpen(f) | Record::FileOpen(f) => {
-                if f.ret >= 0 && targets::is_libssl_name(Path::new(&f.path)) {
+                if f.ret >= 0 && targets::is_tls_library_name(Path::new(&f.path)) {
                     let pid = rec.tgid();
                     self.attacher.learn_and_attach(&mut self.ebpf, pid, &f.path);
                 }

@@ -668,6 +668,7 @@ impl Pipeline {
                     | "read_failed"
                     | "tls_no_entry"
                     | "tls_args_full"
+                    | "tls_tail_call_failed"
                     | "scope_full"
             ) || name.starts_with("record_")
             {
