@@ -2,7 +2,8 @@
 # setup-test-deps.sh — install what aitrail's end-to-end tests need, on a fresh
 # Debian 12 machine, as root. Idempotent: does nothing when all is present.
 #
-#   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
+#   Debian packages  openssl (test PKI), curl (curl client; the /metrics scrapes
+#                    of agent/tests/reliability and e2e spool), ca-certificates,
 #                    python3 + python3-pip and nodejs only if missing;
 #                    golang-go (builds tests/clients/agent_go.go, the Go client);
 #                    the other TLS stacks' clients: gnutls-bin (gnutls-cli) and

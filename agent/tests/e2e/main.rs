@@ -34,6 +34,7 @@ mod detection;
 mod go;
 mod onehost;
 mod protocols;
+mod spool;
 mod stacks;
 
 use std::time::Duration;
