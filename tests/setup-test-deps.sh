@@ -2,11 +2,13 @@
 # setup-test-deps.sh — install what aitrail's end-to-end tests need, on a fresh
 # Debian 12 machine, as root. Idempotent: does nothing when all is present.
 #
-#   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
+#   Debian packages  openssl (test PKI), curl (curl client; the /metrics scrapes
+#                    of agent/tests/reliability and e2e spool), ca-certificates,
 #                    python3 + python3-pip and nodejs only if missing;
 #                    rsyslog + rsyslog-gnutls (the syslog/CEF forwarders'
 #                    receiver; the tests run their own rsyslogd, never the
 #                    system's);
+#                    golang-go (builds tests/clients/agent_go.go, the Go client);
 #                    the other TLS stacks' clients: gnutls-bin (gnutls-cli) and
 #                    wget (GnuTLS), libcurl3-gnutls and libcurl3-nss (curl's
 #                    GnuTLS and NSS backends), libnss3-tools (tstclnt, certutil) and
@@ -65,6 +67,10 @@ for pair in gnutls-cli:gnutls-bin wget:wget tstclnt:libnss3-tools certutil:libns
             cc:gcc pkg-config:pkg-config javac:default-jdk-headless; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+if ! command -v go >/dev/null 2>&1; then
+    # Debian 12: Go 1.19 (register ABI, pclntab 1.18 layout)
+    missing+=(golang-go)
+fi
 if ! { command -v pkg-config && pkg-config --exists nss; } >/dev/null 2>&1; then
     missing+=(libnss3-dev)
 fi
@@ -79,7 +85,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     readarray -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-    log "Debian packages present (openssl, curl, ca-certificates, rsyslog, rsyslog-gnutls, python3, pip, node, gnutls-cli, wget, NSS tools and headers, cc, a JDK)"
+    log "Debian packages present (openssl, curl, ca-certificates, rsyslog, rsyslog-gnutls, python3, pip, node, gnutls-cli, wget, NSS tools and headers, cc, a JDK, go)"
 fi
 
 # --- Python packages -------------------------------------------------------
@@ -145,4 +151,5 @@ done
 node -e "require('$here/node_modules/@elastic/ecs/build/commonjs/ecs_flat.js')" || { log "node cannot load @elastic/ecs"; exit 1; }
 node -e 'require("https"); require("zlib")' || { log "node is not usable"; exit 1; }
 pkg-config --exists nss || { log "pkg-config finds no nss (libnss3-dev)"; exit 1; }
+go version >/dev/null || { log "go is not usable"; exit 1; }
 log "ok"

@@ -7,7 +7,7 @@
 //! per-CPU counters that userspace reports.
 //!
 //! One file per probe family: `tls` (what the TLS uprobes of every stack
-//! share) and `tls_openssl`, `tls_gnutls`, `tls_nss` (one per stack), `proc`
+//! share) and `tls_openssl`, `tls_gnutls`, `tls_nss`, `tls_go` (one per stack), `proc`
 //! (exec, fork, exit), `file` (openat/openat2), `net` (connect).
 #![no_std]
 #![no_main]
@@ -17,6 +17,7 @@ mod net;
 mod proc;
 mod tls;
 mod tls_gnutls;
+mod tls_go;
 mod tls_nss;
 mod tls_openssl;
 

@@ -45,6 +45,9 @@ pub(crate) mod ret {
     /// `GNUTLS_E_AGAIN`/`GNUTLS_E_INTERRUPTED` a write is still pending: the
     /// caller must call again with the same data or with `NULL, 0`.
     pub const GNUTLS: u8 = 2;
+    /// Known at entry: the count is `len_ptr` itself (Go's `Write`, copied
+    /// at its entry with all of `b`; see `tls_go`).
+    pub const KNOWN: u8 = 3;
 }
 
 /// Which stack saved a call: a return probe takes only its own stack's
@@ -54,6 +57,7 @@ pub(crate) mod stack {
     pub const OPENSSL: u8 = 1;
     pub const GNUTLS: u8 = 2;
     pub const NSS: u8 = 3;
+    pub const GO: u8 = 4;
 }
 
 const GNUTLS_E_AGAIN: i64 = -28;
@@ -75,7 +79,8 @@ pub(crate) struct TlsArgs {
     pub pending: u8,
     /// One of [`stack`].
     pub stack: u8,
-    pub _pad: [u8; 4],
+    /// The socket, when the stack knows it (Go), else -1.
+    pub fd: i32,
 }
 
 impl TlsArgs {
@@ -89,7 +94,7 @@ impl TlsArgs {
             ret,
             pending: 0,
             stack,
-            _pad: [0; 4],
+            fd: -1,
         }
     }
 }
@@ -159,6 +164,17 @@ pub(crate) fn finish(ctx: &RetProbeContext, stack: u8, missing: Missing) -> u32 
     0
 }
 
+/// Hands this thread's saved call to [`tls_copy`] now (Go's programs, which
+/// keep their own state per goroutine and save a call just before).
+#[inline(always)]
+pub(crate) fn copy_saved<C: aya_ebpf::EbpfContext>(ctx: &C, pid_tgid: u64) -> u32 {
+    // SAFETY: the context is this program's; on success this never returns.
+    unsafe { TLS_COPY.tail_call(ctx, 0) };
+    count(counter::TLS_TAIL_CALL_FAILED, 1);
+    let _ = TLS_ARGS.remove(&pid_tgid);
+    0
+}
+
 /// Copies what the saved call of this thread moved (tail-called by the
 /// return program of every hooked function).
 #[uretprobe]
@@ -200,6 +216,10 @@ fn capture(ctx: &RetProbeContext) -> u32 {
                 return 0;
             }
             moved
+        }
+        ret::KNOWN => {
+            let _ = TLS_ARGS.remove(&pid_tgid);
+            args.len_ptr
         }
         ret::GNUTLS => {
             let r: i64 = ctx.ret();
@@ -288,7 +308,7 @@ fn capture(ctx: &RetProbeContext) -> u32 {
             (*rec).offset = off as u32;
             (*rec).total_len = total as u32;
             (*rec).data_len = n as u32;
-            (*rec).fd = -1;
+            (*rec).fd = args.fd;
             (*rec).dir = args.dir;
             let rc = bpf_probe_read_user(
                 (*rec).data.as_mut_ptr().cast::<c_void>(),
@@ -336,6 +356,12 @@ fn mark_if_request(pid_tgid: u64, buf: u64) {
 /// the connection is finished at once.
 #[inline(always)]
 pub(crate) fn close(conn: u64) -> u32 {
+    close_with_fd(conn, -1)
+}
+
+/// [`close`], with the connection's socket when known.
+#[inline(always)]
+pub(crate) fn close_with_fd(conn: u64, fd: i32) -> u32 {
     let Some(rec) = TLS_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -346,7 +372,7 @@ pub(crate) fn close(conn: u64) -> u32 {
         (*rec).offset = 0;
         (*rec).total_len = 0;
         (*rec).data_len = 0;
-        (*rec).fd = -1;
+        (*rec).fd = fd;
         (*rec).dir = dir::READ;
         (*rec).flags = tls_flags::CLOSE | tls_flags::LAST;
     }

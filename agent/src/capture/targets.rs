@@ -212,11 +212,13 @@ impl Targets {
         if self.rejected.contains(&id) {
             return None;
         }
+        let started = std::time::Instant::now();
         match resolve(path) {
             Ok(t) => {
                 tracing::info!(
                     path = %path.display(), stack = %t.stack, method = %t.method,
-                    functions = ?t.functions(), "TLS library found"
+                    functions = ?t.functions(), probes = t.hooks.len(),
+                    took = ?started.elapsed(), "TLS library found"
                 );
                 self.by_id.insert(id, t.clone());
                 Some(t)

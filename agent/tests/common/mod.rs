@@ -267,10 +267,14 @@ pub fn make_cert(dir: &TestDir) -> Pki {
 
 mod conversation;
 mod events;
+mod goclient;
 mod procs;
+mod realbin;
 mod scenario;
 
 pub use conversation::*;
 pub use events::*;
+pub use goclient::*;
 pub use procs::*;
+pub use realbin::*;
 pub use scenario::*;

@@ -24,6 +24,9 @@ pub enum Client {
     /// tests/clients/agent_bedrock.py --invoke: Bedrock InvokeModel with an
     /// Anthropic Messages body
     BedrockInvokePy,
+    /// tests/clients/agent_go.go (Go's net/http and crypto/tls), against
+    /// the HTTP/1.1 mock or, with `h2`, the HTTP/2 one; run by e2e/go.rs
+    Go { build: GoBuild, h2: bool },
 }
 
 impl Client {
@@ -216,6 +219,10 @@ fn client_command(
             a.extend(common);
             (node(), a, vec![("OPENAI_API_KEY", OPENAI_KEY.to_string())])
         }
+        Client::Go { .. } => unreachable!(
+            "a Go client starts too fast to be attached at its exec: e2e/go.rs runs it as the \
+             daemon's command"
+        ),
         Client::Curl => {
             assert!(!stream, "the curl scenario is a single plain POST");
             let body = serde_json::json!({

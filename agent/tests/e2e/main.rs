@@ -31,8 +31,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
+mod go;
 mod onehost;
 mod protocols;
+mod spool;
 mod stacks;
 
 use std::time::Duration;
@@ -414,6 +416,7 @@ fn harness_run(name: &str, client: Client, stream: bool) {
             (python(), "agent_bedrock.py", common::bedrock_env())
         }
         Client::Curl => unreachable!("curl has no loop"),
+        Client::Go { .. } => unreachable!("the Go client's harness is in e2e/go.rs"),
     };
     let mut args = vec![
         clients.join(script).display().to_string(),

@@ -9,6 +9,7 @@
 //! ([`Method`]), which the attach log and `blind_spot` findings report.
 
 pub mod gnutls;
+pub mod go;
 pub mod nss;
 pub mod openssl;
 
@@ -24,6 +25,8 @@ pub enum Stack {
     /// NSS over NSPR (`libssl3.so` + `libnspr4.so`, or both folded into
     /// Mozilla's `libnss3.so`: Firefox, Thunderbird, tstclnt, libcurl3-nss).
     Nss,
+    /// Go's `crypto/tls`, linked into Go programs (Go 1.17+, register ABI).
+    GoTls,
 }
 
 impl Stack {
@@ -32,6 +35,7 @@ impl Stack {
             Stack::OpenSsl => "openssl",
             Stack::GnuTls => "gnutls",
             Stack::Nss => "nss",
+            Stack::GoTls => "go-crypto-tls",
         }
     }
 }
@@ -47,12 +51,15 @@ impl fmt::Display for Stack {
 pub enum Method {
     /// From the ELF symbol tables (dynamic first, then the full table).
     Symbol,
+    /// From Go's function table (`.gopclntab`): stripped Go binaries.
+    Pclntab,
 }
 
 impl Method {
     pub const fn as_str(self) -> &'static str {
         match self {
             Method::Symbol => "symbol",
+            Method::Pclntab => "pclntab",
         }
     }
 }
@@ -98,6 +105,7 @@ pub const RESOLVERS: &[(Stack, Resolver)] = &[
     (Stack::OpenSsl, openssl::resolve),
     (Stack::GnuTls, gnutls::resolve),
     (Stack::Nss, nss::resolve),
+    (Stack::GoTls, go::resolve),
 ];
 
 /// The program every TLS return probe tail-calls to copy the plaintext
@@ -106,7 +114,12 @@ pub const COPY_PROGRAM: &str = "tls_copy";
 
 /// Every TLS program in the eBPF object, by stack (loaded at start,
 /// attached per process).
-pub const PROGRAMS: &[&[&str]] = &[openssl::PROGRAMS, gnutls::PROGRAMS, nss::PROGRAMS];
+pub const PROGRAMS: &[&[&str]] = &[
+    openssl::PROGRAMS,
+    gnutls::PROGRAMS,
+    nss::PROGRAMS,
+    go::PROGRAMS,
+];
 
 /// Is this the file name of a shared TLS library some resolver reads? The
 /// kernel's `LIB_OPEN` filter (agent-ebpf/src/file.rs `is_tls_library`)
