@@ -175,6 +175,14 @@ impl ForwarderMetrics for crate::forward::Forwarder {
             ("batches_retried", get(&c.batches_retried)),
             ("batches_rejected", get(&c.batches_rejected)),
             ("errors", get(&c.errors)),
+            ("connects", get(&c.connects)),
+            ("bytes_sent", get(&c.bytes_sent)),
+            ("connection_resets", get(&c.connection_resets)),
+            ("events_resent", get(&c.events_resent)),
+            ("events_trimmed", get(&c.events_trimmed)),
+            ("events_truncated", get(&c.events_truncated)),
+            ("fields_dropped", get(&c.fields_dropped)),
+            ("answers_unexpected", get(&c.answers_unexpected)),
         ]
     }
 

@@ -8,7 +8,7 @@
 //!
 //! The oracle: every stored event is delivered to each forwarder's
 //! destination exactly once by id — nothing lost, nothing twice — and the
-//! counters and persisted cursors agree.
+//! counters (also as `/metrics` shows them) and persisted cursors agree.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -220,6 +220,25 @@ fn syslog_cef_and_otlp_forwarders_deliver_every_stored_event_once() {
         });
     }
     second_run_counters(&c, &at_stop, &rx);
+    // The same counters on /metrics.
+    let metrics = inprocess::scrape(&rt, &pki, &c);
+    for (name, kind) in [("siem", "syslog"), ("arcsight", "cef"), ("otel", "otlp")] {
+        let f = counters(&c, name);
+        for (metric, value) in [
+            ("events_sent_total", get(&f.events_sent)),
+            ("bytes_sent_total", get(&f.bytes_sent)),
+            ("connects_total", get(&f.connects)),
+            ("events_resent_total", get(&f.events_resent)),
+        ] {
+            let line = format!(
+                "aitrail_collector_forward_{metric}{{forwarder=\"{name}\",kind=\"{kind}\"}} {value}"
+            );
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line} missing in\n{metrics}"
+            );
+        }
+    }
     c.stop();
 
     // The oracle.

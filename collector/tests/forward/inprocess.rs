@@ -19,9 +19,10 @@ use hyper::{header, Method};
 use crate::pki::Pki;
 
 pub const AGENT_TOKEN: &str = "agent-token-0123456789";
+pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 /// collector.toml for `store` with these forwarders (`[[forward]]`
-/// tables); retention off.
+/// tables); retention off, `/metrics` on.
 pub fn config(pki: &Pki, store: &Path, forwarders: &str) -> String {
     format!(
         r#"
@@ -34,6 +35,8 @@ token = "{AGENT_TOKEN}"
 [store]
 dir = "{store}"
 retention_days = 0
+[metrics]
+tokens = ["{METRICS_TOKEN}"]
 {forwarders}"#,
         cert = pki.server_cert.display(),
         key = pki.server_key.display(),
@@ -47,10 +50,8 @@ pub fn start(config: &str) -> Running {
     Collector::start_in_thread(cfg.validate().unwrap()).expect("collector starts")
 }
 
-/// Posts NDJSON lines to the collector's ingest as an agent does (zstd,
-/// bearer token, batch id = the first line's index), 100 a batch, with the
-/// forwarders' own HTTP client; each batch must be accepted whole.
-pub fn ingest(rt: &tokio::runtime::Runtime, pki: &Pki, c: &Running, lines: &[(usize, String)]) {
+/// The forwarders' own HTTP client, to the collector.
+fn client(pki: &Pki, c: &Running) -> HttpClient {
     let spec = toml::from_str::<ForwardSection>(&format!(
         "name = \"ingest\"\ntype = \"http\"\nurl = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\nformat = \"native\"\n",
         c.addr.port(),
@@ -59,7 +60,28 @@ pub fn ingest(rt: &tokio::runtime::Runtime, pki: &Pki, c: &Running, lines: &[(us
     .unwrap()
     .validate()
     .unwrap();
-    let client = HttpClient::new(&spec, 1 << 20).unwrap();
+    HttpClient::new(&spec, 1 << 20).unwrap()
+}
+
+/// `GET /metrics` (Prometheus text).
+pub fn scrape(rt: &tokio::runtime::Runtime, pki: &Pki, c: &Running) -> String {
+    let resp = rt
+        .block_on(client(pki, c).request(
+            Method::GET,
+            "/metrics",
+            &[(header::AUTHORIZATION, format!("Bearer {METRICS_TOKEN}"))],
+            bytes::Bytes::new(),
+        ))
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.snippet());
+    String::from_utf8(resp.body.to_vec()).unwrap()
+}
+
+/// Posts NDJSON lines to the collector's ingest as an agent does (zstd,
+/// bearer token, batch id = the first line's index), 100 a batch, with the
+/// forwarders' own HTTP client; each batch must be accepted whole.
+pub fn ingest(rt: &tokio::runtime::Runtime, pki: &Pki, c: &Running, lines: &[(usize, String)]) {
+    let client = client(pki, c);
     for chunk in lines.chunks(100) {
         let ndjson: String = chunk.iter().fold(String::new(), |mut t, (_, l)| {
             t.push_str(l);
