@@ -300,6 +300,23 @@ fn recorder(path: &std::path::Path) -> anyhow::Result<Recorder> {
     Ok(r)
 }
 
+/// The flag SIGTERM sets to stop the daemon, and SIGINT too unless a
+/// command runs in scope: then Ctrl-C belongs to it (an interactive shell
+/// ignores it at its prompt) and the daemon stops when the command exits.
+fn stop_flag(with_command: bool) -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("signal handler")?;
+    if with_command {
+        // SAFETY: ignoring a signal has no preconditions.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    } else {
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+            .context("signal handler")?;
+    }
+    Ok(stop)
+}
+
 #[expect(
     clippy::needless_pass_by_value,
     reason = "the parsed command line is consumed here"
@@ -331,18 +348,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         tracing::warn!("no --pid or --cgroup: capturing the whole host");
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
-        .context("signal handler")?;
-    // With a command, Ctrl-C belongs to it (an interactive shell ignores it
-    // at its prompt); the daemon stops when the command exits.
-    if gated.is_none() {
-        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
-            .context("signal handler")?;
-    } else {
-        // SAFETY: ignoring a signal has no preconditions.
-        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    }
+    let stop = stop_flag(gated.is_some())?;
 
     let mut capture_cfg = capture_config(&cfg);
     capture_cfg.preattach = preattach;
