@@ -3,12 +3,17 @@
 # Debian 12 machine, as root. Idempotent: does nothing when all is present.
 #
 #   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
-#                    python3 + python3-pip and nodejs only if missing
+#                    python3 + python3-pip, nodejs and npm only if missing
 #   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs),
 #                    installed only if a pinned version is not already there
+#   npm packages     @openai/codex@CODEX_VERSION-linux-x64 (Codex CLI: a
+#                    stripped static rustls binary), unpacked (no install
+#                    scripts run) into $AITRAIL_TEST_CACHE/codex-VERSION
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
+# AITRAIL_TEST_CACHE (default ~/.cache/aitrail-tests) — where downloaded
+# binaries are unpacked.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,6 +50,10 @@ if ! "$py" -m pip --version >/dev/null 2>&1; then
 fi
 if ! command -v node >/dev/null 2>&1; then
     missing+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    # NodeSource's nodejs brings npm; Debian's does not
+    missing+=(npm)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -90,6 +99,31 @@ else
     fi
     log "$py -m pip ${pip_args[*]}"
     "$py" -m pip "${pip_args[@]}"
+fi
+
+# --- npm packages ------------------------------------------------------------
+# Codex CLI, pinned: the rustls resolver's unit tests read its binary and the
+# rustls end-to-end test runs it. Change together with CODEX_VERSION in
+# agent/src/capture/stacks/rustls/tests.rs and agent/tests/e2e/rustls.rs.
+codex_version=0.171.0
+cache=${AITRAIL_TEST_CACHE:-$HOME/.cache/aitrail-tests}
+codex_dir="$cache/codex-$codex_version"
+codex_bin="$codex_dir/package/vendor/x86_64-unknown-linux-musl/bin/codex"
+if [ -x "$codex_bin" ]; then
+    log "codex $codex_version present in $codex_dir"
+else
+    command -v npm >/dev/null 2>&1 || { log "npm is needed to fetch @openai/codex"; exit 1; }
+    log "npm pack @openai/codex@$codex_version-linux-x64 into $codex_dir"
+    mkdir -p "$cache"
+    chmod 0700 "$cache"
+    tmp=$(mktemp -d "$cache/codex.XXXXXX")
+    (cd "$tmp" && npm pack --silent "@openai/codex@$codex_version-linux-x64" >/dev/null)
+    mkdir -p "$tmp/unpacked"
+    tar -xzf "$tmp"/openai-codex-*.tgz -C "$tmp/unpacked"
+    rm -rf "$codex_dir"
+    mv "$tmp/unpacked" "$codex_dir"
+    rm -rf "$tmp"
+    "$codex_bin" --version >/dev/null || { log "the unpacked codex does not run"; exit 1; }
 fi
 
 # --- sanity ----------------------------------------------------------------

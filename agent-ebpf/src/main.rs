@@ -6,8 +6,9 @@
 //! buffer, sized to the data they carry; whatever cannot be sent is counted in
 //! per-CPU counters that userspace reports.
 //!
-//! One file per probe family: `tls_openssl` (uprobes), `proc` (exec, fork,
-//! exit), `file` (openat/openat2), `net` (connect).
+//! One file per probe family: `tls_openssl` and `tls_rustls` (uprobes;
+//! rustls also two fentry socket programs), `proc` (exec, fork, exit),
+//! `file` (openat/openat2), `net` (connect).
 #![no_std]
 #![no_main]
 
@@ -15,6 +16,7 @@ mod file;
 mod net;
 mod proc;
 mod tls_openssl;
+mod tls_rustls;
 
 use agent_common::{counter, scope_flags, CgroupScope, KernelOffsets, RecordHeader, MAX_CGROUPS};
 use aya_ebpf::{

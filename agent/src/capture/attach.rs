@@ -15,9 +15,9 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData},
     programs::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
-        UProbe,
+        BtfTracePoint, UProbe,
     },
-    Ebpf,
+    Btf, Ebpf,
 };
 
 use super::{
@@ -29,6 +29,21 @@ use super::{
 /// The links of one (process, target) pair: program name and link id.
 type Links = Vec<(&'static str, UProbeLinkId)>;
 
+/// The rustls programs that tie records to sockets, and their kernel
+/// functions (agent-ebpf/src/tls_rustls.rs).
+const RUSTLS_SOCKET_PROGRAMS: [(&str, &str); 2] = [
+    ("tls_rustls_sock_recv", "sock_recv_length"),
+    ("tls_rustls_sock_send", "sock_send_length"),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SocketPrograms {
+    NotLoaded,
+    Loaded,
+    Attached,
+    Unavailable,
+}
+
 pub struct Attacher {
     scope: BpfHashMap<MapData, u32, u8>,
     cgroups: Array<MapData, CgroupScope>,
@@ -36,6 +51,11 @@ pub struct Attacher {
     /// pid → target id → links.
     links: HashMap<u32, HashMap<(u64, u64), Links>>,
     scope_pids: HashSet<u32>,
+    /// rustls: processes registered in the kernel's `RUSTLS_PROCS`, and
+    /// whether the socket programs that pair its records' directions are
+    /// loaded (at start) and attached (with the first such process).
+    rustls_pids: HashSet<u32>,
+    rustls_sockets: SocketPrograms,
     attached: u64,
     attach_failed: u64,
     detached: u64,
@@ -64,6 +84,8 @@ impl Attacher {
             targets: Targets::default(),
             links: HashMap::new(),
             scope_pids: HashSet::new(),
+            rustls_pids: HashSet::new(),
+            rustls_sockets: SocketPrograms::NotLoaded,
             attached: 0,
             attach_failed: 0,
             detached: 0,
@@ -90,6 +112,73 @@ impl Attacher {
             })?;
         }
         Ok(())
+    }
+
+    /// Loads the rustls socket programs (BTF tracepoints `sock_recv_length`
+    /// and `sock_send_length`; attached later, with the first rustls
+    /// process). A
+    /// kernel that cannot load them leaves rustls programs unattached
+    /// (logged, counted) rather than capturing half-paired connections.
+    pub fn load_rustls_sockets(&mut self, ebpf: &mut Ebpf, btf: &Btf) {
+        let mut ok = true;
+        for (name, function) in RUSTLS_SOCKET_PROGRAMS {
+            let loaded = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::InvalidName {
+                    name: name.to_string(),
+                })
+                .and_then(|p| <&mut BtfTracePoint>::try_from(p))
+                .and_then(|p| p.load(function, btf));
+            if let Err(e) = loaded {
+                tracing::warn!(program = name, error = %e, "rustls socket program not loaded: rustls capture is off");
+                ok = false;
+            }
+        }
+        self.rustls_sockets = if ok {
+            SocketPrograms::Loaded
+        } else {
+            SocketPrograms::Unavailable
+        };
+    }
+
+    /// Attaches the socket programs once; false when they cannot be.
+    fn rustls_sockets_ready(&mut self, ebpf: &mut Ebpf) -> bool {
+        match self.rustls_sockets {
+            SocketPrograms::Attached => return true,
+            SocketPrograms::Loaded => {}
+            SocketPrograms::NotLoaded | SocketPrograms::Unavailable => return false,
+        }
+        for (name, _) in RUSTLS_SOCKET_PROGRAMS {
+            let attached = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::InvalidName {
+                    name: name.to_string(),
+                })
+                .and_then(|p| <&mut BtfTracePoint>::try_from(p))
+                .and_then(BtfTracePoint::attach);
+            if let Err(e) = attached {
+                tracing::warn!(program = name, error = %e, "rustls socket program not attached: rustls capture is off");
+                self.rustls_sockets = SocketPrograms::Unavailable;
+                return false;
+            }
+        }
+        tracing::info!("rustls socket programs attached (sock_recv_length, sock_send_length)");
+        self.rustls_sockets = SocketPrograms::Attached;
+        true
+    }
+
+    fn set_rustls_pid(ebpf: &mut Ebpf, pid: u32, on: bool) -> bool {
+        let Some(map) = ebpf.map_mut("RUSTLS_PROCS") else {
+            return false;
+        };
+        let Ok(mut procs) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map) else {
+            return false;
+        };
+        if on {
+            procs.insert(pid, 1, 0).is_ok()
+        } else {
+            procs.remove(&pid).is_ok()
+        }
     }
 
     pub fn targets(&self) -> &Targets {
@@ -178,6 +267,16 @@ impl Attacher {
             return;
         }
         let Some(nz) = nonzero(pid) else { return };
+        if t.stack == stacks::Stack::Rustls {
+            // Without the socket programs its records cannot be paired
+            // into connections: better no probes than misleading ones.
+            if !self.rustls_sockets_ready(ebpf) || !Self::set_rustls_pid(ebpf, pid, true) {
+                self.attach_failed += 1;
+                tracing::warn!(pid, path = %t.path.display(), "rustls probes not attached");
+                return;
+            }
+            self.rustls_pids.insert(pid);
+        }
         let started = std::time::Instant::now();
         let mut made = Vec::new();
         for hook in &t.hooks {
@@ -213,6 +312,9 @@ impl Attacher {
     /// Drops the links of a process that ended.
     pub fn detach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.scope_pids.remove(&pid);
+        if self.rustls_pids.remove(&pid) {
+            Self::set_rustls_pid(ebpf, pid, false);
+        }
         let Some(by_target) = self.links.remove(&pid) else {
             return;
         };

@@ -180,9 +180,11 @@ impl Capture {
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
         // Until the scope is seeded the programs see nothing in it.
         attach_kernel_programs(&mut ebpf, &kernel_btf)?;
+        let mut cap = Self::from_loaded(ebpf, cfg)?;
+        cap.attacher
+            .load_rustls_sockets(&mut cap.ebpf, &kernel_btf);
         drop(kernel_btf);
         release_heap();
-        let mut cap = Self::from_loaded(ebpf, cfg)?;
         cap.seed_scope()?;
         cap.attach_tls()?;
         Ok(cap)

@@ -9,6 +9,12 @@
 //! Memory is bounded in all, not only per connection: when the bytes held by
 //! every parser pass a budget, the connection holding the most is finished
 //! (its exchange marked truncated) and counted.
+//!
+//! rustls connections are named by the kernel's socket cookie instead of an
+//! `SSL *`; their first records may come before that name is known and are
+//! held by [`link::Links`] until it is.
+
+mod link;
 
 use std::collections::HashMap;
 
@@ -60,6 +66,8 @@ pub struct Streams {
     /// Connections finished early because all parsers together held more
     /// than the memory budget.
     pub evicted_for_memory: u64,
+    /// rustls records waiting for their connection.
+    pub links: link::Links,
 }
 
 impl Streams {
@@ -74,6 +82,7 @@ impl Streams {
             gap_bytes: 0,
             evicted: 0,
             skipped_not_http: 0,
+            links: link::Links::new(max_held / 4),
         }
     }
 
@@ -86,6 +95,16 @@ impl Streams {
     }
 
     pub fn on_chunk(&mut self, c: &TlsChunk, out: &mut Vec<StreamOutput>) {
+        if c.flags & (tls_flags::LINK | tls_flags::UNLINKED) != 0 {
+            for c in self.links.route(c) {
+                self.feed(&c, out);
+            }
+            return;
+        }
+        self.feed(c, out);
+    }
+
+    fn feed(&mut self, c: &TlsChunk, out: &mut Vec<StreamOutput>) {
         let key = ConnKey {
             tgid: (c.hdr.pid_tgid >> 32) as u32,
             ssl: c.conn,
@@ -210,6 +229,9 @@ impl Streams {
 
     /// Finishes connections idle for longer than `idle_ns`.
     pub fn expire(&mut self, now_ns: u64, idle_ns: u64, out: &mut Vec<StreamOutput>) {
+        for c in self.links.expire(now_ns) {
+            self.feed(&c, out);
+        }
         let idle: Vec<ConnKey> = self
             .conns
             .iter()
@@ -223,6 +245,9 @@ impl Streams {
 
     /// Finishes every connection of a process that exited.
     pub fn close_process(&mut self, tgid: u32, now_ns: u64, out: &mut Vec<StreamOutput>) {
+        for c in self.links.release_process(Some(tgid)) {
+            self.feed(&c, out);
+        }
         let keys: Vec<ConnKey> = self
             .conns
             .keys()
@@ -235,6 +260,9 @@ impl Streams {
     }
 
     pub fn finish_all(&mut self, now_ns: u64, out: &mut Vec<StreamOutput>) {
+        for c in self.links.release_process(None) {
+            self.feed(&c, out);
+        }
         let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
         for k in keys {
             self.finish(k, now_ns, out);

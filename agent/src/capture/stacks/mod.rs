@@ -9,6 +9,7 @@
 //! ([`Method`]), which the attach log and `blind_spot` findings report.
 
 pub mod openssl;
+pub mod rustls;
 
 use std::{fmt, path::Path};
 
@@ -17,12 +18,15 @@ use std::{fmt, path::Path};
 pub enum Stack {
     /// OpenSSL 1.1 / 3.x, shared (`libssl.so.*`) or linked in (node).
     OpenSsl,
+    /// rustls over aws-lc-rs, linked into a (usually stripped) program.
+    Rustls,
 }
 
 impl Stack {
     pub const fn as_str(self) -> &'static str {
         match self {
             Stack::OpenSsl => "openssl",
+            Stack::Rustls => "rustls",
         }
     }
 }
@@ -38,12 +42,15 @@ impl fmt::Display for Stack {
 pub enum Method {
     /// From the ELF symbol tables (dynamic first, then the full table).
     Symbol,
+    /// From code signatures in a stripped binary, each checked by decoding.
+    Signature,
 }
 
 impl Method {
     pub const fn as_str(self) -> &'static str {
         match self {
             Method::Symbol => "symbol",
+            Method::Signature => "signature",
         }
     }
 }
@@ -85,11 +92,14 @@ pub struct Elf<'a> {
 pub type Resolver = fn(&Elf<'_>) -> Result<Option<Resolved>, String>;
 
 /// Every resolver, in the order they are tried.
-pub const RESOLVERS: &[(Stack, Resolver)] = &[(Stack::OpenSsl, openssl::resolve)];
+pub const RESOLVERS: &[(Stack, Resolver)] = &[
+    (Stack::OpenSsl, openssl::resolve),
+    (Stack::Rustls, rustls::resolve),
+];
 
 /// Every TLS program in the eBPF object, by stack (loaded at start,
 /// attached per process).
-pub const PROGRAMS: &[&[&str]] = &[openssl::PROGRAMS];
+pub const PROGRAMS: &[&[&str]] = &[openssl::PROGRAMS, rustls::PROGRAMS];
 
 /// Is this the file name of a shared TLS library some resolver reads? The
 /// kernel's `LIB_OPEN` filter (agent-ebpf/src/file.rs) must match the same
