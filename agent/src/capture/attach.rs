@@ -244,7 +244,10 @@ impl Attacher {
     /// Attaches the executable of `pid` if it embeds OpenSSL.
     pub fn attach_exe(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let exe = format!("/proc/{pid}/exe");
-        if let Some(t) = self.targets.learn(Path::new(&exe)) {
+        if let Some(mut t) = self.targets.learn(Path::new(&exe)) {
+            // A program is known by identity: it may have been learned
+            // through another process's /proc path, gone since.
+            t.path = exe.into();
             self.attach_target(ebpf, pid, &t);
         }
     }

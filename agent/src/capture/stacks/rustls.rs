@@ -168,6 +168,7 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
     if !mentions_rustls(elf) {
         return Ok(None);
     }
+    let started = std::time::Instant::now();
     let key = build_key(elf);
     let cached = cache().lock().ok().and_then(|c| c.get(&key).cloned());
     let found = match cached.filter(|f| reverify(elf, f)) {
@@ -186,6 +187,7 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
             f
         }
     };
+    tracing::debug!(path = %elf.path.display(), took = ?started.elapsed(), "rustls hooks found");
     let mut hooks = Vec::new();
     for f in &found {
         let (entry, ret) = f.kind.programs();
@@ -209,8 +211,25 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
 /// certainty.
 pub fn find(elf: &Elf<'_>, strings: &[u64]) -> Result<Vec<Found>, String> {
     let unwind = Unwind::new(elf).ok_or("no usable .eh_frame_hdr/.eh_frame")?;
+    // Fast path: the path string loaded into rcx, where the C compilers we
+    // know put it; when that does not find all three, every register.
+    let found = classify_sites(elf, &unwind, strings, &lea_sites(elf, strings, &LEA_RCX))?;
+    let found = if Kind::ALL.iter().all(|k| found.iter().any(|f| f.kind == *k)) {
+        found
+    } else {
+        classify_sites(elf, &unwind, strings, &lea_sites(elf, strings, &LEA_ANY))?
+    };
+    check_counts(found)
+}
+
+fn classify_sites(
+    elf: &Elf<'_>,
+    unwind: &Unwind<'_>,
+    strings: &[u64],
+    sites: &[u64],
+) -> Result<Vec<Found>, String> {
     let mut functions: Vec<(u64, u64)> = Vec::new();
-    for site in lea_sites(elf, strings) {
+    for &site in sites {
         let Some(f) = unwind.function_at(site) else {
             return Err(format!("no unwind entry covers the code at {site:#x}"));
         };
@@ -228,6 +247,10 @@ pub fn find(elf: &Elf<'_>, strings: &[u64]) -> Result<Vec<Found>, String> {
             });
         }
     }
+    Ok(found)
+}
+
+fn check_counts(mut found: Vec<Found>) -> Result<Vec<Found>, String> {
     if found.is_empty() {
         // The path is there (ring keeps aws-lc's file names too) but none
         // of the AEAD API's error calls: not aws-lc's EVP_AEAD.
@@ -316,9 +339,15 @@ fn build_key(elf: &Elf<'_>) -> Vec<u8> {
     k
 }
 
+/// REX.W prefixes of `lea r64, [rip+disp32]`: 0x48, and 0x4c for r8-r15.
+const LEA_ANY: [[u8; 2]; 2] = [[0x48, 0x8d], [0x4c, 0x8d]];
+/// `lea rcx, [rip+disp32]`: how compilers load `ERR_put_error`'s fourth
+/// argument (the file) — the fast path's only pattern.
+const LEA_RCX: [[u8; 3]; 1] = [[0x48, 0x8d, 0x0d]];
+
 /// `lea r64, [rip+disp32]` instructions in executable sections whose
-/// target is one of `targets`.
-fn lea_sites(elf: &Elf<'_>, targets: &[u64]) -> Vec<u64> {
+/// target is one of `targets`, found by searching for `prefixes`.
+fn lea_sites<const N: usize>(elf: &Elf<'_>, targets: &[u64], prefixes: &[[u8; N]]) -> Vec<u64> {
     let mut out = Vec::new();
     for s in elf.obj.sections() {
         if s.kind() != SectionKind::Text {
@@ -326,11 +355,11 @@ fn lea_sites(elf: &Elf<'_>, targets: &[u64]) -> Vec<u64> {
         }
         let Ok(code) = s.data() else { continue };
         let base = s.address();
-        // REX.W (0x48, or 0x4c for r8-r15), 0x8d, ModRM with mod=00 rm=101
-        // (rip-relative), disp32. The two-byte prefix search runs in the
-        // (optimised) memchr crate; each hit costs a few compares here.
-        for prefix in [[0x48_u8, 0x8d], [0x4c, 0x8d]] {
-            for i in memchr::memmem::find_iter(code, &prefix) {
+        // The prefix search runs in the (optimised) memchr crate; each hit
+        // costs a few compares here: ModRM with mod=00 rm=101
+        // (rip-relative), then disp32.
+        for prefix in prefixes {
+            for i in memchr::memmem::find_iter(code, prefix) {
                 let Some(&[modrm, d0, d1, d2, d3]) = code.get(i + 2..i + 7) else {
                     continue;
                 };

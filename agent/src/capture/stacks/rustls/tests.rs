@@ -127,6 +127,7 @@ fn every_hook_is_a_function_entry_in_the_unwind_table() {
     let data = read_codex();
     with_elf(&data, |elf| {
         let strings = aead_source_strings(elf).expect("aws-lc's aead.c path");
+        assert!(mentions_rustls(elf));
         let unwind = Unwind::new(elf).expect("unwind tables");
         for f in find(elf, &strings).expect("found") {
             let (start, len) = unwind.function_at(f.address).expect("an FDE");
@@ -170,4 +171,27 @@ fn a_cached_answer_is_checked_against_the_file() {
     patch_reason(&mut bad, 0x1262_8690, 101, 120);
     let r = with_elf(&bad, |elf| resolve(elf));
     assert_eq!(r, Err("EVP_AEAD_CTX_open not found".to_string()));
+}
+
+#[test]
+fn the_fast_path_sees_every_site_of_the_full_scan() {
+    // The full scan (any register) and the fast one (rcx) find the same
+    // loads of aead.c's path in this build, and the fast one is what
+    // resolves it (printed: the time each takes without the cache).
+    let data = read_codex();
+    with_elf(&data, |elf| {
+        let strings = aead_source_strings(elf).unwrap();
+        let t = std::time::Instant::now();
+        let fast = lea_sites(elf, &strings, &LEA_RCX);
+        let t_fast = t.elapsed();
+        let mut all = lea_sites(elf, &strings, &LEA_ANY);
+        let t_all = t.elapsed() - t_fast;
+        let found = find(elf, &strings).unwrap();
+        let t_find = t.elapsed() - t_fast - t_all;
+        eprintln!("rcx scan {t_fast:?}, full scan {t_all:?}, find {t_find:?}");
+        all.sort_unstable();
+        assert_eq!(fast, all);
+        assert_eq!(all.len(), 15, "{all:x?}");
+        assert_eq!(found.len(), 3);
+    });
 }
