@@ -505,13 +505,13 @@ pub fn tls_rustls_sock_recv(ctx: BtfTracePointContext) -> u32 {
     if unsafe { RUSTLS_PROCS.get(&((pid_tgid >> 32) as u32)) }.is_none() {
         return 0;
     }
-    // SAFETY: argument 1 of the tracepoint is an int.
-    let ret: i32 = unsafe { ctx.arg(1) };
+    // Argument 1 of the tracepoint is an int.
+    let ret: i32 = ctx.arg(1);
     if ret <= 0 {
         return 0;
     }
-    // SAFETY: argument 0 is the BTF-typed `struct sock *`.
-    let sk: *mut c_void = unsafe { ctx.arg(0) };
+    // Argument 0 is the BTF-typed `struct sock *`.
+    let sk: *mut c_void = ctx.arg(0);
     // SAFETY: as above; the helper takes the socket pointer.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
     let _ = RUSTLS_RECV.insert(&pid_tgid, &cookie, 0);
@@ -532,8 +532,8 @@ pub fn tls_rustls_sock_send(ctx: BtfTracePointContext) -> u32 {
         return 0;
     };
     let _ = RUSTLS_PENDING.remove(&pid_tgid);
-    // SAFETY: argument 0 is the BTF-typed `struct sock *`.
-    let sk: *mut c_void = unsafe { ctx.arg(0) };
+    // Argument 0 is the BTF-typed `struct sock *`.
+    let sk: *mut c_void = ctx.arg(0);
     // SAFETY: as above; the helper takes the socket pointer.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
     let Some(state) = RUSTLS_KEYS.get_ptr_mut(&id) else {

@@ -359,7 +359,8 @@ function main() {
       const extra = { 'x-request-id': 'req_' + d.msgId, 'openai-processing-ms': '7' };
       log(`${who} POST ${path} body=${size}B 200 model=${req.model} stream=${streamed} step=${d.step} -> ` +
         (d.tool ? `tool_call ${d.tool[0]}` : 'text'));
-      record({ method, path, headers: safeHeaders, status: 200, model: req.model, stream: streamed,
+      record({ method, path, headers: safeHeaders, status: 200, provider: responses ? 'responses' : 'openai',
+        model: req.model, stream: streamed,
         step: d.step, tool: d.tool ? d.tool[0] : null, call_id: d.callId || null,
         arguments: d.arguments || null, usage: [d.inputTokens, d.outputTokens], body: req });
       if (!streamed) {
