@@ -109,8 +109,10 @@ static RUSTLS_RECV: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0
 #[map]
 static RUSTLS_PENDING: LruHashMap<u64, KeyId> = LruHashMap::with_max_entries(16384, 0);
 
+/// Thread → the open in progress (LRU: an entry whose return probe was
+/// missed must not keep a slot forever).
 #[map]
-static RUSTLS_OPEN_ARGS: HashMap<u64, OpenArgs> = HashMap::with_max_entries(16384, 0);
+static RUSTLS_OPEN_ARGS: LruHashMap<u64, OpenArgs> = LruHashMap::with_max_entries(16384, 0);
 
 const TAG_LEN: u64 = 16;
 const NONCE_LEN: u64 = 12;
@@ -324,7 +326,15 @@ fn emit_record(pid_tgid: u64, conn: u64, direction: u8, buf: u64, len: u64, flag
 
 /// A record about to be encrypted: `in_len` plaintext bytes at `inp`.
 #[inline(always)]
-fn seal(ctx: &ProbeContext, nonce: u64, nonce_len: u64, inp: u64, in_len: u64, ad: u64, ad_len: u64) {
+fn seal(
+    ctx: &ProbeContext,
+    nonce: u64,
+    nonce_len: u64,
+    inp: u64,
+    in_len: u64,
+    ad: u64,
+    ad_len: u64,
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !in_scope(tgid) || nonce_len != NONCE_LEN {
@@ -434,7 +444,10 @@ pub fn tls_rustls_open(ctx: ProbeContext) -> u32 {
     let recv = unsafe { RUSTLS_RECV.get(&pid_tgid) }.copied().unwrap_or(0);
     let (conn, flags) = if recv != 0 {
         if state.conn != recv {
-            let s = KeyState { conn: recv, ..state };
+            let s = KeyState {
+                conn: recv,
+                ..state
+            };
             let _ = RUSTLS_KEYS.insert(&id, &s, 0);
         }
         (recv, 0)

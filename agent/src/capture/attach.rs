@@ -127,7 +127,7 @@ impl Attacher {
                 .ok_or(aya::programs::ProgramError::InvalidName {
                     name: name.to_string(),
                 })
-                .and_then(|p| <&mut BtfTracePoint>::try_from(p))
+                .and_then(<&mut BtfTracePoint>::try_from)
                 .and_then(|p| p.load(function, btf));
             if let Err(e) = loaded {
                 tracing::warn!(program = name, error = %e, "rustls socket program not loaded: rustls capture is off");
@@ -154,7 +154,7 @@ impl Attacher {
                 .ok_or(aya::programs::ProgramError::InvalidName {
                     name: name.to_string(),
                 })
-                .and_then(|p| <&mut BtfTracePoint>::try_from(p))
+                .and_then(<&mut BtfTracePoint>::try_from)
                 .and_then(BtfTracePoint::attach);
             if let Err(e) = attached {
                 tracing::warn!(program = name, error = %e, "rustls socket program not attached: rustls capture is off");

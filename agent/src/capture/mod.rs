@@ -181,8 +181,7 @@ impl Capture {
         // Until the scope is seeded the programs see nothing in it.
         attach_kernel_programs(&mut ebpf, &kernel_btf)?;
         let mut cap = Self::from_loaded(ebpf, cfg)?;
-        cap.attacher
-            .load_rustls_sockets(&mut cap.ebpf, &kernel_btf);
+        cap.attacher.load_rustls_sockets(&mut cap.ebpf, &kernel_btf);
         drop(kernel_btf);
         release_heap();
         cap.seed_scope()?;

@@ -623,10 +623,7 @@ impl Pipeline {
             "rustls_unlinked_chunks".into(),
             self.streams.links.released_unlinked,
         );
-        counters.insert(
-            "rustls_links_unused".into(),
-            self.streams.links.links_unused,
-        );
+        counters.insert("rustls_links_unused".into(), self.streams.links.unused);
         dropped.insert(
             "streams_evicted_memory".into(),
             self.streams.evicted_for_memory,

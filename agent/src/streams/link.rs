@@ -33,7 +33,7 @@ pub struct Links {
     pub released_unlinked: u64,
     /// `LINK` records that found nothing held (the key's records were all
     /// released already, or it had none).
-    pub links_unused: u64,
+    pub unused: u64,
 }
 
 fn tgid(c: &TlsChunk) -> u32 {
@@ -47,7 +47,7 @@ impl Links {
             bytes: 0,
             max_bytes,
             released_unlinked: 0,
-            links_unused: 0,
+            unused: 0,
         }
     }
 
@@ -64,7 +64,7 @@ impl Links {
             };
             let key = u64::from_ne_bytes(key);
             let Some(held) = self.held.remove(&(tgid(c), key)) else {
-                self.links_unused += 1;
+                self.unused += 1;
                 return Vec::new();
             };
             return held

@@ -82,13 +82,20 @@ fn codex_cli_over_http2_through_rustls() {
     // The world did what the test says: two turns over HTTP/2 (the mock
     // speaks nothing else), the tool ran.
     let reqs = mock.llm_records();
-    assert_eq!(reqs.len(), 2, "mock requests: {reqs:?}\ncodex output: {out}");
+    assert_eq!(
+        reqs.len(),
+        2,
+        "mock requests: {reqs:?}\ncodex output: {out}"
+    );
     assert_eq!(
         fs::read_to_string(&marker).ok().as_deref(),
         Some("codex-was-here\n"),
         "codex did not run the command; output: {out}"
     );
-    let call_id = reqs[0]["call_id"].as_str().expect("a tool call").to_string();
+    let call_id = reqs[0]["call_id"]
+        .as_str()
+        .expect("a tool call")
+        .to_string();
 
     let ev = Events::read(&daemon.events);
     let mut c = Checker::default();
@@ -109,7 +116,9 @@ fn codex_cli_over_http2_through_rustls() {
         c.eq("input tokens", Some(input), l.usage.input_tokens);
         c.eq("output tokens", Some(output), l.usage.output_tokens);
         c.check(!l.truncated, || format!("call {i} truncated"));
-        c.check(l.api_key_id.is_some(), || format!("call {i}: no api_key_id"));
+        c.check(l.api_key_id.is_some(), || {
+            format!("call {i}: no api_key_id")
+        });
         c.check(
             l.messages
                 .iter()
@@ -117,7 +126,10 @@ fn codex_cli_over_http2_through_rustls() {
             || format!("call {i}: the prompt is missing from {:?}", l.messages),
         );
         c.check(l.tools.iter().any(|t| t == "exec_command"), || {
-            format!("call {i}: exec_command not among the declared tools {:?}", l.tools)
+            format!(
+                "call {i}: exec_command not among the declared tools {:?}",
+                l.tools
+            )
         });
     }
     let mut tool_span = None;
@@ -127,10 +139,19 @@ fn codex_cli_over_http2_through_rustls() {
             l.output.tool_calls.iter().any(|t| {
                 t.id == call_id && t.name == "exec_command" && t.arguments.contains(&command)
             }),
-            || format!("first turn: no exec_command call {call_id}: {:?}", l.output.tool_calls),
+            || {
+                format!(
+                    "first turn: no exec_command call {call_id}: {:?}",
+                    l.output.tool_calls
+                )
+            },
         );
         let l2 = second.llm.as_ref().expect("llm");
-        c.eq("final answer", "done: 1 tools used", l2.output.text.as_str());
+        c.eq(
+            "final answer",
+            "done: 1 tools used",
+            l2.output.text.as_str(),
+        );
         let tools: Vec<&Event> = ev
             .of_kind(kind::TOOL_CALL)
             .into_iter()
@@ -162,9 +183,16 @@ fn codex_cli_over_http2_through_rustls() {
         .collect();
     c.check(!execs.is_empty(), || format!("no exec of `{command}`"));
     if let (Some(x), Some((span, effects))) = (execs.first(), &tool_span) {
-        c.eq("exec parent", Some(span.as_str()), x.parent_span_id.as_deref());
+        c.eq(
+            "exec parent",
+            Some(span.as_str()),
+            x.parent_span_id.as_deref(),
+        );
         c.check(effects.contains(&x.id), || {
-            format!("the exec {} is not among the tool's effects {effects:?}", x.id)
+            format!(
+                "the exec {} is not among the tool's effects {effects:?}",
+                x.id
+            )
         });
     }
     // Both turns' connections were paired, and nothing was parsed alone.

@@ -16,14 +16,14 @@
 //! `OPENSSL_PUT_ERROR(CIPHER, reason)`, which passes the source file's path
 //! (`…/crypto/fipsmodule/cipher/aead.c`), the library (`ERR_LIB_CIPHER`,
 //! 30) and a reason code to `ERR_put_error`. The reason codes are part of
-//! aws-lc's (and BoringSSL's) public headers and each of the three
+//! aws-lc's (and `BoringSSL`'s) public headers and each of the three
 //! functions raises its own set:
 //!
-//! | function                    | reasons                                             |
-//! |-----------------------------|-----------------------------------------------------|
-//! | `EVP_AEAD_CTX_seal`         | TOO_LARGE, BUFFER_TOO_SMALL, OUTPUT_ALIASES_INPUT   |
-//! | `EVP_AEAD_CTX_seal_scatter` | OUTPUT_ALIASES_INPUT, INVALID_OPERATION             |
-//! | `EVP_AEAD_CTX_open`         | OUTPUT_ALIASES_INPUT, BAD_DECRYPT, BUFFER_TOO_SMALL (+ CTRL_NOT_IMPLEMENTED when `open_gather` is inlined) |
+//! | function                    | reasons                                       |
+//! |-----------------------------|-----------------------------------------------|
+//! | `EVP_AEAD_CTX_seal`         | `TOO_LARGE`, `BUFFER_TOO_SMALL`, `OUTPUT_ALIASES_INPUT` |
+//! | `EVP_AEAD_CTX_seal_scatter` | `OUTPUT_ALIASES_INPUT`, `INVALID_OPERATION`   |
+//! | `EVP_AEAD_CTX_open`         | `OUTPUT_ALIASES_INPUT`, `BAD_DECRYPT`, `BUFFER_TOO_SMALL` (+ `CTRL_NOT_IMPLEMENTED` when `open_gather` is inlined) |
 //!
 //! The resolver finds the path string, every `lea reg, [rip+…]` that loads
 //! it, the function around each load from `.eh_frame` (the unwinder's
@@ -146,12 +146,6 @@ pub struct Found {
     pub offset: u64,
 }
 
-/// Is `name` a file this resolver reads as a shared library? None: rustls
-/// is linked into programs, not loaded.
-pub fn is_library_name(_name: &str) -> bool {
-    false
-}
-
 fn cache() -> &'static Mutex<HashMap<Vec<u8>, Vec<Found>>> {
     static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, Vec<Found>>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
@@ -171,21 +165,20 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
     let started = std::time::Instant::now();
     let key = build_key(elf);
     let cached = cache().lock().ok().and_then(|c| c.get(&key).cloned());
-    let found = match cached.filter(|f| reverify(elf, f)) {
-        Some(f) => f,
-        None => {
-            let f = find(elf, &strings)?;
-            if f.is_empty() {
-                return Ok(None);
-            }
-            if let Ok(mut c) = cache().lock() {
-                if c.len() >= 256 {
-                    c.clear();
-                }
-                c.insert(key, f.clone());
-            }
-            f
+    let found = if let Some(f) = cached.filter(|f| reverify(elf, f)) {
+        f
+    } else {
+        let f = find(elf, &strings)?;
+        if f.is_empty() {
+            return Ok(None);
         }
+        if let Ok(mut c) = cache().lock() {
+            if c.len() >= 256 {
+                c.clear();
+            }
+            c.insert(key, f.clone());
+        }
+        f
     };
     tracing::debug!(path = %elf.path.display(), took = ?started.elapsed(), "rustls hooks found");
     let mut hooks = Vec::new();
@@ -292,7 +285,10 @@ fn function_len(unwind: &Unwind<'_>, start: u64) -> u64 {
 fn aead_source_strings(elf: &Elf<'_>) -> Option<Vec<u64>> {
     let mut out = Vec::new();
     for s in elf.obj.sections() {
-        if !matches!(s.kind(), SectionKind::ReadOnlyString | SectionKind::ReadOnlyData) {
+        if !matches!(
+            s.kind(),
+            SectionKind::ReadOnlyString | SectionKind::ReadOnlyData
+        ) {
             continue;
         }
         let Ok(data) = s.data() else { continue };
@@ -302,10 +298,7 @@ fn aead_source_strings(elf: &Elf<'_>) -> Option<Vec<u64>> {
                 continue;
             }
             // Back to the start of the string: the build's path prefix.
-            let begin = data[..i]
-                .iter()
-                .rposition(|&b| b == 0)
-                .map_or(0, |p| p + 1);
+            let begin = data[..i].iter().rposition(|&b| b == 0).map_or(0, |p| p + 1);
             out.push(s.address() + begin as u64);
         }
     }
@@ -315,9 +308,12 @@ fn aead_source_strings(elf: &Elf<'_>) -> Option<Vec<u64>> {
 /// rustls leaves its crate path in panic locations even when stripped.
 fn mentions_rustls(elf: &Elf<'_>) -> bool {
     elf.obj.sections().any(|s| {
-        matches!(s.kind(), SectionKind::ReadOnlyString | SectionKind::ReadOnlyData)
-            && s.data()
-                .is_ok_and(|d| memchr::memmem::find(d, b"/rustls-0.").is_some())
+        matches!(
+            s.kind(),
+            SectionKind::ReadOnlyString | SectionKind::ReadOnlyData
+        ) && s
+            .data()
+            .is_ok_and(|d| memchr::memmem::find(d, b"/rustls-0.").is_some())
     })
 }
 
