@@ -42,6 +42,7 @@
 // Usage:
 //   mock_h2.js --port 0 --cert server.pem --key server.key [--no-gzip]
 //              [--record requests.jsonl] [--sse-delay-ms 5] [--host 127.0.0.1]
+//              [--tls-max 1.2|1.3]
 // Logs one line per request on stderr; never logs header values.
 
 'use strict';
@@ -55,7 +56,7 @@ const MAX_BODY = 64 * 1024 * 1024;
 const SECRET_HEADERS = new Set(['authorization', 'x-api-key', 'api-key', 'proxy-authorization', 'cookie']);
 
 function parseArgs(argv) {
-  const args = { host: '127.0.0.1', port: 0, gzip: true, record: null, sseDelayMs: 5 };
+  const args = { host: '127.0.0.1', port: 0, gzip: true, record: null, sseDelayMs: 5, tlsMax: '1.3' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -70,16 +71,18 @@ function parseArgs(argv) {
     else if (a === '--no-gzip') args.gzip = false;
     else if (a === '--record') args.record = next();
     else if (a === '--sse-delay-ms') args.sseDelayMs = Number(next());
+    else if (a === '--tls-max') args.tlsMax = next();
     else usage(`unknown argument ${a}`);
   }
   if (!args.cert || !args.key) usage('--cert and --key are required');
   if (!Number.isInteger(args.port) || args.port < 0) usage('bad --port');
+  if (args.tlsMax !== '1.2' && args.tlsMax !== '1.3') usage('bad --tls-max');
   return args;
 }
 
 function usage(msg) {
   process.stderr.write(`mock_h2: ${msg}\nusage: mock_h2.js --port 0 --cert server.pem --key server.key ` +
-    '[--no-gzip] [--record FILE] [--sse-delay-ms N] [--host ADDR]\n');
+    '[--no-gzip] [--record FILE] [--sse-delay-ms N] [--host ADDR] [--tls-max 1.2|1.3]\n');
   process.exit(2);
 }
 
@@ -282,6 +285,7 @@ function main() {
     cert: fs.readFileSync(args.cert),
     key: fs.readFileSync(args.key),
     minVersion: 'TLSv1.2',
+    maxVersion: `TLSv${args.tlsMax}`,
     allowHTTP1: false,
   });
   const record = (entry) => {
@@ -360,6 +364,7 @@ function main() {
       log(`${who} POST ${path} body=${size}B 200 model=${req.model} stream=${streamed} step=${d.step} -> ` +
         (d.tool ? `tool_call ${d.tool[0]}` : 'text'));
       record({ method, path, headers: safeHeaders, status: 200, provider: responses ? 'responses' : 'openai',
+        tls: stream.session.socket.getProtocol(),
         model: req.model, stream: streamed,
         step: d.step, tool: d.tool ? d.tool[0] : null, call_id: d.callId || null,
         arguments: d.arguments || null, usage: [d.inputTokens, d.outputTokens], body: req });
@@ -389,7 +394,7 @@ function main() {
   server.listen(args.port, args.host, () => {
     const { port } = server.address();
     process.stdout.write(`PORT ${port}\n`);
-    log(`listening on https://${args.host}:${port} (h2 only) gzip=${args.gzip}`);
+    log(`listening on https://${args.host}:${port} (h2 only, TLS <= ${args.tlsMax}) gzip=${args.gzip}`);
   });
   const stop = () => server.close(() => process.exit(0));
   process.on('SIGINT', stop);

@@ -34,11 +34,28 @@ fn codex_binary() -> String {
 #[test]
 #[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
 fn codex_cli_over_http2_through_rustls() {
+    // TLS 1.3: records sealed by EVP_AEAD_CTX_seal, the content type inside.
+    codex_turn("TLSv1.3");
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn codex_cli_over_tls12() {
+    // TLS 1.2 (AES-GCM): records sealed by EVP_AEAD_CTX_seal_scatter, the
+    // content type in the 13-byte record header.
+    codex_turn("TLSv1.2");
+}
+
+fn codex_turn(tls: &str) {
     common::require_root();
     let _serial = common::serial();
     let dir = TestDir::new("codex");
     let pki = make_cert(&dir);
-    let mut mock = MockServer::start_h2(&dir, &pki);
+    let mut mock = if tls == "TLSv1.2" {
+        MockServer::start_h2_tls12(&dir, &pki)
+    } else {
+        MockServer::start_h2(&dir, &pki)
+    };
     let codex = codex_binary();
 
     // A custom provider (Codex ignores OPENAI_BASE_URL), in a home of its own.
@@ -216,5 +233,5 @@ fn codex_cli_over_http2_through_rustls() {
     } else {
         c.fail("no agent.health".into());
     }
-    c.finish(&ev, &[], "codex exec");
+    c.finish(&ev, &[], &format!("codex exec over {tls}"));
 }
