@@ -202,3 +202,16 @@ fn the_fast_path_sees_every_site_of_the_full_scan() {
         assert_eq!(found.len(), 3);
     });
 }
+
+#[test]
+fn the_daemon_path_claims_codex() {
+    // Through targets::resolve, as the daemon does at exec: the file mapped,
+    // not read (the time printed is what docs/coverage.md reports; it is
+    // the cached path when another test resolved the file first).
+    let bin = codex_binary();
+    let t = std::time::Instant::now();
+    let target = crate::capture::targets::resolve(&bin).expect("resolved");
+    eprintln!("targets::resolve {:?}", t.elapsed());
+    assert_eq!(target.stack, Stack::Rustls);
+    assert_eq!(target.hooks.len(), 4);
+}
