@@ -109,6 +109,8 @@ pub struct CaptureConfig {
     pub watch_comm: Vec<String>,
     /// Executable paths watched from their exec on.
     pub watch_exe: Vec<PathBuf>,
+    /// Per-build cache of hooks found by signature (empty: memory only).
+    pub hook_cache_dir: PathBuf,
 }
 
 impl CaptureConfig {
@@ -147,6 +149,7 @@ impl Capture {
             return Err(CaptureError::NoObject);
         }
         mount_tracefs();
+        stacks::rustls::set_cache_dir(&cfg.hook_cache_dir);
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
         // Parsing the kernel's BTF takes tens of MB for a moment: give it
         // back before the next phase, so the peaks do not add up.

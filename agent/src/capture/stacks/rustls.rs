@@ -36,12 +36,19 @@
 //! wrong offset is never probed.
 //!
 //! The offsets are cached per build (GNU build-id, else a digest of the
-//! file's size and unwind table): the same Codex binary copied into many
-//! `node_modules` folders is scanned once, and a cached answer is checked
-//! again (the functions decoded and classified) before it is used.
+//! file's size and unwind table), in memory and in `[capture]
+//! hook_cache_dir`: the same Codex binary copied into many `node_modules`
+//! folders, or run again after a restart, is not searched again, and a
+//! cached answer (from memory or disk) is checked again — the functions
+//! decoded and classified — before it is used, so a stale or altered cache
+//! file cannot place a probe.
 
 use std::{
     collections::HashMap,
+    fs,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
     sync::{Mutex, OnceLock},
 };
 
@@ -78,7 +85,8 @@ pub const PROGRAMS: &[&str] = &[
 ];
 
 /// The aws-lc functions hooked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Seal,
     SealScatter,
@@ -139,11 +147,75 @@ impl Kind {
 }
 
 /// One function found: its kind, virtual address and file offset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Found {
     pub kind: Kind,
     pub address: u64,
     pub offset: u64,
+}
+
+/// The directory of the per-build disk cache (`[capture] hook_cache_dir`),
+/// set once at start; unset or empty: memory only.
+static CACHE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+pub fn set_cache_dir(dir: &Path) {
+    let _ = CACHE_DIR.set(dir.to_path_buf());
+}
+
+fn cache_dir() -> Option<&'static Path> {
+    CACHE_DIR
+        .get()
+        .map(PathBuf::as_path)
+        .filter(|d| !d.as_os_str().is_empty())
+}
+
+/// A cache file holds a few hundred bytes; anything larger is not ours.
+const MAX_CACHE_FILE: u64 = 16 * 1024;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    v: u32,
+    found: Vec<Found>,
+}
+
+fn cache_file(dir: &Path, key: &[u8]) -> PathBuf {
+    dir.join(format!("{}.json", hex::encode(key)))
+}
+
+/// The hooks stored for `key`, if a well-formed file is there. What it says
+/// is checked against the program before use ([`reverify`]).
+pub fn load_cached(dir: &Path, key: &[u8]) -> Option<Vec<Found>> {
+    let path = cache_file(dir, key);
+    let meta = fs::metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_CACHE_FILE {
+        return None;
+    }
+    let f: CacheFile = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+    (f.v == 1 && !f.found.is_empty() && f.found.len() <= 3 * MAX_PER_KIND).then_some(f.found)
+}
+
+/// Stores the hooks for `key`: the directory 0700, the file 0600, written
+/// whole then renamed so a reader never sees half of it.
+pub fn store_cached(dir: &Path, key: &[u8], found: &[Found]) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let path = cache_file(dir, key);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let body = serde_json::to_vec(&CacheFile {
+        v: 1,
+        found: found.to_vec(),
+    })?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&body)?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)
 }
 
 fn cache() -> &'static Mutex<HashMap<Vec<u8>, Vec<Found>>> {
@@ -164,7 +236,11 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
     }
     let started = std::time::Instant::now();
     let key = build_key(elf);
-    let cached = cache().lock().ok().and_then(|c| c.get(&key).cloned());
+    let cached = cache()
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).cloned())
+        .or_else(|| cache_dir().and_then(|d| load_cached(d, &key)));
     let found = if let Some(f) = cached.filter(|f| reverify(elf, f)) {
         f
     } else {
@@ -172,14 +248,19 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
         if f.is_empty() {
             return Ok(None);
         }
-        if let Ok(mut c) = cache().lock() {
-            if c.len() >= 256 {
-                c.clear();
+        if let Some(dir) = cache_dir() {
+            if let Err(e) = store_cached(dir, &key, &f) {
+                tracing::warn!(dir = %dir.display(), error = %e, "hook cache not written");
             }
-            c.insert(key, f.clone());
         }
         f
     };
+    if let Ok(mut c) = cache().lock() {
+        if c.len() >= 256 {
+            c.clear();
+        }
+        c.insert(key, found.clone());
+    }
     tracing::debug!(path = %elf.path.display(), took = ?started.elapsed(), "rustls hooks found");
     let mut hooks = Vec::new();
     for f in &found {

@@ -2,7 +2,10 @@
 //! tests/setup-test-deps.sh from npm at the pinned version, never committed)
 //! and against doctored copies of it that it must refuse.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
 
 use super::*;
 
@@ -214,4 +217,40 @@ fn the_daemon_path_claims_codex() {
     eprintln!("targets::resolve {:?}", t.elapsed());
     assert_eq!(target.stack, Stack::Rustls);
     assert_eq!(target.hooks.len(), 4);
+}
+
+#[test]
+fn the_disk_cache_is_private_and_checked_before_use() {
+    let data = read_codex();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("hooks");
+    with_elf(&data, |elf| {
+        let strings = aead_source_strings(elf).unwrap();
+        let found = find(elf, &strings).unwrap();
+        let key = build_key(elf);
+        store_cached(&cache, &key, &found).unwrap();
+        // 0700 directory, 0600 file, nothing else left behind.
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o700);
+        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(mode(&files[0].path()), 0o600);
+        let loaded = load_cached(&cache, &key).expect("read back");
+        assert_eq!(loaded, found);
+        assert!(reverify(elf, &loaded));
+        // A file that names other offsets (altered, or another build's)
+        // parses but fails the check: it is never used to place a probe.
+        let mut wrong = found.clone();
+        wrong[0].address += 0x10;
+        wrong[0].offset += 0x10;
+        store_cached(&cache, &key, &wrong).unwrap();
+        let loaded = load_cached(&cache, &key).unwrap();
+        assert!(!reverify(elf, &loaded));
+        // Junk and oversized files are ignored.
+        std::fs::write(cache_file(&cache, &key), b"{not json").unwrap();
+        assert!(load_cached(&cache, &key).is_none());
+        std::fs::write(cache_file(&cache, &key), vec![b' '; 20_000]).unwrap();
+        assert!(load_cached(&cache, &key).is_none());
+        assert!(load_cached(&cache, b"another build").is_none());
+    });
 }
