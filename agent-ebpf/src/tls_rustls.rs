@@ -59,7 +59,7 @@ use aya_ebpf::{
 
 use crate::{
     count, in_scope,
-    tls_openssl::{mark_if_request, TLS_SCRATCH},
+    tls::{mark_if_request, TLS_SCRATCH},
 };
 
 /// A record key of one process.

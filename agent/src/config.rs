@@ -48,7 +48,7 @@ pub struct ScopeSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureSection {
-    /// Plaintext bytes copied from one SSL call at most (default 256 KiB).
+    /// Plaintext bytes copied from one TLS read or write call at most (default 256 KiB).
     pub tls_cap_bytes: u32,
     /// Kernel → userspace ring buffer (default 4 MiB; a power of two). Its
     /// pages are mapped twice, so it counts double in the daemon's RSS.

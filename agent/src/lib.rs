@@ -11,6 +11,8 @@ pub mod correlate;
 pub mod detect;
 pub mod eval;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod launch;
 pub mod llm;

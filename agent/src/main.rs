@@ -107,7 +107,7 @@ struct AgentArgs {
     /// Capture only this cgroup v2 subtree (repeatable).
     #[arg(long = "cgroup")]
     cgroups: Vec<PathBuf>,
-    /// Plaintext bytes copied from one SSL call at most.
+    /// Plaintext bytes copied from one TLS read or write call at most.
     #[arg(long)]
     tls_cap: Option<u32>,
     /// Watch processes with this name from their exec on (repeatable).
@@ -270,6 +270,7 @@ fn capture_config(cfg: &Config) -> CaptureConfig {
         watch_comm: cfg.capture.watch_comm.clone(),
         watch_exe: cfg.capture.watch_exe.clone(),
         hook_cache_dir: cfg.capture.hook_cache_dir.clone(),
+        preattach: Vec::new(),
     }
 }
 
@@ -300,6 +301,10 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         file.scope.pids.push(g.pid());
         Some(g)
     };
+    let preattach: Vec<(u32, std::path::PathBuf)> = gated
+        .iter()
+        .map(|g| (g.pid(), g.program().to_path_buf()))
+        .collect();
     let mut cfg = file.validate()?;
     cfg.add_sinks(&args.sinks);
     if cfg.sinks.is_empty() && cfg.routes.is_empty() {
@@ -325,7 +330,8 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     }
 
-    let capture_cfg = capture_config(&cfg);
+    let mut capture_cfg = capture_config(&cfg);
+    capture_cfg.preattach = preattach;
     // Batches of up to 1024 records.
     let (rec_tx, rec_rx) = flume::bounded(64);
     let (cmd_tx, cmd_rx) = flume::unbounded();

@@ -29,6 +29,8 @@ pub enum ConfigError {
         field: &'static str,
         problem: String,
     },
+    #[error("collector config")]
+    Forward(#[from] crate::forward::ForwardConfigError),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -47,6 +49,9 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub api: ApiSection,
+    /// Forwarders (`[[forward]]`), see docs/shipping.md.
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardSection>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -139,6 +144,7 @@ pub struct Config {
     pub retention: Option<Duration>,
     pub retention_interval: Duration,
     pub api_tokens: Vec<String>,
+    pub forward: Vec<crate::forward::ForwardSpec>,
 }
 
 impl FileConfig {
@@ -218,6 +224,21 @@ impl FileConfig {
         if self.api.tokens.iter().any(|t| agent_tokens.contains_key(t)) {
             return Err(invalid("api", "an API token is also an agent token"));
         }
+        let mut forward = Vec::with_capacity(self.forward.len());
+        for section in self.forward {
+            let mut spec = section.validate()?;
+            crate::forward::prepare(&mut spec)?;
+            if forward
+                .iter()
+                .any(|f: &crate::forward::ForwardSpec| f.name == spec.name)
+            {
+                return Err(invalid(
+                    "forward",
+                    &format!("{}: name used twice", spec.name),
+                ));
+            }
+            forward.push(spec);
+        }
         Ok(Config {
             listen: self.listen,
             tls_cert: self.tls.cert,
@@ -230,6 +251,7 @@ impl FileConfig {
                 .then(|| Duration::from_secs(u64::from(self.store.retention_days) * 86400)),
             retention_interval: Duration::from_secs(self.store.retention_interval_secs.max(1)),
             api_tokens: self.api.tokens,
+            forward,
         })
     }
 }

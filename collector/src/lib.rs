@@ -6,11 +6,15 @@
 //! - [`ingest`]: bounded zstd decompression, NDJSON parsing;
 //! - [`store`]: `SQLite` + FTS5 in one directory; dedupe by event `id`; an
 //!   ingest is acked only after its transaction is durable;
-//! - [`api`]: `/api/search`, `/api/trace/ID`.
+//! - [`api`]: `/api/search`, `/api/trace/ID`;
+//! - [`forward`]: forwarders to SIEMs and search engines (Splunk HEC,
+//!   Elasticsearch/OpenSearch bulk, NDJSON over HTTPS; native, OCSF or
+//!   ECS), each reading the store from its own durable cursor.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod forward;
 pub mod ingest;
 pub mod server;
 pub mod store;
@@ -40,6 +44,8 @@ pub enum CollectorError {
     },
     #[error("cannot start the collector's runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardConfigError),
 }
 
 /// A collector bound to its address, ready to run.
@@ -47,6 +53,8 @@ pub struct Collector {
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     state: Arc<State>,
+    /// Each forwarder's cursor as the store had it at bind.
+    cursors: Vec<store::forward::CursorState>,
 }
 
 impl Collector {
@@ -54,6 +62,13 @@ impl Collector {
     pub async fn bind(cfg: Config) -> Result<Self, CollectorError> {
         let tls = tls::server_config(&cfg.tls_cert, &cfg.tls_key, cfg.client_ca.as_deref())?;
         let store = Arc::new(Store::open(&cfg.store_dir)?);
+        let forwarders = forward::build_all(&cfg.forward)?;
+        let registrations: Vec<_> = cfg
+            .forward
+            .iter()
+            .map(forward::ForwardSpec::registration)
+            .collect();
+        let cursors = store.forward_register(&registrations)?;
         let listener =
             TcpListener::bind(cfg.listen)
                 .await
@@ -66,11 +81,14 @@ impl Collector {
             store,
             cfg,
             counters: server::Counters::default(),
+            forwarders,
+            stored: tokio::sync::watch::Sender::new(0),
         });
         Ok(Self {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             state,
+            cursors,
         })
     }
 
@@ -92,8 +110,10 @@ impl Collector {
             listener,
             acceptor,
             state,
+            cursors,
         } = self;
         let retention = tokio::spawn(retention_loop(Arc::clone(&state)));
+        let forwarders = Forwarders::start(&state, cursors);
         let slots = Arc::new(Semaphore::new(state.cfg.limits.max_connections as usize));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(addr = %listener.local_addr().map_or(state.cfg.listen, |a| a), "collector listening");
@@ -163,6 +183,7 @@ impl Collector {
         }
         let _ = stop_tx.send(true);
         retention.abort();
+        forwarders.stop(&state).await;
         tracing::info!("collector stopped");
     }
 
@@ -192,6 +213,56 @@ impl Collector {
             stop: Some(tx),
             thread: Some(thread),
         })
+    }
+}
+
+/// The forwarders' tasks.
+struct Forwarders {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Forwarders {
+    fn start(state: &Arc<State>, cursors: Vec<store::forward::CursorState>) -> Self {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = state
+            .forwarders
+            .iter()
+            .zip(cursors)
+            .map(|(f, start)| {
+                tokio::spawn(forward::runner::run(
+                    Arc::clone(f),
+                    start,
+                    forward::runner::Context {
+                        store: Arc::clone(&state.store),
+                        wake: state.stored.subscribe(),
+                        stop: stop_rx.clone(),
+                    },
+                ))
+            })
+            .collect();
+        Self { tasks, stop }
+    }
+
+    /// Each forwarder finishes the attempt in flight (bounded by its
+    /// timeout) and commits its cursor.
+    async fn stop(self, state: &State) {
+        let _ = self.stop.send(true);
+        let grace = state
+            .cfg
+            .forward
+            .iter()
+            .map(|f| f.timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(2);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+                tracing::warn!("a forwarder did not stop in time; its batch in flight is sent again at the next start");
+            }
+        }
     }
 }
 
@@ -229,6 +300,11 @@ impl Running {
 
     pub fn counters(&self) -> &server::Counters {
         &self.state.counters
+    }
+
+    /// The forwarders, with their counters.
+    pub fn forwarders(&self) -> &[Arc<forward::Forwarder>] {
+        &self.state.forwarders
     }
 
     /// Stops accepting, lets requests in flight finish, and joins.

@@ -58,6 +58,11 @@ pub struct State {
     pub store: Arc<Store>,
     pub rate: auth::RateLimiter,
     pub counters: Counters,
+    /// The forwarders and their counters.
+    pub forwarders: Vec<Arc<crate::forward::Forwarder>>,
+    /// Bumped after each ingest commit that stored events: wakes the
+    /// forwarders.
+    pub stored: tokio::sync::watch::Sender<u64>,
 }
 
 pub type Resp = Response<Full<Bytes>>;
@@ -255,6 +260,9 @@ async fn store_batch(state: &State, agent: String, batch: String, body: Bytes) -
             add(&c.events_accepted, ins.accepted);
             add(&c.events_duplicate, ins.duplicates);
             add(&c.events_invalid, invalid);
+            if ins.accepted > 0 {
+                state.stored.send_modify(|n| *n = n.wrapping_add(1));
+            }
             if invalid > 0 {
                 tracing::warn!(%agent, %batch, invalid, "ingest: lines skipped (not events)");
             }

@@ -12,11 +12,12 @@ use std::{
 
 use agent_common::CgroupScope;
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData, ProgramArray},
     programs::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
-        BtfTracePoint, UProbe,
+        BtfTracePoint, ProgramError, UProbe,
     },
+    sys::SyscallError,
     Btf, Ebpf,
 };
 
@@ -58,6 +59,12 @@ pub struct Attacher {
     rustls_sockets: SocketPrograms,
     attached: u64,
     attach_failed: u64,
+    /// Attaches given up because the process had already exited (a short
+    /// child is often gone by the time its fork record is read).
+    attach_exited: u64,
+    /// Processes found gone at attach, until their exit record is read:
+    /// their later fork, exec and library records attach nothing.
+    gone: HashSet<u32>,
     detached: u64,
     /// Links of exited processes go to a thread that drops them: closing a
     /// uprobe's perf event waits for the kernel to unregister it (about
@@ -88,14 +95,20 @@ impl Attacher {
             rustls_sockets: SocketPrograms::NotLoaded,
             attached: 0,
             attach_failed: 0,
+            attach_exited: 0,
+            gone: HashSet::new(),
             detached: 0,
             janitor,
         }
     }
 
-    /// Loads the TLS programs of every stack (attached later, per process).
+    /// Loads the TLS programs of every stack (attached later, per process),
+    /// and the copy program their return probes tail-call (never attached:
+    /// it sits in slot 0 of `TLS_COPY`).
     pub fn load_tls(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-        for &name in stacks::PROGRAMS.iter().copied().flatten() {
+        for &name in
+            std::iter::once(&stacks::COPY_PROGRAM).chain(stacks::PROGRAMS.iter().copied().flatten())
+        {
             let p: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(CaptureError::Map { name, source: None })?
@@ -105,12 +118,45 @@ impl Attacher {
                     action: "lookup",
                     source: Box::new(e),
                 })?;
+            let started = std::time::Instant::now();
             p.load().map_err(|e| CaptureError::Program {
                 name,
                 action: "load",
                 source: Box::new(e),
             })?;
+            tracing::debug!(program = name, took = ?started.elapsed(), "TLS program loaded");
         }
+        let copy_fd = ebpf
+            .program(stacks::COPY_PROGRAM)
+            .ok_or(CaptureError::Map {
+                name: stacks::COPY_PROGRAM,
+                source: None,
+            })?
+            .fd()
+            .map_err(|e| CaptureError::Program {
+                name: stacks::COPY_PROGRAM,
+                action: "fd",
+                source: Box::new(e),
+            })?
+            .try_clone()
+            .map_err(|e| CaptureError::Program {
+                name: stacks::COPY_PROGRAM,
+                action: "fd",
+                source: Box::new(e.into()),
+            })?;
+        let map_err = |e| CaptureError::Map {
+            name: "TLS_COPY",
+            source: Some(e),
+        };
+        let mut slots: ProgramArray<_> = ebpf
+            .map_mut("TLS_COPY")
+            .ok_or(CaptureError::Map {
+                name: "TLS_COPY",
+                source: None,
+            })?
+            .try_into()
+            .map_err(map_err)?;
+        slots.set(0, &copy_fd, 0).map_err(map_err)?;
         Ok(())
     }
 
@@ -215,6 +261,7 @@ impl Attacher {
         vec![
             ("tls_attach_links", self.attached),
             ("tls_attach_failed", self.attach_failed),
+            ("tls_attach_exited", self.attach_exited),
             ("tls_detach_links", self.detached),
             ("tls_targets", self.targets.len() as u64),
             ("tls_targets_refused", self.targets.refused()),
@@ -230,7 +277,9 @@ impl Attacher {
     pub fn attach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let libraries: Vec<TlsTarget> = self.targets.all().filter(|t| t.library).cloned().collect();
         for t in &libraries {
-            self.attach_target(ebpf, pid, t);
+            if !self.attach_target(ebpf, pid, t) {
+                return;
+            }
         }
         self.attach_exe(ebpf, pid);
     }
@@ -265,23 +314,28 @@ impl Attacher {
         }
     }
 
-    fn attach_target(&mut self, ebpf: &mut Ebpf, pid: u32, t: &TlsTarget) {
-        if self.links.get(&pid).is_some_and(|m| m.contains_key(&t.id)) {
-            return;
+    /// Attaches `t`'s hooks to `pid`; false when the process is gone.
+    fn attach_target(&mut self, ebpf: &mut Ebpf, pid: u32, t: &TlsTarget) -> bool {
+        if self.gone.contains(&pid) {
+            return false;
         }
-        let Some(nz) = nonzero(pid) else { return };
+        if self.links.get(&pid).is_some_and(|m| m.contains_key(&t.id)) {
+            return true;
+        }
+        let Some(nz) = nonzero(pid) else { return true };
         if t.stack == stacks::Stack::Rustls {
             // Without the socket programs its records cannot be paired
             // into connections: better no probes than misleading ones.
             if !self.rustls_sockets_ready(ebpf) || !Self::set_rustls_pid(ebpf, pid, true) {
                 self.attach_failed += 1;
                 tracing::warn!(pid, path = %t.path.display(), "rustls probes not attached");
-                return;
+                return true;
             }
             self.rustls_pids.insert(pid);
         }
         let started = std::time::Instant::now();
         let mut made = Vec::new();
+        let mut alive = true;
         for hook in &t.hooks {
             let Some(prog) = ebpf.program_mut(hook.program) else {
                 self.attach_failed += 1;
@@ -295,6 +349,17 @@ impl Attacher {
                 Ok(id) => {
                     self.attached += 1;
                     made.push((hook.program, id));
+                }
+                Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                    if io_error.raw_os_error() == Some(libc::ESRCH) =>
+                {
+                    // Gone already: its exit record follows, nothing to do.
+                    self.attach_exited += 1;
+                    if self.gone.len() < 65536 {
+                        self.gone.insert(pid);
+                    }
+                    alive = false;
+                    break;
                 }
                 Err(e) => {
                     self.attach_failed += 1;
@@ -310,11 +375,13 @@ impl Attacher {
             links = made.len(), took = ?started.elapsed(), "TLS probes attached"
         );
         self.links.entry(pid).or_default().insert(t.id, made);
+        alive
     }
 
     /// Drops the links of a process that ended.
     pub fn detach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.scope_pids.remove(&pid);
+        self.gone.remove(&pid);
         if self.rustls_pids.remove(&pid) {
             Self::set_rustls_pid(ebpf, pid, false);
         }

@@ -111,6 +111,12 @@ pub struct CaptureConfig {
     pub watch_exe: Vec<PathBuf>,
     /// Per-build cache of hooks found by signature (empty: memory only).
     pub hook_cache_dir: PathBuf,
+    /// Processes held before they exec a known program (`aitrail agent --
+    /// COMMAND`): the program's own TLS stack (Go, a static OpenSSL) is
+    /// attached to the process before it runs. Attached at exec instead,
+    /// a fast starter (a Go client) sends its first request before the
+    /// probes are in.
+    pub preattach: Vec<(u32, PathBuf)>,
 }
 
 impl CaptureConfig {
@@ -272,6 +278,10 @@ impl Capture {
             }
             for pid in cgroup_pids(&self.cfg.scope_cgroups) {
                 self.attacher.discover_and_attach(&mut self.ebpf, pid);
+            }
+            for (pid, program) in self.cfg.preattach.clone() {
+                self.attacher
+                    .learn_and_attach(&mut self.ebpf, pid, &program.to_string_lossy());
             }
         }
         tracing::info!(

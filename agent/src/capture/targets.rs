@@ -1,6 +1,6 @@
 //! Where TLS libraries live on this host: shared libraries (`libssl.so.*`,
-//! in the system, venvs, conda, /opt) and executables that link a TLS stack
-//! in (node). Which stacks are recognised, and how their hook points are
+//! `libgnutls.so.*`, NSS's `libssl3.so` and `libnspr4.so`, in the system,
+//! venvs, conda, /opt) and executables that link a TLS stack in (node). Which stacks are recognised, and how their hook points are
 //! found, is in [`super::stacks`].
 //!
 //! A target is resolved once: the file offsets of its hooks are computed
@@ -212,11 +212,13 @@ impl Targets {
         if self.rejected.contains(&id) {
             return None;
         }
+        let started = std::time::Instant::now();
         match resolve(path) {
             Ok(t) => {
                 tracing::info!(
                     path = %path.display(), stack = %t.stack, method = %t.method,
-                    functions = ?t.functions(), "TLS library found"
+                    functions = ?t.functions(), probes = t.hooks.len(),
+                    took = ?started.elapsed(), "TLS library found"
                 );
                 self.by_id.insert(id, t.clone());
                 Some(t)
@@ -275,8 +277,8 @@ impl Targets {
         }
     }
 
-    /// Learns the TLS files a process has mapped (libssl copies) and its
-    /// executable when it exports OpenSSL.
+    /// Learns the TLS libraries a process has mapped and its executable
+    /// when it links a TLS stack in.
     pub fn discover_process(&mut self, pid: u32) -> Vec<TlsTarget> {
         let mut found = Vec::new();
         if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
@@ -333,6 +335,15 @@ mod tests {
         )));
         assert!(!is_tls_library_name(Path::new("/usr/lib/libssl.a")));
         assert!(!is_tls_library_name(Path::new("/usr/lib/libcrypto.so.3")));
+        assert!(is_tls_library_name(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libgnutls.so.30"
+        )));
+        assert!(is_tls_library_name(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libgnutls.so.30.34.3"
+        )));
+        assert!(is_tls_library_name(Path::new("/lib64/libssl3.so")));
+        assert!(is_tls_library_name(Path::new("/lib64/libnspr4.so")));
+        assert!(!is_tls_library_name(Path::new("/lib64/libnssutil3.so")));
     }
 
     #[test]
@@ -368,5 +379,127 @@ mod tests {
                 "SSL_free"
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod system_stacks {
+    //! The resolvers against the real Debian libraries (libgnutls30,
+    //! libnss3 and libnspr4: tests/setup-test-deps.sh installs them).
+
+    use super::*;
+
+    const LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
+
+    fn host_target(name: &str) -> TlsTarget {
+        let mut t = Targets::default();
+        t.discover_host();
+        let want = fs::metadata(Path::new(LIB_DIR).join(name))
+            .unwrap_or_else(|e| panic!("{LIB_DIR}/{name}: {e} (run tests/setup-test-deps.sh)"));
+        let found = t.all().find(|t| t.id == (want.dev(), want.ino())).cloned();
+        found.unwrap_or_else(|| panic!("discover_host did not find {name}"))
+    }
+
+    /// Every hook sits on a distinct function inside the file, at the
+    /// offset of its exported symbol.
+    fn check_offsets(t: &TlsTarget) {
+        use object::{Object, ObjectSymbol};
+        let data = fs::read(&t.path).expect("read library");
+        let obj = object::File::parse(&*data).expect("parse library");
+        for h in &t.hooks {
+            let sym = obj
+                .dynamic_symbols()
+                .find(|s| s.name() == Ok(h.function))
+                .unwrap_or_else(|| panic!("{} not exported", h.function));
+            assert_eq!(
+                Some(h.offset),
+                stacks::symbol_file_offset(&obj, &sym),
+                "{}",
+                h.function
+            );
+            assert!(h.offset < data.len() as u64);
+        }
+        let mut offsets: Vec<u64> = t.hooks.iter().map(|h| h.offset).collect();
+        offsets.dedup();
+        assert_eq!(offsets.len(), t.functions().len(), "{t:?}");
+    }
+
+    #[test]
+    fn system_gnutls_resolves() {
+        let t = host_target("libgnutls.so.30");
+        assert_eq!(t.stack, Stack::GnuTls);
+        assert_eq!(t.method, Method::Symbol);
+        assert!(t.library);
+        assert_eq!(
+            t.functions(),
+            [
+                "gnutls_record_send",
+                "gnutls_record_send2",
+                "gnutls_record_recv",
+                "gnutls_record_recv_seq",
+                "gnutls_deinit"
+            ]
+        );
+        // Four I/O functions with entry and return, and gnutls_deinit.
+        assert_eq!(t.hooks.len(), 9, "{t:?}");
+        assert!(t
+            .hooks
+            .iter()
+            .filter(|h| h.function.starts_with("gnutls_record_send"))
+            .all(|h| h.program.starts_with("tls_gnutls_send")));
+        check_offsets(&t);
+    }
+
+    #[test]
+    fn system_nspr_resolves() {
+        let t = host_target("libnspr4.so");
+        assert_eq!(t.stack, Stack::Nss);
+        assert_eq!(
+            t.functions(),
+            ["PR_Write", "PR_Send", "PR_Read", "PR_Recv", "PR_Close"]
+        );
+        assert_eq!(t.hooks.len(), 9, "{t:?}");
+        let recv: Vec<_> = t.hooks.iter().filter(|h| h.function == "PR_Recv").collect();
+        assert_eq!(recv[0].program, "tls_nss_recv", "PR_Recv skips peeks");
+        check_offsets(&t);
+    }
+
+    #[test]
+    fn system_libssl3_gives_the_ssl_layer_identity() {
+        let t = host_target("libssl3.so");
+        assert_eq!(t.stack, Stack::Nss);
+        assert_eq!(t.functions(), ["SSL_ImportFD"]);
+        assert_eq!(t.hooks.len(), 1);
+        assert_eq!(t.hooks[0].program, "tls_nss_import_fd_ret");
+        check_offsets(&t);
+    }
+
+    #[test]
+    fn debian_libnss3_is_no_target() {
+        // The name is watched for Mozilla's folded builds; Debian's libnss3
+        // is NSS proper, with neither NSPR's I/O nor SSL_ImportFD.
+        let p = Path::new(LIB_DIR).join("libnss3.so");
+        assert!(matches!(resolve(&p), Err(TargetError::NoStack { .. })));
+    }
+
+    #[test]
+    fn every_hook_names_a_program_of_its_stack() {
+        let mut t = Targets::default();
+        t.discover_host();
+        for target in t.all() {
+            let i = stacks::RESOLVERS
+                .iter()
+                .position(|(s, _)| *s == target.stack)
+                .expect("a resolver");
+            for h in &target.hooks {
+                assert!(
+                    stacks::PROGRAMS[i].contains(&h.program),
+                    "{} → {} is not among the {} programs",
+                    h.function,
+                    h.program,
+                    target.stack
+                );
+            }
+        }
     }
 }

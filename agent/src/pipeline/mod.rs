@@ -607,6 +607,7 @@ impl Pipeline {
                     | "read_failed"
                     | "tls_no_entry"
                     | "tls_args_full"
+                    | "tls_tail_call_failed"
                     | "scope_full"
                     | "rustls_padding_lost"
             ) || name.starts_with("record_")

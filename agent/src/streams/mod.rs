@@ -1,6 +1,7 @@
 //! Per-connection, per-direction byte streams from TLS chunks.
 //!
-//! A connection is (tgid, `SSL *`). Chunks of one SSL call arrive in order
+//! A connection is (tgid, the TLS stack's connection object: `SSL *`, `GnuTLS`
+//! session, NSPR descriptor). Chunks of one TLS call arrive in order
 //! (one CPU, one ring buffer); a call whose chunks are missing, or whose tail
 //! was cut at the capture cap, becomes an explicit gap for the HTTP parser,
 //! which marks the message truncated. The table is bounded: idle connections

@@ -37,6 +37,7 @@ pub fn collector_config(pki: &pki::Pki, store: &Path, listen: SocketAddr) -> Con
         retention: None,
         retention_interval: Duration::from_hours(1),
         api_tokens: vec![API_TOKEN.to_owned()],
+        forward: Vec::new(),
     }
 }
 
