@@ -266,9 +266,12 @@ fn emit_close(conn: u64, flags: u8) {
     crate::emit(rec.cast::<u8>(), TLS_CHUNK_FIXED);
 }
 
-/// Sends one record's `len` plaintext bytes at `buf` as one TLS chunk (a
-/// TLS record holds at most 16 KiB, [`TLS_CHUNK_DATA`]: no chunk loop, whose
-/// verifier cost the OpenSSL programs already spend).
+/// Sends one record's `len` plaintext bytes at `buf` as one TLS chunk. A
+/// TLS record holds at most 16 KiB ([`TLS_CHUNK_DATA`]), so there is no
+/// chunk loop here; the shared copy program of `tls.rs` (tail-called, with
+/// per-thread call state) is for calls whose length only their return
+/// tells, which a record's is not. The chunk layout and the counters are
+/// the same.
 #[inline(always)]
 fn emit_record(pid_tgid: u64, conn: u64, direction: u8, buf: u64, len: u64, flags: u8) {
     if len == 0 {

@@ -35,7 +35,7 @@ fn codex_binary() -> String {
 #[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
 fn codex_cli_over_http2_through_rustls() {
     // TLS 1.3: records sealed by EVP_AEAD_CTX_seal, the content type inside.
-    codex_turn("TLSv1.3");
+    codex_turn("TLSv1.3", Start::Scoped);
 }
 
 #[test]
@@ -43,22 +43,30 @@ fn codex_cli_over_http2_through_rustls() {
 fn codex_cli_over_tls12() {
     // TLS 1.2 (AES-GCM): records sealed by EVP_AEAD_CTX_seal_scatter, the
     // content type in the 13-byte record header.
-    codex_turn("TLSv1.2");
+    codex_turn("TLSv1.2", Start::Scoped);
 }
 
-fn codex_turn(tls: &str) {
-    common::require_root();
-    let _serial = common::serial();
-    let dir = TestDir::new("codex");
-    let pki = make_cert(&dir);
-    let mut mock = if tls == "TLSv1.2" {
-        MockServer::start_h2_tls12(&dir, &pki)
-    } else {
-        MockServer::start_h2(&dir, &pki)
-    };
-    let codex = codex_binary();
+/// How the daemon meets Codex.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// `--pid` of a launcher that runs `codex --version`, then the turn: the
+    /// hooks are found at the first exec, the turn's process reuses them.
+    Scoped,
+    /// `aitrail agent -- codex exec …` with an empty hook cache: the hooks
+    /// are searched for and attached before the program runs, so even the
+    /// first process of a build is seen from its first record.
+    Command,
+}
 
-    // A custom provider (Codex ignores OPENAI_BASE_URL), in a home of its own.
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn codex_as_the_daemons_command_with_no_hook_cache() {
+    codex_turn("TLSv1.3", Start::Command);
+}
+
+/// A Codex home with a custom provider (Codex ignores `OPENAI_BASE_URL`):
+/// returns (HOME, `CODEX_HOME`).
+fn codex_home(dir: &TestDir, mock: &MockServer) -> (String, String) {
     let home = dir.join("work/home");
     let codex_home = home.join(".codex");
     fs::create_dir_all(&codex_home).expect("mkdir codex home");
@@ -72,27 +80,77 @@ fn codex_turn(tls: &str) {
         ),
     )
     .expect("write codex config");
+    (home.display().to_string(), codex_home.display().to_string())
+}
+
+fn codex_turn(tls: &str, start: Start) {
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new("codex");
+    let pki = make_cert(&dir);
+    let mut mock = if tls == "TLSv1.2" {
+        MockServer::start_h2_tls12(&dir, &pki)
+    } else {
+        MockServer::start_h2(&dir, &pki)
+    };
+    let codex = codex_binary();
+    let (home, codex_home) = codex_home(&dir, &mock);
     let marker = dir.join("work/codex-was-here.txt");
     let command = format!("echo codex-was-here > {}", marker.display());
     let prompt = format!("Run the command for me.\nCMD: {command}\n");
-    // `codex --version` first: the daemon finds the hooks of a new build
-    // when its process starts (a few hundred ms for this 300 MB binary in a
-    // debug build); the same file then needs no search, so the turn's first
-    // request cannot go out before its probes are in place.
-    let script = "\"$0\" --version && exec \"$0\" exec --skip-git-repo-check -s danger-full-access \"$1\" < /dev/null";
-    let args = vec!["-c".to_string(), script.to_string(), codex, prompt];
     let env = [
-        ("HOME", home.display().to_string()),
-        ("CODEX_HOME", codex_home.display().to_string()),
+        ("HOME", home),
+        ("CODEX_HOME", codex_home),
         ("AITRAIL_CODEX_KEY", OPENAI_KEY.to_string()),
         ("CODEX_CA_CERTIFICATE", pki.ca.display().to_string()),
     ];
-    let mut client = Launched::spawn(&dir, "codex", "/bin/sh", &args, &env);
-    let mut daemon = Daemon::start(&dir, client.pid());
-    client.release();
-    let out = client.wait_success(CLIENT_TIMEOUT);
-    common::grace();
-    daemon.stop();
+    let (daemon, out) = match start {
+        Start::Scoped => {
+            // `codex --version` first: the daemon finds the hooks of a new
+            // build when its process starts (0.4-0.8 s for this 300 MB
+            // binary in a debug build, or from its disk cache); the same
+            // file then needs no search, so the turn's first request cannot
+            // go out before its probes are in place.
+            let script = "\"$0\" --version && exec \"$0\" exec --skip-git-repo-check -s danger-full-access \"$1\" < /dev/null";
+            let args = vec!["-c".to_string(), script.to_string(), codex, prompt];
+            let mut client = Launched::spawn(&dir, "codex", "/bin/sh", &args, &env);
+            let mut daemon = Daemon::start(&dir, client.pid());
+            client.release();
+            let out = client.wait_success(CLIENT_TIMEOUT);
+            common::grace();
+            daemon.stop();
+            (daemon, out)
+        }
+        Start::Command => {
+            // A hook cache of this test's own, empty: the search runs.
+            let config = dir.join("daemon/agent.toml");
+            fs::write(
+                &config,
+                format!(
+                    "[capture]\nhook_cache_dir = \"{}\"\n",
+                    dir.join("daemon/hooks").display()
+                ),
+            )
+            .expect("write daemon config");
+            let args = vec![
+                "--config".to_string(),
+                config.display().to_string(),
+                "--".into(),
+                codex,
+                "exec".into(),
+                "--skip-git-repo-check".into(),
+                "-s".into(),
+                "danger-full-access".into(),
+                prompt,
+            ];
+            let mut daemon = Daemon::start_with_env(&dir, "agent", &args, &env);
+            daemon.wait_exit(CLIENT_TIMEOUT);
+            let out = fs::read_to_string(&daemon.stdout).unwrap_or_default();
+            let cached = fs::read_dir(dir.join("daemon/hooks")).map_or(0, Iterator::count);
+            assert_eq!(cached, 1, "the search's result was not cached");
+            (daemon, out)
+        }
+    };
     mock.stop();
     common::assert_no_secrets(&daemon);
 
@@ -109,6 +167,9 @@ fn codex_turn(tls: &str) {
         Some("codex-was-here\n"),
         "codex did not run the command; output: {out}"
     );
+    for r in &reqs {
+        assert_eq!(r["tls"], tls, "the mock negotiated another version");
+    }
     let call_id = reqs[0]["call_id"]
         .as_str()
         .expect("a tool call")
