@@ -2,8 +2,12 @@
 # setup-test-deps.sh — install what aitrail's end-to-end tests need, on a fresh
 # Debian 12 machine, as root. Idempotent: does nothing when all is present.
 #
-#   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
+#   Debian packages  openssl (test PKI), curl (curl client; the /metrics scrapes
+#                    of agent/tests/reliability and e2e spool), ca-certificates,
 #                    python3 + python3-pip and nodejs only if missing;
+#                    rsyslog + rsyslog-gnutls (the syslog/CEF forwarders'
+#                    receiver; the tests run their own rsyslogd, never the
+#                    system's);
 #                    golang-go (builds tests/clients/agent_go.go, the Go client);
 #                    the other TLS stacks' clients: gnutls-bin (gnutls-cli) and
 #                    wget (GnuTLS), libcurl3-gnutls and libcurl3-nss (curl's
@@ -11,10 +15,11 @@
 #                    libnss3-dev + gcc + pkg-config (tests/clients/nss_client.c),
 #                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
 #                    aitrail does not hook, for the blind-spot test)
-#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs;
-#                    ocsf-json-schema + jsonschema for the forwarders' OCSF
-#                    check), installed only if a pinned version is not
-#                    already there
+#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
+#                    boto3 for the Bedrock client; for the forwarders' tests:
+#                    opentelemetry-proto for the OTLP receiver,
+#                    ocsf-json-schema + jsonschema for the OCSF check),
+#                    installed only if a pinned version is not already there
 #   npm packages     @elastic/ecs (ECS field definitions, for the forwarders'
 #                    ECS check) into tests/node_modules, pinned below
 #                    @openai/codex@CODEX_VERSION-linux-x64 (Codex CLI: a
@@ -49,7 +54,7 @@ missing=()
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
-for pkg in openssl curl ca-certificates libcurl3-gnutls libcurl3-nss; do
+for pkg in openssl curl ca-certificates rsyslog rsyslog-gnutls libcurl3-gnutls libcurl3-nss; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 if ! command -v "$py" >/dev/null 2>&1; then
@@ -85,7 +90,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     readarray -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-    log "Debian packages present (openssl, curl, ca-certificates, python3, pip, node, gnutls-cli, wget, NSS tools and headers, cc, a JDK, go)"
+    log "Debian packages present (openssl, curl, ca-certificates, rsyslog, rsyslog-gnutls, python3, pip, node, gnutls-cli, wget, NSS tools and headers, cc, a JDK, go)"
 fi
 
 # --- Python packages -------------------------------------------------------
@@ -172,6 +177,9 @@ fi
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
 "$py" -c 'import jsonschema, ocsf_json_schema' || { log "python cannot import jsonschema/ocsf_json_schema"; exit 1; }
+"$py" -c 'from opentelemetry.proto.collector.logs.v1 import logs_service_pb2' \
+    || { log "python cannot import opentelemetry.proto"; exit 1; }
+[ -x /usr/sbin/rsyslogd ] || { log "rsyslogd missing"; exit 1; }
 node -e "require('$here/node_modules/@elastic/ecs/build/commonjs/ecs_flat.js')" || { log "node cannot load @elastic/ecs"; exit 1; }
 node -e 'require("https"); require("zlib")' || { log "node is not usable"; exit 1; }
 pkg-config --exists nss || { log "pkg-config finds no nss (libnss3-dev)"; exit 1; }

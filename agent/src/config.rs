@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::{
-    blindspot::BlindSpotConfig, detect::DetectConfig, opinion::OpinionConfig, redact::RedactConfig,
-    route::RouteConfig, ship::CollectorSection, sinks::SinkSpec,
+    blindspot::BlindSpotConfig, detect::DetectConfig, metrics::MetricsSection,
+    opinion::OpinionConfig, redact::RedactConfig, route::RouteConfig, ship::CollectorSection,
+    sinks::SinkSpec,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,9 @@ pub struct FileConfig {
     /// Settings of every `collector:` sink (see `ship`).
     #[serde(default)]
     pub collector: CollectorSection,
+    /// The `/metrics` listener (see `metrics`).
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 /// The validated configuration the daemon runs with.
@@ -152,6 +156,8 @@ pub struct Config {
     pub second_opinion: OpinionConfig,
     pub routes: Vec<RouteConfig>,
     pub collector: CollectorSection,
+    /// Where `/metrics` listens (loopback only); `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -257,6 +263,10 @@ impl FileConfig {
                 problem: format!("more than {} distinct sinks", crate::route::MAX_SINKS),
             });
         }
+        let metrics_listen = self.metrics.validate().map_err(|e| ConfigError::Invalid {
+            field: "metrics.listen",
+            problem: e.to_string(),
+        })?;
         if let Some(r) = route.iter().find(|r| r.sinks.is_empty()) {
             return Err(ConfigError::Invalid {
                 field: "route",
@@ -274,6 +284,7 @@ impl FileConfig {
             second_opinion: self.second_opinion,
             routes: route,
             collector: self.collector,
+            metrics_listen,
         })
     }
 }
@@ -299,5 +310,23 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = FileConfig::parse("sinks = [\"ftp:x\"]\n", "x").unwrap();
         assert!(bad.validate().is_err());
+        assert_eq!(c.metrics_listen, None, "no /metrics unless asked");
+        let on = FileConfig::parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n", "x").unwrap();
+        assert_eq!(
+            on.validate().unwrap().metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let v6 = FileConfig::parse("[metrics]\nlisten = \"[::1]:9464\"\n", "x").unwrap();
+        assert!(v6.validate().is_ok());
+        for bad in [
+            "0.0.0.0:9464",
+            "10.1.2.3:9464",
+            "[::]:9464",
+            "localhost:9464",
+            "9464",
+        ] {
+            let c = FileConfig::parse(&format!("[metrics]\nlisten = \"{bad}\"\n"), "x").unwrap();
+            assert!(c.validate().is_err(), "{bad} accepted");
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod launch;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod opinion;
 pub mod pipeline;
 pub mod procs;

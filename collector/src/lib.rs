@@ -7,6 +7,7 @@
 //! - [`store`]: `SQLite` + FTS5 in one directory; dedupe by event `id`; an
 //!   ingest is acked only after its transaction is durable;
 //! - [`api`]: `/api/search`, `/api/trace/ID`;
+//! - [`metrics`]: `/metrics` (Prometheus), for a `[metrics]` token.
 //! - [`forward`]: forwarders to SIEMs and search engines (Splunk HEC,
 //!   Elasticsearch/OpenSearch bulk, NDJSON over HTTPS; native, OCSF or
 //!   ECS), each reading the store from its own durable cursor.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod forward;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -76,14 +78,28 @@ impl Collector {
                     addr: cfg.listen,
                     source,
                 })?;
+        let counters = Arc::new(server::Counters::default());
+        let requests = Arc::new(metrics::Requests::default());
+        let metrics = Arc::new(metrics::CollectorMetrics::new(
+            Arc::clone(&counters),
+            Arc::clone(&requests),
+        ));
         let state = Arc::new(State {
             rate: auth::RateLimiter::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
             store,
             cfg,
-            counters: server::Counters::default(),
+            counters,
+            requests,
+            registry: metrics.registry(),
+            metrics,
             forwarders,
             stored: tokio::sync::watch::Sender::new(0),
         });
+        for f in &state.forwarders {
+            state
+                .metrics
+                .register_forwarder(Arc::clone(f) as Arc<dyn metrics::ForwarderMetrics>);
+        }
         Ok(Self {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
@@ -102,6 +118,12 @@ impl Collector {
 
     pub fn counters(&self) -> Arc<State> {
         Arc::clone(&self.state)
+    }
+
+    /// What `/metrics` shows; forwarders add their counters here
+    /// ([`metrics::CollectorMetrics::register_forwarder`]).
+    pub fn metrics(&self) -> Arc<metrics::CollectorMetrics> {
+        Arc::clone(&self.state.metrics)
     }
 
     /// Serves until `shutdown` completes; runs retention periodically.
@@ -132,9 +154,17 @@ impl Collector {
                 },
             };
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                state
+                    .counters
+                    .connections_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%peer, "connection refused: max_connections reached");
                 continue;
             };
+            state
+                .counters
+                .connections_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let acceptor = acceptor.clone();
             let state = Arc::clone(&state);
             let mut stop = stop_rx.clone();
@@ -153,7 +183,14 @@ impl Collector {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            state
+                                .counters
+                                .tls_timeouts
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     };
                 let cert: Option<Arc<str>> = tls
                     .get_ref()
@@ -277,7 +314,13 @@ async fn retention_loop(state: Arc<State>) {
             - i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
         let store = Arc::clone(&state.store);
         match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "retention: old events deleted"),
+            Ok(Ok(n)) if n > 0 => {
+                state
+                    .counters
+                    .retention_deleted
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(deleted = n, "retention: old events deleted");
+            }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::error!(%error, "retention failed"),
             Err(_) => tracing::error!("retention task panicked"),

@@ -269,10 +269,12 @@ mod conversation;
 mod events;
 mod goclient;
 mod procs;
+mod realbin;
 mod scenario;
 
 pub use conversation::*;
 pub use events::*;
 pub use goclient::*;
 pub use procs::*;
+pub use realbin::*;
 pub use scenario::*;

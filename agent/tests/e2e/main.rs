@@ -35,6 +35,7 @@ mod detection;
 mod go;
 mod onehost;
 mod protocols;
+mod spool;
 mod stacks;
 
 use std::time::Duration;

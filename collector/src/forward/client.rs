@@ -25,7 +25,7 @@ use rustls::{pki_types::ServerName, ClientConfig, RootCertStore};
 use rustls_pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
 use tokio::sync::Mutex;
 
-use super::{config::ForwardSpec, ForwardConfigError, ForwardError};
+use super::{add, config::ForwardSpec, ForwardConfigError, ForwardCounters, ForwardError};
 
 /// Roots used when `ca_file` is not set (Debian/Ubuntu/Fedora bundle path).
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -81,7 +81,9 @@ pub struct Target {
     pub base_path: String,
 }
 
-fn is_loopback(host: &str) -> bool {
+/// Whether `host` (a name, or an address without brackets) is this
+/// machine: `localhost`, `127.0.0.0/8` or `::1`.
+pub fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -199,6 +201,8 @@ pub struct HttpClient {
     timeout: Duration,
     max_answer: usize,
     conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    /// Where `connects` and `bytes_sent` are counted, when set.
+    counters: Option<Arc<ForwardCounters>>,
 }
 
 impl HttpClient {
@@ -219,7 +223,16 @@ impl HttpClient {
             timeout: spec.timeout,
             max_answer,
             conn: Mutex::new(None),
+            counters: None,
         })
+    }
+
+    /// Counts this client's connections and acknowledged bytes in
+    /// `counters` (the forwarder's `connects` and `bytes_sent`).
+    #[must_use]
+    pub fn counting(mut self, counters: Arc<ForwardCounters>) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     pub fn target(&self) -> &Target {
@@ -254,6 +267,9 @@ impl HttpClient {
             (s, tokio::spawn(c))
         };
         drop(conn); // runs until the connection closes
+        if let Some(c) = &self.counters {
+            add(&c.connects, 1);
+        }
         Ok(sender)
     }
 
@@ -288,6 +304,7 @@ impl HttpClient {
             for (name, value) in headers {
                 req = req.header(name, value);
             }
+            let sent = body.len() as u64;
             let req = req.body(Full::new(body)).map_err(ClientError::Request)?;
             let resp = sender.send_request(req).await.map_err(ClientError::Http)?;
             let (parts, body) = resp.into_parts();
@@ -301,6 +318,9 @@ impl HttpClient {
                 .to_bytes();
             // Reusable once the answer was read whole.
             *slot = Some(sender);
+            if let (Some(c), true) = (&self.counters, parts.status.is_success()) {
+                add(&c.bytes_sent, sent);
+            }
             Ok(Response {
                 status: parts.status,
                 headers: parts.headers,

@@ -193,7 +193,7 @@ impl Bulk {
         counters: Arc<ForwardCounters>,
     ) -> Result<Self, ForwardConfigError> {
         let options = Options::parse(spec)?;
-        let client = HttpClient::new(spec, MAX_ANSWER)?;
+        let client = HttpClient::new(spec, MAX_ANSWER)?.counting(Arc::clone(&counters));
         let auth = if let Some(user) = &options.username {
             let password = match (&options.password, &options.password_file) {
                 (Some(p), _) => p.clone(),

@@ -87,7 +87,7 @@ impl SplunkHec {
         counters: std::sync::Arc<ForwardCounters>,
     ) -> Result<Self, ForwardConfigError> {
         let options = Options::parse(spec)?;
-        let client = HttpClient::new(spec, MAX_ANSWER)?;
+        let client = HttpClient::new(spec, MAX_ANSWER)?.counting(std::sync::Arc::clone(&counters));
         let path = if client.target().base_path.is_empty() {
             DEFAULT_PATH
         } else {

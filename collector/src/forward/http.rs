@@ -52,7 +52,7 @@ impl NdjsonHttp {
     ) -> Result<Self, ForwardConfigError> {
         Ok(Self {
             options: Options::parse(spec)?,
-            client: HttpClient::new(spec, MAX_ANSWER)?,
+            client: HttpClient::new(spec, MAX_ANSWER)?.counting(std::sync::Arc::clone(&counters)),
             auth: spec.token.as_ref().map(|t| format!("Bearer {t}")),
             counters,
         })

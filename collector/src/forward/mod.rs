@@ -33,15 +33,19 @@
 //! refuses unknown keys), and one arm in [`build_destination`] and
 //! [`prepare`].
 
+pub mod cef;
 pub mod client;
 pub mod config;
 pub mod ecs;
 pub mod elastic;
+pub mod event_fields;
 pub mod format;
 pub mod hec;
 pub mod http;
 pub mod ocsf;
+pub mod otlp;
 pub mod runner;
+pub mod syslog;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +55,7 @@ use std::sync::{
 };
 
 pub use self::config::{ForwardConfigError, ForwardSection, ForwardSpec, StartAt};
+use self::format::Format;
 
 pub type SendFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ForwardError>> + Send + 'a>>;
@@ -110,6 +115,34 @@ pub struct ForwardCounters {
     pub lag: AtomicU64,
     /// Unix time (ms) of the last acknowledged batch; 0 before the first.
     pub last_ack_unix_ms: AtomicU64,
+
+    // What the transport saw. Every type counts `connects` and
+    // `bytes_sent`; the others are counted by the types named.
+    /// Connections opened (TCP, and TLS when used).
+    pub connects: AtomicU64,
+    /// Request bodies (after compression) the destination answered with
+    /// success (HTTP 2xx), or syslog frames its TCP acknowledged.
+    pub bytes_sent: AtomicU64,
+    /// syslog, cef: connections found reset, failed mid-write or without
+    /// an acknowledgement in time (each may have discarded what the
+    /// receiver had not read yet: see `events_resent`).
+    pub connection_resets: AtomicU64,
+    /// syslog, cef: events sent again on a new connection after a reset
+    /// (the replay window); the receiver may get them twice, same id.
+    pub events_resent: AtomicU64,
+    /// syslog: events sent with bulky parts left out to fit
+    /// `max_message_bytes` (listed in the SD parameter `omitted`).
+    pub events_trimmed: AtomicU64,
+    /// syslog, cef: events cut at `max_message_bytes`.
+    pub events_truncated: AtomicU64,
+    /// otlp: event fields left out because the format could not carry
+    /// them (a trace or span id that is not hex, a time that does not
+    /// parse); the event itself was sent.
+    pub fields_dropped: AtomicU64,
+    /// Answers not understood: otlp, a success whose body is not an
+    /// `ExportLogsServiceResponse` (taken as success); syslog, cef: reads
+    /// that returned data (a syslog receiver sends none).
+    pub answers_unexpected: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {
@@ -149,20 +182,41 @@ impl Forwarder {
 
 /// The destination types this collector can build, as `type = …` names
 /// them.
-pub const TYPES: &[&str] = &["splunk_hec", "elasticsearch", "opensearch", "http"];
+pub const TYPES: &[&str] = &[
+    "splunk_hec",
+    "elasticsearch",
+    "opensearch",
+    "http",
+    "syslog",
+    "cef",
+    "otlp",
+];
 
 /// Parses a forwarder's own keys without building anything (no file is
 /// read), and narrows its default `kinds` to what its format expresses:
 /// config validation calls it, so that a typo fails at load.
 pub fn prepare(spec: &mut ForwardSpec) -> Result<(), ForwardConfigError> {
-    if TYPES.contains(&spec.kind.as_str()) {
-        // All of them are HTTP destinations.
+    if matches!(
+        spec.kind.as_str(),
+        "splunk_hec" | "elasticsearch" | "opensearch" | "http" | "otlp"
+    ) {
         client::Target::parse(spec)?;
     }
     let format = match spec.kind.as_str() {
         "splunk_hec" => hec::Options::parse(spec)?.format,
         "elasticsearch" | "opensearch" => elastic::Options::parse(spec)?.format,
         "http" => http::Options::parse(spec)?.format,
+        // RFC 5424 carries the event as stored in MSG, CEF has a mapping
+        // for every kind, and OTLP carries the event as stored in `body`
+        // (its attributes are OpenTelemetry's): all express every kind.
+        "syslog" | "cef" => {
+            syslog::Options::parse(spec)?;
+            Format::Native
+        }
+        "otlp" => {
+            otlp::Options::parse(spec)?;
+            Format::Native
+        }
         other => {
             return Err(spec.invalid(
                 "type",
@@ -184,6 +238,17 @@ pub fn build_destination(
         "splunk_hec" => Arc::new(hec::SplunkHec::new(spec, Arc::clone(counters))?),
         "elasticsearch" | "opensearch" => Arc::new(elastic::Bulk::new(spec, Arc::clone(counters))?),
         "http" => Arc::new(http::NdjsonHttp::new(spec, Arc::clone(counters))?),
+        "syslog" => Arc::new(syslog::SyslogDestination::new(
+            spec,
+            syslog::Format::Rfc5424,
+            Arc::clone(counters),
+        )?),
+        "cef" => Arc::new(syslog::SyslogDestination::new(
+            spec,
+            syslog::Format::Cef,
+            Arc::clone(counters),
+        )?),
+        "otlp" => Arc::new(otlp::OtlpDestination::new(spec, Arc::clone(counters))?),
         other => {
             return Err(spec.invalid(
                 "type",

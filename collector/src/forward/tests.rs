@@ -551,9 +551,21 @@ fn the_example_config_forwarders_are_valid() {
         }
     }
     let t: Tables = toml::from_str(&tables).unwrap();
-    assert_eq!(t.forward.len(), 3, "{tables}");
+    let types: Vec<&str> = t.forward.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "splunk_hec",
+            "elasticsearch",
+            "http",
+            "syslog",
+            "cef",
+            "otlp"
+        ],
+        "an example of each type: {tables}"
+    );
     for f in t.forward {
         let mut spec = f.validate().unwrap();
-        super::prepare(&mut spec).unwrap();
+        super::prepare(&mut spec).unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -19,9 +19,12 @@
 //! order alternating between rounds so that drift (thermal, other tenants)
 //! falls on both sides. Ratios are medians of "with" over medians of
 //! "without". The daemon always runs scoped (`--pid`): never host-wide here.
+//!
+//! `cargo xtask bench ship` measures shipping instead (see [`ship`]).
 
 mod procs;
 mod report;
+mod ship;
 
 use std::{
     fs,
@@ -36,7 +39,11 @@ use self::procs::{Daemon, Guards, Load};
 use crate::util;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `ship`: the shipping figures instead (see `cargo xtask bench ship --help`).
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     /// Rounds; each runs every workload with and without the daemon.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -66,6 +73,14 @@ pub struct BenchArgs {
     /// Print the results only; do not append them to docs/benchmarks.md.
     #[arg(long)]
     no_write: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// zstd ratio per batch size, collector ingest events/s and CPU, and
+    /// the time from a side effect to its finding being searchable at the
+    /// collector (root); appended to docs/benchmarks.md.
+    Ship(ship::ShipArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -141,6 +156,9 @@ struct Env {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchWhat::Ship(ship)) = &args.what {
+        return ship::run(ship);
+    }
     if !util::is_root() {
         bail!("bench loads eBPF programs: run it as root");
     }
