@@ -22,9 +22,14 @@
 #                    installed only if a pinned version is not already there
 #   npm packages     @elastic/ecs (ECS field definitions, for the forwarders'
 #                    ECS check) into tests/node_modules, pinned below
+#                    @openai/codex@CODEX_VERSION-linux-x64 (Codex CLI: a
+#                    stripped static rustls binary), unpacked (no install
+#                    scripts run) into $AITRAIL_TEST_CACHE/codex-VERSION
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
+# AITRAIL_TEST_CACHE (default ~/.cache/aitrail-tests) — where downloaded
+# binaries are unpacked.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -141,6 +146,33 @@ for spec in "${npm_pkgs[@]}"; do
     log "npm install $spec"
     npm install --prefix "$here" --no-save --no-audit --no-fund "$spec"
 done
+# Codex CLI, pinned: the rustls resolver's unit tests read its binary and the
+# rustls end-to-end test runs it. Change together with CODEX_VERSION in
+# agent/src/capture/stacks/rustls/tests.rs and agent/tests/e2e/codex.rs.
+codex_version=0.171.0
+cache=${AITRAIL_TEST_CACHE:-$HOME/.cache/aitrail-tests}
+codex_dir="$cache/codex-$codex_version"
+codex_bin="$codex_dir/package/vendor/x86_64-unknown-linux-musl/bin/codex"
+if [ -x "$codex_bin" ]; then
+    log "codex $codex_version present in $codex_dir"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm pack @openai/codex@$codex_version-linux-x64 into $codex_dir"
+    mkdir -p "$cache"
+    chmod 0700 "$cache"
+    tmp=$(mktemp -d "$cache/codex.XXXXXX")
+    (cd "$tmp" && npm pack --silent "@openai/codex@$codex_version-linux-x64" >/dev/null)
+    mkdir -p "$tmp/unpacked"
+    tar -xzf "$tmp"/openai-codex-*.tgz -C "$tmp/unpacked"
+    rm -rf "$codex_dir"
+    mv "$tmp/unpacked" "$codex_dir"
+    rm -rf "$tmp"
+    "$codex_bin" --version >/dev/null || { log "the unpacked codex does not run"; exit 1; }
+fi
 
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }

@@ -64,6 +64,14 @@ pub mod tls_flags {
     pub const READ_FAILED: u8 = 4;
     /// `SSL_free`, `gnutls_deinit`, `PR_Close`: the connection is gone (no data).
     pub const CLOSE: u8 = 8;
+    /// rustls: `conn` is the record key (aws-lc `EVP_AEAD_CTX *`) of data
+    /// written before its socket was known; a `LINK` record names the
+    /// connection it belongs to.
+    pub const UNLINKED: u8 = 16;
+    /// rustls: no plaintext; `data` holds the 8-byte record key (native
+    /// endian) that earlier `UNLINKED` chunks of this process carried, and
+    /// `conn` the connection they belong to.
+    pub const LINK: u8 = 32;
 }
 
 /// Bytes of plaintext carried by one TLS chunk record at most.
@@ -218,7 +226,15 @@ pub mod counter {
     /// A TLS return probe could not hand over to the copy program (its
     /// program-array slot was empty): that call's plaintext was lost.
     pub const TLS_TAIL_CALL_FAILED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// rustls: write keys tied to their socket (one per connection).
+    pub const RUSTLS_LINKS: u32 = 11;
+    /// rustls: records decrypted on a thread with no socket receive seen
+    /// before: sent unlinked, parsed without their other direction.
+    pub const RUSTLS_UNLINKED_READS: u32 = 12;
+    /// rustls: TLS 1.3 records whose padding was longer than the kernel
+    /// scans for the content type: their plaintext was not sent.
+    pub const RUSTLS_PADDING_LOST: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const NAMES: [&str; COUNT as usize] = [
         "ringbuf_full",
         "tls_bytes_lost",
@@ -231,6 +247,9 @@ pub mod counter {
         "records",
         "nss_ssl_layer_by_shape",
         "tls_tail_call_failed",
+        "rustls_links",
+        "rustls_unlinked_reads",
+        "rustls_padding_lost",
     ];
 }
 

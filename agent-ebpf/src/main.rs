@@ -7,7 +7,8 @@
 //! per-CPU counters that userspace reports.
 //!
 //! One file per probe family: `tls` (what the TLS uprobes of every stack
-//! share) and `tls_openssl`, `tls_gnutls`, `tls_nss`, `tls_go` (one per stack), `proc`
+//! share) and `tls_openssl`, `tls_gnutls`, `tls_nss`, `tls_go`, `tls_rustls`
+//! (one per stack; rustls also two BTF tracepoints on socket I/O), `proc`
 //! (exec, fork, exit), `file` (openat/openat2), `net` (connect).
 #![no_std]
 #![no_main]
@@ -20,6 +21,7 @@ mod tls_gnutls;
 mod tls_go;
 mod tls_nss;
 mod tls_openssl;
+mod tls_rustls;
 
 use agent_common::{counter, scope_flags, CgroupScope, KernelOffsets, RecordHeader, MAX_CGROUPS};
 use aya_ebpf::{

@@ -108,7 +108,7 @@ static TLS_COPY: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Scratch space for one chunk: too large for the 512-byte BPF stack.
 #[map]
-static TLS_SCRATCH: PerCpuArray<TlsChunkRaw> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static TLS_SCRATCH: PerCpuArray<TlsChunkRaw> = PerCpuArray::with_max_entries(1, 0);
 
 /// Most chunks one call may produce: bounds the copy loop for the verifier
 /// (256 KiB, the largest cap userspace accepts; the verifier walks each
@@ -333,7 +333,7 @@ fn capture(ctx: &RetProbeContext) -> u32 {
 /// Marks the process watched when `buf` starts like an HTTP request that
 /// carries a body (POST) or the HTTP/2 preface.
 #[inline(always)]
-fn mark_if_request(pid_tgid: u64, buf: u64) {
+pub(crate) fn mark_if_request(pid_tgid: u64, buf: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: read-only lookup.
     if unsafe { WATCHED.get(&tgid) }.is_some() {

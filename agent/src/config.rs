@@ -60,6 +60,10 @@ pub struct CaptureSection {
     pub watch_exe: Vec<PathBuf>,
     /// Watch every process in scope (tests, small scopes).
     pub watch_all_in_scope: bool,
+    /// Where hook offsets found by code signature (stripped programs such
+    /// as Codex CLI) are kept per build, so a restart or a new process of a
+    /// known build does not search again. Empty: in memory only.
+    pub hook_cache_dir: PathBuf,
 }
 
 impl Default for CaptureSection {
@@ -70,6 +74,7 @@ impl Default for CaptureSection {
             watch_comm: Vec::new(),
             watch_exe: Vec::new(),
             watch_all_in_scope: false,
+            hook_cache_dir: PathBuf::from("/var/cache/aitrail/hooks"),
         }
     }
 }

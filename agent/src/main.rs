@@ -284,6 +284,7 @@ fn capture_config(cfg: &Config) -> CaptureConfig {
         watch_all: cfg.capture.watch_all_in_scope,
         watch_comm: cfg.capture.watch_comm.clone(),
         watch_exe: cfg.capture.watch_exe.clone(),
+        hook_cache_dir: cfg.capture.hook_cache_dir.clone(),
         preattach: Vec::new(),
     }
 }

@@ -15,10 +15,10 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, ProgramArray},
     programs::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
-        ProgramError, UProbe,
+        BtfTracePoint, ProgramError, UProbe,
     },
     sys::SyscallError,
-    Ebpf,
+    Btf, Ebpf,
 };
 
 use super::{
@@ -30,6 +30,21 @@ use super::{
 /// The links of one (process, target) pair: program name and link id.
 type Links = Vec<(&'static str, UProbeLinkId)>;
 
+/// The rustls programs that tie records to sockets, and their kernel
+/// functions (agent-ebpf/src/tls_rustls.rs).
+const RUSTLS_SOCKET_PROGRAMS: [(&str, &str); 2] = [
+    ("tls_rustls_sock_recv", "sock_recv_length"),
+    ("tls_rustls_sock_send", "sock_send_length"),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SocketPrograms {
+    NotLoaded,
+    Loaded,
+    Attached,
+    Unavailable,
+}
+
 pub struct Attacher {
     scope: BpfHashMap<MapData, u32, u8>,
     cgroups: Array<MapData, CgroupScope>,
@@ -37,6 +52,11 @@ pub struct Attacher {
     /// pid → target id → links.
     links: HashMap<u32, HashMap<(u64, u64), Links>>,
     scope_pids: HashSet<u32>,
+    /// rustls: processes registered in the kernel's `RUSTLS_PROCS`, and
+    /// whether the socket programs that pair its records' directions are
+    /// loaded (at start) and attached (with the first such process).
+    rustls_pids: HashSet<u32>,
+    rustls_sockets: SocketPrograms,
     attached: u64,
     attach_failed: u64,
     /// Attaches given up because the process had already exited (a short
@@ -71,6 +91,8 @@ impl Attacher {
             targets: Targets::default(),
             links: HashMap::new(),
             scope_pids: HashSet::new(),
+            rustls_pids: HashSet::new(),
+            rustls_sockets: SocketPrograms::NotLoaded,
             attached: 0,
             attach_failed: 0,
             attach_exited: 0,
@@ -136,6 +158,73 @@ impl Attacher {
             .map_err(map_err)?;
         slots.set(0, &copy_fd, 0).map_err(map_err)?;
         Ok(())
+    }
+
+    /// Loads the rustls socket programs (BTF tracepoints `sock_recv_length`
+    /// and `sock_send_length`; attached later, with the first rustls
+    /// process). A
+    /// kernel that cannot load them leaves rustls programs unattached
+    /// (logged, counted) rather than capturing half-paired connections.
+    pub fn load_rustls_sockets(&mut self, ebpf: &mut Ebpf, btf: &Btf) {
+        let mut ok = true;
+        for (name, function) in RUSTLS_SOCKET_PROGRAMS {
+            let loaded = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::InvalidName {
+                    name: name.to_string(),
+                })
+                .and_then(<&mut BtfTracePoint>::try_from)
+                .and_then(|p| p.load(function, btf));
+            if let Err(e) = loaded {
+                tracing::warn!(program = name, error = %e, "rustls socket program not loaded: rustls capture is off");
+                ok = false;
+            }
+        }
+        self.rustls_sockets = if ok {
+            SocketPrograms::Loaded
+        } else {
+            SocketPrograms::Unavailable
+        };
+    }
+
+    /// Attaches the socket programs once; false when they cannot be.
+    fn rustls_sockets_ready(&mut self, ebpf: &mut Ebpf) -> bool {
+        match self.rustls_sockets {
+            SocketPrograms::Attached => return true,
+            SocketPrograms::Loaded => {}
+            SocketPrograms::NotLoaded | SocketPrograms::Unavailable => return false,
+        }
+        for (name, _) in RUSTLS_SOCKET_PROGRAMS {
+            let attached = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::InvalidName {
+                    name: name.to_string(),
+                })
+                .and_then(<&mut BtfTracePoint>::try_from)
+                .and_then(BtfTracePoint::attach);
+            if let Err(e) = attached {
+                tracing::warn!(program = name, error = %e, "rustls socket program not attached: rustls capture is off");
+                self.rustls_sockets = SocketPrograms::Unavailable;
+                return false;
+            }
+        }
+        tracing::info!("rustls socket programs attached (sock_recv_length, sock_send_length)");
+        self.rustls_sockets = SocketPrograms::Attached;
+        true
+    }
+
+    fn set_rustls_pid(ebpf: &mut Ebpf, pid: u32, on: bool) -> bool {
+        let Some(map) = ebpf.map_mut("RUSTLS_PROCS") else {
+            return false;
+        };
+        let Ok(mut procs) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map) else {
+            return false;
+        };
+        if on {
+            procs.insert(pid, 1, 0).is_ok()
+        } else {
+            procs.remove(&pid).is_ok()
+        }
     }
 
     pub fn targets(&self) -> &Targets {
@@ -204,7 +293,10 @@ impl Attacher {
     /// Attaches the executable of `pid` if it embeds OpenSSL.
     pub fn attach_exe(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let exe = format!("/proc/{pid}/exe");
-        if let Some(t) = self.targets.learn(Path::new(&exe)) {
+        if let Some(mut t) = self.targets.learn(Path::new(&exe)) {
+            // A program is known by identity: it may have been learned
+            // through another process's /proc path, gone since.
+            t.path = exe.into();
             self.attach_target(ebpf, pid, &t);
         }
     }
@@ -231,6 +323,16 @@ impl Attacher {
             return true;
         }
         let Some(nz) = nonzero(pid) else { return true };
+        if t.stack == stacks::Stack::Rustls {
+            // Without the socket programs its records cannot be paired
+            // into connections: better no probes than misleading ones.
+            if !self.rustls_sockets_ready(ebpf) || !Self::set_rustls_pid(ebpf, pid, true) {
+                self.attach_failed += 1;
+                tracing::warn!(pid, path = %t.path.display(), "rustls probes not attached");
+                return true;
+            }
+            self.rustls_pids.insert(pid);
+        }
         let started = std::time::Instant::now();
         let mut made = Vec::new();
         let mut alive = true;
@@ -280,6 +382,9 @@ impl Attacher {
     pub fn detach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.scope_pids.remove(&pid);
         self.gone.remove(&pid);
+        if self.rustls_pids.remove(&pid) {
+            Self::set_rustls_pid(ebpf, pid, false);
+        }
         let Some(by_target) = self.links.remove(&pid) else {
             return;
         };

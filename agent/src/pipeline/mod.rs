@@ -670,6 +670,7 @@ impl Pipeline {
                     | "tls_args_full"
                     | "tls_tail_call_failed"
                     | "scope_full"
+                    | "rustls_padding_lost"
             ) || name.starts_with("record_")
             {
                 dropped.insert(key, *v);
@@ -681,6 +682,12 @@ impl Pipeline {
         }
         dropped.insert("stream_gap_bytes".into(), self.streams.gap_bytes);
         dropped.insert("streams_evicted".into(), self.streams.evicted);
+        // rustls records parsed without their other direction.
+        dropped.insert(
+            "rustls_unlinked_chunks".into(),
+            self.streams.links.released_unlinked,
+        );
+        counters.insert("rustls_links_unused".into(), self.streams.links.unused);
         dropped.insert(
             "streams_evicted_memory".into(),
             self.streams.evicted_for_memory,

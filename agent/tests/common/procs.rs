@@ -34,7 +34,28 @@ impl MockServer {
         Self::start_script(dir, pki, &node(), "tests/mock/mock_h2.js")
     }
 
+    /// mock_h2.js that negotiates at most TLS 1.2.
+    pub fn start_h2_tls12(dir: &TestDir, pki: &Pki) -> Self {
+        Self::start_script_with(
+            dir,
+            pki,
+            &node(),
+            "tests/mock/mock_h2.js",
+            &["--tls-max", "1.2"],
+        )
+    }
+
     fn start_script(dir: &TestDir, pki: &Pki, interpreter: &str, script: &str) -> Self {
+        Self::start_script_with(dir, pki, interpreter, script, &[])
+    }
+
+    fn start_script_with(
+        dir: &TestDir,
+        pki: &Pki,
+        interpreter: &str,
+        script: &str,
+        extra: &[&str],
+    ) -> Self {
         let record = dir.join("mock/requests.jsonl");
         let log = dir.join("mock/mock.log");
         let script = repo_root().join(script);
@@ -47,6 +68,7 @@ impl MockServer {
             .arg(&pki.key)
             .arg("--record")
             .arg(&record)
+            .args(extra)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -12,6 +12,7 @@ pub mod gnutls;
 pub mod go;
 pub mod nss;
 pub mod openssl;
+pub mod rustls;
 
 use std::{fmt, path::Path};
 
@@ -27,6 +28,8 @@ pub enum Stack {
     Nss,
     /// Go's `crypto/tls`, linked into Go programs (Go 1.17+, register ABI).
     GoTls,
+    /// rustls over aws-lc-rs, linked into a (usually stripped) program.
+    Rustls,
 }
 
 impl Stack {
@@ -36,6 +39,7 @@ impl Stack {
             Stack::GnuTls => "gnutls",
             Stack::Nss => "nss",
             Stack::GoTls => "go-crypto-tls",
+            Stack::Rustls => "rustls",
         }
     }
 }
@@ -53,6 +57,8 @@ pub enum Method {
     Symbol,
     /// From Go's function table (`.gopclntab`): stripped Go binaries.
     Pclntab,
+    /// From code signatures in a stripped binary, each checked by decoding.
+    Signature,
 }
 
 impl Method {
@@ -60,6 +66,7 @@ impl Method {
         match self {
             Method::Symbol => "symbol",
             Method::Pclntab => "pclntab",
+            Method::Signature => "signature",
         }
     }
 }
@@ -106,6 +113,7 @@ pub const RESOLVERS: &[(Stack, Resolver)] = &[
     (Stack::GnuTls, gnutls::resolve),
     (Stack::Nss, nss::resolve),
     (Stack::GoTls, go::resolve),
+    (Stack::Rustls, rustls::resolve),
 ];
 
 /// The program every TLS return probe tail-calls to copy the plaintext
@@ -119,6 +127,7 @@ pub const PROGRAMS: &[&[&str]] = &[
     gnutls::PROGRAMS,
     nss::PROGRAMS,
     go::PROGRAMS,
+    rustls::PROGRAMS,
 ];
 
 /// Is this the file name of a shared TLS library some resolver reads? The
