@@ -9,11 +9,18 @@
 //! - [`api`]: `/api/search`, `/api/trace/ID`, `POST /api/release`,
 //!   `POST /api/forget`;
 //! - [`store::service`]: retention, the archive and its uploads.
+//! - [`metrics`]: `/metrics` (Prometheus), for a `[metrics]` token.
+//! - [`forward`]: forwarders to SIEMs and search engines (Splunk HEC,
+//!   Elasticsearch/OpenSearch bulk, NDJSON over HTTPS, OTLP, syslog, CEF;
+//!   native, OCSF or ECS), each reading the store from its own durable
+//!   cursor.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod forward;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -42,6 +49,8 @@ pub enum CollectorError {
     },
     #[error("cannot start the collector's runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardConfigError),
 }
 
 /// A collector bound to its address, ready to run.
@@ -50,6 +59,8 @@ pub struct Collector {
     acceptor: tokio_rustls::TlsAcceptor,
     state: Arc<State>,
     service: store::service::StoreService,
+    /// Each forwarder's cursor as the store had it at bind.
+    cursors: Vec<store::forward::CursorState>,
 }
 
 impl Collector {
@@ -58,6 +69,13 @@ impl Collector {
     pub async fn bind(cfg: Config) -> Result<Self, CollectorError> {
         let tls = tls::server_config(&cfg.tls_cert, &cfg.tls_key, cfg.client_ca.as_deref())?;
         let store = Arc::new(cfg.store.open()?);
+        let forwarders = forward::build_all(&cfg.forward)?;
+        let registrations: Vec<_> = cfg
+            .forward
+            .iter()
+            .map(forward::ForwardSpec::registration)
+            .collect();
+        let cursors = store.forward_register(&registrations)?;
         let listener =
             TcpListener::bind(cfg.listen)
                 .await
@@ -66,17 +84,34 @@ impl Collector {
                     source,
                 })?;
         let service = store::service::StoreService::start(&store, cfg.store.service())?;
+        let counters = Arc::new(server::Counters::default());
+        let requests = Arc::new(metrics::Requests::default());
+        let metrics = Arc::new(
+            metrics::CollectorMetrics::new(Arc::clone(&counters), Arc::clone(&requests))
+                .with_store(Arc::clone(&store)),
+        );
         let state = Arc::new(State {
             rate: auth::RateLimiter::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
             store,
             cfg,
-            counters: server::Counters::default(),
+            counters,
+            requests,
+            registry: metrics.registry(),
+            metrics,
+            forwarders,
+            stored: tokio::sync::watch::Sender::new(0),
         });
+        for f in &state.forwarders {
+            state
+                .metrics
+                .register_forwarder(Arc::clone(f) as Arc<dyn metrics::ForwarderMetrics>);
+        }
         Ok(Self {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             state,
             service,
+            cursors,
         })
     }
 
@@ -92,16 +127,25 @@ impl Collector {
         Arc::clone(&self.state)
     }
 
-    /// Serves until `shutdown` completes. The store's background work
-    /// (retention, archive, uploads) runs on its own threads meanwhile and
-    /// stops after the server: the archive's open segment is closed last.
+    /// What `/metrics` shows; forwarders add their counters here
+    /// ([`metrics::CollectorMetrics::register_forwarder`]).
+    pub fn metrics(&self) -> Arc<metrics::CollectorMetrics> {
+        Arc::clone(&self.state.metrics)
+    }
+
+    /// Serves until `shutdown` completes. The forwarders and the store's
+    /// background work (retention, archive, uploads, on its own threads)
+    /// run meanwhile and stop after the server: the forwarders commit
+    /// their cursors, then the archive's open segment is closed.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
             acceptor,
             state,
             service,
+            cursors,
         } = self;
+        let forwarders = Forwarders::start(&state, cursors);
         let slots = Arc::new(Semaphore::new(state.cfg.limits.max_connections as usize));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(addr = %listener.local_addr().map_or(state.cfg.listen, |a| a), "collector listening");
@@ -120,9 +164,17 @@ impl Collector {
                 },
             };
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                state
+                    .counters
+                    .connections_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%peer, "connection refused: max_connections reached");
                 continue;
             };
+            state
+                .counters
+                .connections_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let acceptor = acceptor.clone();
             let state = Arc::clone(&state);
             let mut stop = stop_rx.clone();
@@ -141,7 +193,14 @@ impl Collector {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            state
+                                .counters
+                                .tls_timeouts
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     };
                 let cert: Option<Arc<str>> = tls
                     .get_ref()
@@ -170,6 +229,7 @@ impl Collector {
             });
         }
         let _ = stop_tx.send(true);
+        forwarders.stop(&state).await;
         tokio::task::spawn_blocking(move || service.stop())
             .await
             .unwrap_or_default();
@@ -205,6 +265,56 @@ impl Collector {
     }
 }
 
+/// The forwarders' tasks.
+struct Forwarders {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Forwarders {
+    fn start(state: &Arc<State>, cursors: Vec<store::forward::CursorState>) -> Self {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = state
+            .forwarders
+            .iter()
+            .zip(cursors)
+            .map(|(f, start)| {
+                tokio::spawn(forward::runner::run(
+                    Arc::clone(f),
+                    start,
+                    forward::runner::Context {
+                        store: Arc::clone(&state.store),
+                        wake: state.stored.subscribe(),
+                        stop: stop_rx.clone(),
+                    },
+                ))
+            })
+            .collect();
+        Self { tasks, stop }
+    }
+
+    /// Each forwarder finishes the attempt in flight (bounded by its
+    /// timeout) and commits its cursor.
+    async fn stop(self, state: &State) {
+        let _ = self.stop.send(true);
+        let grace = state
+            .cfg
+            .forward
+            .iter()
+            .map(|f| f.timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(2);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+                tracing::warn!("a forwarder did not stop in time; its batch in flight is sent again at the next start");
+            }
+        }
+    }
+}
+
 /// A collector running on its own thread; stopped on drop.
 pub struct Running {
     pub addr: SocketAddr,
@@ -220,6 +330,11 @@ impl Running {
 
     pub fn counters(&self) -> &server::Counters {
         &self.state.counters
+    }
+
+    /// The forwarders, with their counters.
+    pub fn forwarders(&self) -> &[Arc<forward::Forwarder>] {
+        &self.state.forwarders
     }
 
     /// Stops accepting, lets requests in flight finish, and joins.

@@ -99,21 +99,28 @@ fn request(
     })
 }
 
-#[test]
-fn release_and_forget_over_the_api() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(tmp.path());
-    let cfg = Config {
+/// The collector with query and admin tokens, no forwarders.
+fn config(tmp: &Path, pki: &Pki) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls_cert: pki.cert.clone(),
         tls_key: pki.key.clone(),
         client_ca: None,
         agent_tokens: [(AGENT.to_owned(), "a".to_owned())].into(),
         limits: LimitsSection::default(),
-        store: StoreConfig::new(&tmp.path().join("store")),
+        store: StoreConfig::new(&tmp.join("store")),
         api_tokens: vec![QUERY.to_owned()],
         admin_tokens: vec![ADMIN.to_owned()],
-    };
+        metrics_tokens: Vec::new(),
+        forward: Vec::new(),
+    }
+}
+
+#[test]
+fn release_and_forget_over_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki(tmp.path());
+    let cfg = config(tmp.path(), &pki);
     let running = Collector::start_in_thread(cfg).unwrap();
     let addr = running.addr;
     common::store_lines(

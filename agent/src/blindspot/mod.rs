@@ -1,5 +1,5 @@
 //! Blind spots: a process that opens a TLS connection to a known LLM API
-//! and yields no plaintext. Its TLS stack is one we do not hook (`GnuTLS`,
+//! and yields no plaintext. Its TLS stack is one we do not hook (Java's JSSE,
 //! a stripped `BoringSSL`, rustls, Go): capture is missing there, and the
 //! analyst is told exactly where — process, executable and build-id.
 //!
@@ -140,6 +140,9 @@ impl BlindSpots {
         let Ok(ip) = net.address.parse::<IpAddr>() else {
             return;
         };
+        // A dual-stack socket (Java's, any AF_INET6 socket that is not
+        // V6ONLY) reaches an IPv4 host at `::ffff:a.b.c.d`.
+        let ip = ip.to_canonical();
         let dest = self
             .dests
             .read()

@@ -97,3 +97,13 @@ fn build_ids_are_read_from_the_head_of_an_executable() {
         "cut headers: no id, no panic"
     );
 }
+
+#[test]
+fn an_ipv4_host_reached_through_a_dual_stack_socket_is_asked_about() {
+    // Java connects AF_INET6 sockets to IPv4 hosts at ::ffff:a.b.c.d.
+    let mut b = spots(&["127.0.0.1:8443"], 10);
+    let mut ev = connect(9, "::ffff:127.0.0.1", 8443, -115);
+    ev.net.as_mut().unwrap().family = "ipv6".into();
+    b.on_connect(9, &ev, 0);
+    assert_eq!(b.expire(u64::MAX).len(), 1);
+}

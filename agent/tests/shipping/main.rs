@@ -26,6 +26,7 @@ use aitrail_collector::{
 
 pub const TOKEN: &str = "agent-1-token-0123456789";
 pub const API_TOKEN: &str = "api-token-0123456789abcdef";
+pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 pub fn collector_config(pki: &pki::Pki, store: &Path, listen: SocketAddr) -> Config {
     Config {
@@ -38,6 +39,8 @@ pub fn collector_config(pki: &pki::Pki, store: &Path, listen: SocketAddr) -> Con
         store: StoreConfig::new(store),
         api_tokens: vec![API_TOKEN.to_owned()],
         admin_tokens: Vec::new(),
+        forward: Vec::new(),
+        metrics_tokens: vec![METRICS_TOKEN.to_owned()],
     }
 }
 

@@ -99,12 +99,27 @@ pub struct TombstoneBody {
     pub archive_segments: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<RewriteReport>,
+    /// Per forwarder (active ones, by name): how many of the erased events
+    /// it had already sent (copies at its destination, which this erasure
+    /// does not reach) and how many it had not (never sent now).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub forwarders: BTreeMap<String, ForwardedCount>,
     /// Whether the WAL was checkpointed and truncated (false when readers
     /// kept it busy; it is truncated at the next checkpoint).
     pub wal_truncated: bool,
     /// `done`, or `archive pending` when the archive rewrite did not finish
     /// (it is resumed by the next forget or archive start).
     pub status: String,
+}
+
+/// What one forwarder had done with a forgotten user's events.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ForwardedCount {
+    /// Sent and acknowledged before the forget (or in the batch in flight
+    /// then): copies are at the destination.
+    pub sent: u64,
+    /// Not sent yet: erased before the forwarder reached them.
+    pub unsent: u64,
 }
 
 impl Store {
@@ -132,10 +147,14 @@ impl Store {
             last: None,
             archive_segments: 0,
             archive: None,
+            forwarders: BTreeMap::new(),
             wal_truncated: false,
             status: "archive pending".into(),
         };
         self.erase_rows(user, req.include_held, &id, now, &mut body)?;
+        self.counters
+            .forget_deleted
+            .fetch_add(body.events_deleted, std::sync::atomic::Ordering::Relaxed);
         body.wal_truncated = self.checkpoint_truncate()?;
         if body.archive_segments > 0 {
             if let Some(archive) = self.archive() {
@@ -222,6 +241,34 @@ impl Store {
                (SELECT id FROM events WHERE user = ?1 AND kind = 'finding')",
             [user],
         )?;
+        // What the forwarders did with these events, for the tombstone:
+        // the ones a forwarder sent are at its destination; the others
+        // are never sent (deleted before its cursor reaches them).
+        {
+            let mut stmt = tx.prepare(
+                "SELECT f.name,
+                        count(*) FILTER (WHERE events.seq <= f.cursor),
+                        count(*) FILTER (WHERE events.seq > f.cursor)
+                 FROM forward_cursor f JOIN events
+                 WHERE events.user = ?1 AND f.active = 1
+                   AND (f.kinds IS NULL OR instr(f.kinds, ',' || events.kind || ',') > 0)
+                   AND events.severity >= f.min_severity
+                 GROUP BY f.name",
+            )?;
+            let rows = stmt.query_map([user], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    ForwardedCount {
+                        sent: r.get(1)?,
+                        unsent: r.get(2)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (name, count) = row?;
+                body.forwarders.insert(name, count);
+            }
+        }
         tx.execute("DELETE FROM events WHERE user = ?1", [user])?;
         // FTS5's secure-delete takes a deleted row's terms out of the
         // index, but the first leaf of each segment keeps their bytes

@@ -34,6 +34,7 @@
 pub mod archive;
 mod encrypt;
 mod forget;
+pub mod forward;
 pub mod keys;
 pub mod query;
 mod retention;
@@ -41,6 +42,8 @@ mod schema;
 pub mod service;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_forward;
 
 use std::{
     fs::OpenOptions,
@@ -57,7 +60,7 @@ use self::{archive::ArchiveError, keys::Secret};
 pub use self::{
     archive::{Archive, ArchiveConfig},
     encrypt::encrypt_store,
-    forget::{ForgetRequest, Tombstone},
+    forget::{ForgetRequest, ForwardedCount, Tombstone},
     keys::{KeyError, StoreKey},
     query::{Query, MAX_LIMIT},
     retention::{ReleaseReport, ReleaseSelector},
@@ -197,6 +200,18 @@ pub struct Store {
     /// HMAC key of user-name hashes (tombstones), kept in `meta`.
     name_key: hmac::Key,
     archive: Option<Archive>,
+    /// The database key, for the connections opened later (forwarders).
+    key: Option<StoreKey>,
+    pub counters: StoreCounters,
+}
+
+/// What the store's own work did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Events deleted by retention.
+    pub retention_deleted: std::sync::atomic::AtomicU64,
+    /// Events deleted by forget.
+    pub forget_deleted: std::sync::atomic::AtomicU64,
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -294,6 +309,8 @@ impl Store {
             archive_key,
             name_key,
             archive,
+            key: opts.key,
+            counters: StoreCounters::default(),
         })
     }
 
@@ -511,7 +528,7 @@ impl Store {
 }
 
 /// The highest seq ever handed out (0 for an empty store).
-fn top_seq(conn: &Connection) -> rusqlite::Result<i64> {
+pub(crate) fn top_seq(conn: &Connection) -> rusqlite::Result<i64> {
     Ok(conn
         .query_row(
             "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
@@ -522,7 +539,11 @@ fn top_seq(conn: &Connection) -> rusqlite::Result<i64> {
         .unwrap_or(0))
 }
 
-fn connect(db: &Path, flags: OpenFlags, key: Option<&StoreKey>) -> Result<Connection, StoreError> {
+pub(crate) fn connect(
+    db: &Path,
+    flags: OpenFlags,
+    key: Option<&StoreKey>,
+) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(db, flags)?;
     if let Some(k) = key {
         let pragma =

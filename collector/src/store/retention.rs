@@ -174,48 +174,100 @@ impl Store {
         )?)
     }
 
-    /// Deletes events older than `before_ns`, except held findings, the
-    /// events they cite, and every event of a trace that holds either.
-    /// With an archive, events not yet in a closed segment are kept too.
-    /// Returns how many were deleted.
+    /// Deletes events older than `before_ns`, except:
+    /// - held findings, the events they cite, and every event of a trace
+    ///   that holds either (see the module's doc);
+    /// - with an archive this process writes, events not yet in a closed
+    ///   segment (above the archive cursor);
+    /// - events an active forwarder has not sent yet, for that forwarder's
+    ///   `hold_ns` past the age; after that they are deleted anyway and
+    ///   counted in its `expired` (see `forward`).
+    ///
+    /// All three are checked in each chunk's transaction against what is
+    /// stored then: a finding stored while retention runs is held by the
+    /// next chunk. Returns how many were deleted.
     pub fn apply_retention(&self, before_ns: i64) -> Result<u64, StoreError> {
         let max_seq = self.archive_cursor()?.unwrap_or(i64::MAX);
-        {
-            let conn = self.writer();
-            conn.execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY);
+        // The keep sets are built once, then topped up in each chunk's
+        // transaction with the findings stored since (`seq` above `seen`):
+        // findings only arrive, and a release can only make the sets too
+        // large (kept one round longer), never too small.
+        self.writer().execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY);
                  CREATE TEMP TABLE IF NOT EXISTS keep_ids (id TEXT PRIMARY KEY);
                  CREATE TEMP TABLE IF NOT EXISTS keep_traces (trace_id TEXT PRIMARY KEY);
-                 DELETE FROM held; DELETE FROM keep_ids; DELETE FROM keep_traces;
-                 INSERT INTO held SELECT seq FROM events
-                     WHERE kind = 'finding' AND id NOT IN (SELECT finding_id FROM releases);
-                 INSERT OR IGNORE INTO keep_ids SELECT event_id FROM evidence
-                     WHERE finding_seq IN (SELECT seq FROM held);
-                 INSERT OR IGNORE INTO keep_traces SELECT trace_id FROM events
-                     WHERE seq IN (SELECT seq FROM held) AND trace_id IS NOT NULL;
-                 INSERT OR IGNORE INTO keep_traces SELECT x.trace_id FROM keep_ids k
-                     JOIN events x ON x.id = k.id WHERE x.trace_id IS NOT NULL;",
-            )?;
-        }
+                 CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY);
+             DELETE FROM held; DELETE FROM keep_ids; DELETE FROM keep_traces;",
+        )?;
+        let mut seen = 0i64;
         let mut deleted = 0u64;
         loop {
-            // One chunk per lock: ingest gets the writer between chunks.
-            let conn = self.writer();
-            let n = conn.execute(
-                "DELETE FROM events WHERE seq IN (
-                    SELECT seq FROM events
-                    WHERE ts < ?1 AND seq <= ?3
-                      AND seq NOT IN (SELECT seq FROM held)
-                      AND (trace_id IS NULL OR trace_id NOT IN (SELECT trace_id FROM keep_traces))
-                      AND id NOT IN (SELECT id FROM keep_ids)
-                    LIMIT ?2)",
+            // One chunk per lock and transaction: ingest gets the writer
+            // between chunks.
+            let mut conn = self.writer();
+            let tx = conn.transaction()?;
+            let top = super::top_seq(&tx)?;
+            if top > seen {
+                tx.execute(
+                    "INSERT OR IGNORE INTO held SELECT seq FROM events
+                     WHERE seq > ?1 AND seq <= ?2 AND kind = 'finding'
+                       AND id NOT IN (SELECT finding_id FROM releases)",
+                    params![seen, top],
+                )?;
+                tx.execute_batch(&format!(
+                    "INSERT OR IGNORE INTO keep_ids SELECT event_id FROM evidence
+                         WHERE finding_seq IN (SELECT seq FROM held WHERE seq > {seen});
+                     INSERT OR IGNORE INTO keep_traces SELECT trace_id FROM events
+                         WHERE seq IN (SELECT seq FROM held WHERE seq > {seen})
+                           AND trace_id IS NOT NULL;
+                     INSERT OR IGNORE INTO keep_traces SELECT x.trace_id
+                         FROM evidence v JOIN events x ON x.id = v.event_id
+                         WHERE v.finding_seq IN (SELECT seq FROM held WHERE seq > {seen})
+                           AND x.trace_id IS NOT NULL;"
+                ))?;
+                seen = top;
+            }
+            tx.execute("DELETE FROM doomed", [])?;
+            let n = tx.execute(
+                &format!(
+                    "INSERT INTO doomed
+                     SELECT seq FROM events
+                     WHERE ts < ?1 AND seq <= ?3
+                       AND seq NOT IN (SELECT seq FROM held)
+                       AND (trace_id IS NULL OR trace_id NOT IN (SELECT trace_id FROM keep_traces))
+                       AND id NOT IN (SELECT id FROM keep_ids)
+                       AND NOT EXISTS (SELECT 1 FROM forward_cursor f
+                           WHERE {} AND events.ts >= ?1 - f.hold_ns)
+                     LIMIT ?2",
+                    super::forward::UNSENT_BY_F
+                ),
                 params![before_ns, RETENTION_CHUNK, max_seq],
             )?;
+            if n > 0 {
+                tx.execute(
+                    &format!(
+                        "UPDATE forward_cursor AS f SET expired = expired + (
+                             SELECT count(*) FROM doomed JOIN events USING (seq)
+                             WHERE {})
+                         WHERE f.active = 1",
+                        super::forward::UNSENT_BY_F
+                    ),
+                    [],
+                )?;
+                tx.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)",
+                    [],
+                )?;
+            }
+            tx.commit()?;
             deleted += n as u64;
             if n < RETENTION_CHUNK as usize {
                 break;
             }
         }
+        self.counters
+            .retention_deleted
+            .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
         // Releases of findings that are gone: the audit log keeps the story.
         self.writer().execute(
             "DELETE FROM releases WHERE finding_id NOT IN (SELECT id FROM events)",

@@ -1,16 +1,25 @@
 //! The store's tables, and the migration of older stores.
 //!
-//! `PRAGMA user_version` holds the schema version. Version 0 is the first
-//! store (`events.seq` a plain rowid); version 2 makes `seq` AUTOINCREMENT,
-//! so that a seq is never handed out twice even after the newest events are
-//! deleted (by `forget`): the archive, `aitrail tail` and the forwarders
-//! follow the store by seq and would otherwise miss events. It also adds
-//! the tables of releases, the audit log (tombstones, releases), the
-//! archive's segments and `meta`.
+//! `PRAGMA user_version` holds the schema version; one sequence, and a
+//! store of any earlier version is brought up to [`VERSION`] when opened:
+//!
+//! - 0: the first store (`events.seq` a plain rowid), with or without the
+//!   forwarders' `forward_cursor` table (it came later, still version 0);
+//! - 1: never written;
+//! - 2: `seq` AUTOINCREMENT, so that a seq is never handed out twice even
+//!   after the newest events are deleted (by `forget`): the archive,
+//!   `aitrail tail` and the forwarders follow the store by seq and would
+//!   otherwise miss events. It also adds the tables of releases, the audit
+//!   log (tombstones, releases), the archive's segments and `meta`;
+//! - 3: version 2 and `forward_cursor` in one schema.
+//!
+//! Every step is `CREATE … IF NOT EXISTS` except the rebuild of `events`
+//! (version 0), so one migration serves every earlier version, in one
+//! transaction.
 
 use rusqlite::{Connection, OptionalExtension as _};
 
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const EVENTS: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -71,6 +80,17 @@ CREATE TABLE IF NOT EXISTS audit (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_kind ON audit(kind, ts);
+-- Each forwarder's durable cursor (see forward.rs).
+CREATE TABLE IF NOT EXISTS forward_cursor (
+    name TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    hold_ns INTEGER NOT NULL DEFAULT 0,
+    kinds TEXT,
+    min_severity INTEGER NOT NULL DEFAULT 0,
+    expired INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL DEFAULT 0
+);
 -- Archive segments (see archive/mod.rs for their life).
 CREATE TABLE IF NOT EXISTS archive_segments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -140,6 +160,17 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         }
         tx.execute_batch(EVENTS)?;
         tx.execute_batch(REST)?;
+        // A version-0 store's forwarders may have a cursor above its
+        // largest stored seq (never in practice: its retention kept the
+        // newest row); seqs below a cursor are never handed out again.
+        tx.execute_batch(
+            "INSERT INTO sqlite_sequence (name, seq)
+                 SELECT 'events', 0 WHERE NOT EXISTS
+                     (SELECT 1 FROM sqlite_sequence WHERE name = 'events');
+             UPDATE sqlite_sequence SET seq = max(seq,
+                     (SELECT coalesce(max(cursor), 0) FROM forward_cursor))
+                 WHERE name = 'events';",
+        )?;
         // Deleting a row removes its terms from the index at once instead
         // of leaving a delete marker next to them until the next merge: a
         // forgotten or expired text is gone from the index, not hidden.
