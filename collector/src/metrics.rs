@@ -183,6 +183,11 @@ impl ForwarderMetrics for crate::forward::Forwarder {
             ("events_truncated", get(&c.events_truncated)),
             ("fields_dropped", get(&c.fields_dropped)),
             ("answers_unexpected", get(&c.answers_unexpected)),
+            ("ack_polls", get(&c.ack_polls)),
+            ("acks_confirmed", get(&c.acks_confirmed)),
+            ("ack_timeouts", get(&c.ack_timeouts)),
+            ("acks_lost", get(&c.acks_lost)),
+            ("acks_missing", get(&c.acks_missing)),
         ]
     }
 

@@ -235,6 +235,14 @@ impl HttpClient {
         self
     }
 
+    /// Paths given to [`HttpClient::request`] are taken as absolute (the
+    /// URL's path is not put in front).
+    #[must_use]
+    pub fn without_base_path(mut self) -> Self {
+        self.target.base_path.clear();
+        self
+    }
+
     pub fn target(&self) -> &Target {
         &self.target
     }

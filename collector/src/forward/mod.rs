@@ -128,7 +128,9 @@ pub struct ForwardCounters {
     /// receiver had not read yet: see `events_resent`).
     pub connection_resets: AtomicU64,
     /// syslog, cef: events sent again on a new connection after a reset
-    /// (the replay window); the receiver may get them twice, same id.
+    /// (the replay window); `splunk_hec` with `use_ack`: events of batches
+    /// sent again because their ack timed out or was lost. The receiver
+    /// may get them twice, same id.
     pub events_resent: AtomicU64,
     /// syslog: events sent with bulky parts left out to fit
     /// `max_message_bytes` (listed in the SD parameter `omitted`).
@@ -143,6 +145,18 @@ pub struct ForwardCounters {
     /// `ExportLogsServiceResponse` (taken as success); syslog, cef: reads
     /// that returned data (a syslog receiver sends none).
     pub answers_unexpected: AtomicU64,
+    /// `splunk_hec` with `use_ack`: ack queries made, …
+    pub ack_polls: AtomicU64,
+    /// … batches HEC confirmed indexed, …
+    pub acks_confirmed: AtomicU64,
+    /// … batches whose ack did not come within `ack_timeout_ms` (sent
+    /// again, their events in `events_resent`), …
+    pub ack_timeouts: AtomicU64,
+    /// … batches whose ack HEC lost (its channel unknown: a Splunk
+    /// restart; sent again, their events in `events_resent`), …
+    pub acks_lost: AtomicU64,
+    /// … and answers without an `ackId` (the token has `useACK` off).
+    pub acks_missing: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {

@@ -8,6 +8,9 @@
 //!   system rsyslog is never touched).
 //! - [`otlp`]: OTLP/HTTP into `tests/mock/otlp_receiver.py`, which decodes
 //!   each request with the official python `opentelemetry-proto` package.
+//! - [`hec_ack`]: Splunk HEC indexer acknowledgment against a mock written
+//!   from Splunk's documentation of the protocol: late acks, lost acks, a
+//!   Splunk restart and a collector restart.
 //! - [`end_to_end`]: a collector in-process with `syslog`, `cef` and
 //!   `otlp` forwarders to those real receivers.
 //!
@@ -20,6 +23,7 @@
 //! (nothing is skipped).
 
 mod end_to_end;
+mod hec_ack;
 mod http_destinations;
 mod inprocess;
 mod mock;
