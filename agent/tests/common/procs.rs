@@ -383,6 +383,11 @@ impl Daemon {
         d
     }
 
+    /// The daemon's pid (0 once it was stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
