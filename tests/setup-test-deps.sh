@@ -25,6 +25,12 @@
 #                    @openai/codex@CODEX_VERSION-linux-x64 (Codex CLI: a
 #                    stripped static rustls binary), unpacked (no install
 #                    scripts run) into $AITRAIL_TEST_CACHE/codex-VERSION
+#                    @google/gemini-cli@GEMINI_CLI_VERSION (Gemini CLI: a
+#                    bundled JavaScript program run by node, its TLS in
+#                    node's OpenSSL), unpacked likewise into
+#                    $AITRAIL_TEST_CACHE/gemini-cli-VERSION; its optional
+#                    native modules (node-pty, keytar) are left out: the
+#                    shell tool then runs commands with child_process
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
@@ -173,6 +179,37 @@ else
     rm -rf "$tmp"
     "$codex_bin" --version >/dev/null || { log "the unpacked codex does not run"; exit 1; }
 fi
+
+# Gemini CLI, pinned: agent/tests/e2e/gemini_cli.rs runs it. Change together
+# with GEMINI_CLI_VERSION there. The package is one bundle with no required
+# dependencies, so the packed tarball runs as it is.
+gemini_cli_version=0.61.0
+gemini_dir="$cache/gemini-cli-$gemini_cli_version"
+gemini_js="$gemini_dir/package/bundle/gemini.js"
+if [ -f "$gemini_js" ]; then
+    log "gemini-cli $gemini_cli_version present in $gemini_dir"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm pack @google/gemini-cli@$gemini_cli_version into $gemini_dir"
+    mkdir -p "$cache"
+    chmod 0700 "$cache"
+    tmp=$(mktemp -d "$cache/gemini-cli.XXXXXX")
+    (cd "$tmp" && npm pack --silent "@google/gemini-cli@$gemini_cli_version" >/dev/null)
+    mkdir -p "$tmp/unpacked"
+    tar -xzf "$tmp"/google-gemini-cli-*.tgz -C "$tmp/unpacked"
+    rm -rf "$gemini_dir"
+    mv "$tmp/unpacked" "$gemini_dir"
+    rm -rf "$tmp"
+fi
+# --version with a HOME of its own: it writes ~/.gemini even then.
+vhome=$(mktemp -d)
+have=$(HOME="$vhome" node "$gemini_js" --version 2>/dev/null || true)
+rm -rf "$vhome"
+[ "$have" = "$gemini_cli_version" ] || { log "the unpacked gemini-cli says '$have', want $gemini_cli_version"; exit 1; }
 
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }

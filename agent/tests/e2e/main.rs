@@ -32,6 +32,7 @@ mod codex;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
+mod gemini_cli;
 mod go;
 mod onehost;
 mod protocols;
