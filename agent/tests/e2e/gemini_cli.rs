@@ -240,19 +240,31 @@ fn gemini_cli_runs_a_shell_command_through_node_openssl() {
             tool_span = Some((t.span_id.clone(), tc.effects.clone()));
         }
     }
-    // The shell the CLI started for the command, and tee in it: child
-    // spans of the tool call and among its effects.
+    // The shell the CLI started for the command (`bash -c` with the command
+    // wrapped in its own script), and tee in it: child spans of the tool
+    // call and among its effects. (The CLI's own argv holds the prompt, so
+    // the command too: only shells and tee are looked at.)
     let execs: Vec<&Event> = ev
         .of_kind(kind::PROCESS_EXEC)
         .into_iter()
         .filter(|e| {
             e.exec.as_ref().is_some_and(|x| {
-                x.args.iter().any(|a| a.contains(&command))
+                (x.filename.ends_with("/bash")
+                    && x.args.get(1).is_some_and(|a| a == "-c")
+                    && x.args.get(2).is_some_and(|a| a.contains(&command)))
                     || (x.filename.ends_with("/tee")
                         && x.args.iter().any(|a| a == &marker.display().to_string()))
             })
         })
         .collect();
+    c.check(
+        execs.iter().any(|e| {
+            e.exec
+                .as_ref()
+                .is_some_and(|x| x.filename.ends_with("/bash"))
+        }),
+        || "no bash -c running the command".into(),
+    );
     c.check(
         execs.iter().any(|e| {
             e.exec
