@@ -34,6 +34,7 @@ mod common;
 mod detection;
 mod gemini_cli;
 mod go;
+mod mcp_sse;
 mod onehost;
 mod protocols;
 mod spool;
