@@ -20,12 +20,21 @@
 #                    moto[server] for the archive's S3 tests; for the forwarders' tests:
 #                    opentelemetry-proto for the OTLP receiver,
 #                    ocsf-json-schema + jsonschema for the OCSF check),
-#                    installed only if a pinned version is not already there
+#                    installed only if a pinned version is not already there;
+#                    tests/clients/requirements-mcp.txt (the official mcp SDK
+#                    2.3.0, for the MCP HTTP+SSE test) into a venv of its own,
+#                    $AITRAIL_TEST_CACHE/mcp-venv-2.3.0
 #   npm packages     @elastic/ecs (ECS field definitions, for the forwarders'
 #                    ECS check) into tests/node_modules, pinned below
 #                    @openai/codex@CODEX_VERSION-linux-x64 (Codex CLI: a
 #                    stripped static rustls binary), unpacked (no install
 #                    scripts run) into $AITRAIL_TEST_CACHE/codex-VERSION
+#                    @google/gemini-cli@GEMINI_CLI_VERSION (Gemini CLI: a
+#                    bundled JavaScript program run by node, its TLS in
+#                    node's OpenSSL), unpacked likewise into
+#                    $AITRAIL_TEST_CACHE/gemini-cli-VERSION; its optional
+#                    native modules (node-pty, keytar) are left out: the
+#                    shell tool then runs commands with child_process
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
@@ -175,6 +184,68 @@ else
     rm -rf "$tmp"
     "$codex_bin" --version >/dev/null || { log "the unpacked codex does not run"; exit 1; }
 fi
+
+# Gemini CLI, pinned: agent/tests/e2e/gemini_cli.rs runs it. Change together
+# with GEMINI_CLI_VERSION there. The package is one bundle with no required
+# dependencies, so the packed tarball runs as it is.
+gemini_cli_version=0.61.0
+gemini_dir="$cache/gemini-cli-$gemini_cli_version"
+gemini_js="$gemini_dir/package/bundle/gemini.js"
+if [ -f "$gemini_js" ]; then
+    log "gemini-cli $gemini_cli_version present in $gemini_dir"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm pack @google/gemini-cli@$gemini_cli_version into $gemini_dir"
+    mkdir -p "$cache"
+    chmod 0700 "$cache"
+    tmp=$(mktemp -d "$cache/gemini-cli.XXXXXX")
+    (cd "$tmp" && npm pack --silent "@google/gemini-cli@$gemini_cli_version" >/dev/null)
+    mkdir -p "$tmp/unpacked"
+    tar -xzf "$tmp"/google-gemini-cli-*.tgz -C "$tmp/unpacked"
+    rm -rf "$gemini_dir"
+    mv "$tmp/unpacked" "$gemini_dir"
+    rm -rf "$tmp"
+fi
+# --version with a HOME of its own: it writes ~/.gemini even then.
+vhome=$(mktemp -d)
+have=$(HOME="$vhome" node "$gemini_js" --version 2>/dev/null || true)
+rm -rf "$vhome"
+[ "$have" = "$gemini_cli_version" ] || { log "the unpacked gemini-cli says '$have', want $gemini_cli_version"; exit 1; }
+
+# The official MCP Python SDK, pinned with what it resolved to, in a venv of
+# its own (its pins differ from requirements.txt's): the MCP HTTP+SSE
+# end-to-end test runs its server and client (agent/tests/e2e/mcp_sse.rs).
+mcp_venv="$cache/mcp-venv-2.3.0"
+mcp_req="$here/clients/requirements-mcp.txt"
+if [ -x "$mcp_venv/bin/python" ] && "$mcp_venv/bin/python" - "$mcp_req" <<'EOF'
+import sys
+from importlib import metadata
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, want = line.partition("==")
+    try:
+        if metadata.version(name.strip()) != want.strip():
+            sys.exit(1)
+    except metadata.PackageNotFoundError:
+        sys.exit(1)
+EOF
+then
+    log "mcp SDK venv present in $mcp_venv"
+else
+    log "python venv $mcp_venv with $mcp_req"
+    mkdir -p "$cache"
+    chmod 0700 "$cache"
+    "$py" -m venv "$mcp_venv"
+    "$mcp_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$mcp_req"
+fi
+"$mcp_venv/bin/python" -c 'from mcp.client.sse import sse_client; from mcp.server.mcpserver import MCPServer; import uvicorn' \
+    || { log "the mcp venv cannot import the SDK's SSE client and server"; exit 1; }
 
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }

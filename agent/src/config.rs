@@ -69,6 +69,9 @@ pub struct CaptureSection {
     /// as Codex CLI) are kept per build, so a restart or a new process of a
     /// known build does not search again. Empty: in memory only.
     pub hook_cache_dir: PathBuf,
+    /// Where the daemon writes `agent-PID.json`: its TLS attach decisions
+    /// and counters, which `aitrail doctor` reads. Empty: not written.
+    pub status_dir: PathBuf,
 }
 
 impl Default for CaptureSection {
@@ -80,9 +83,13 @@ impl Default for CaptureSection {
             watch_exe: Vec::new(),
             watch_all_in_scope: false,
             hook_cache_dir: PathBuf::from("/var/cache/aitrail/hooks"),
+            status_dir: PathBuf::from(DEFAULT_STATUS_DIR),
         }
     }
 }
+
+/// `[capture] status_dir` by default (systemd's `RuntimeDirectory`).
+pub const DEFAULT_STATUS_DIR: &str = "/run/aitrail";
 
 /// `[pipeline]`.
 #[derive(Clone, Debug, Deserialize)]

@@ -129,7 +129,30 @@ fn exchange(ex: &Exchange) {
     if let Some(call) = d.call {
         assert!(call.output.tool_calls.len() <= crate::llm::MAX_TOOL_CALLS);
     }
-    let _ = crate::mcp::decode(ex);
+    if let Some(m) = crate::mcp::decode(ex) {
+        assert!(m.calls.len() + m.answers.len() <= crate::mcp::MAX_MESSAGES);
+        // The older transport's halves, joined as the pipeline does.
+        if let Some(session) = &m.session {
+            let mut join = crate::mcp::SseJoin::new(8, u64::MAX);
+            let key = crate::mcp::JoinKey {
+                tgid: 1,
+                host: m.server.host.clone(),
+                port: m.server.port,
+                session: session.clone(),
+            };
+            let env = crate::util::Envelope::new();
+            for c in &m.calls {
+                let mut ev = env.event(crate::event::kind::TOOL_CALL, 0, None);
+                ev.tool = Some(crate::event::ToolCall {
+                    call_id: c.id.clone(),
+                    ..crate::event::ToolCall::default()
+                });
+                let _ = join.hold(key.clone(), c.id.clone(), ev, 0);
+            }
+            let _ = join.answer(&key, &m.answers, true);
+            assert!(join.is_empty());
+        }
+    }
 }
 
 /// An HPACK header block, decoded twice by one decoder (so that the

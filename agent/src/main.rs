@@ -75,6 +75,11 @@ enum Cmd {
     /// routing, sinks) without a kernel or root; events go to stdout unless
     /// `--sink` or the config says otherwise.
     Replay(commands::replay::ReplayArgs),
+    /// Check that this host can run the daemon (kernel, BTF, privileges,
+    /// configuration), show what the running daemons attached (each TLS
+    /// stack, the method that found its hooks, refusals and why) and which
+    /// TLS stacks are on this host.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 #[derive(clap::Args)]
@@ -195,6 +200,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::StoreEncrypt(args) => commands::admin::store_encrypt(&args),
         Cmd::Archive(cmd) => commands::archive::run(&cmd),
         Cmd::Replay(args) => commands::replay::replay(&args),
+        Cmd::Doctor(args) => commands::doctor::doctor(&args),
     }
 }
 
@@ -321,6 +327,7 @@ fn capture_config(cfg: &Config) -> CaptureConfig {
         watch_comm: cfg.capture.watch_comm.clone(),
         watch_exe: cfg.capture.watch_exe.clone(),
         hook_cache_dir: cfg.capture.hook_cache_dir.clone(),
+        status_dir: cfg.capture.status_dir.clone(),
         preattach: Vec::new(),
     }
 }

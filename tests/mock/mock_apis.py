@@ -155,9 +155,11 @@ def responses_stream_events(req: dict, d) -> list[bytes]:
 
 # ------------------------------------------------------------------ Gemini
 
-def gemini_context(req: dict) -> tuple[str, int, bool]:
-    """(prompt, step, tools declared): the first user text, the number of
-    functionResponse parts in the history, any functionDeclarations."""
+def gemini_context(req: dict) -> tuple[str, int, bool, str]:
+    """(prompt, step, tools declared, command tool): the first user text, the
+    number of functionResponse parts in the history, any functionDeclarations,
+    and the tool a CMD: line asks for: run_command, or Gemini CLI's shell tool
+    run_shell_command when the request declares that one and not run_command."""
     prompt, step = "", 0
     for c in req.get("contents") or []:
         if not isinstance(c, dict):
@@ -166,9 +168,15 @@ def gemini_context(req: dict) -> tuple[str, int, bool]:
         step += sum(1 for p in parts if "functionResponse" in p or "function_response" in p)
         if not prompt and c.get("role", "user") == "user":
             prompt = "\n".join(p["text"] for p in parts if isinstance(p.get("text"), str))
-    tools = any(isinstance(t, dict) and (t.get("functionDeclarations") or t.get("function_declarations"))
-                for t in req.get("tools") or [])
-    return prompt, step, tools
+    names = set()
+    for t in req.get("tools") or []:
+        if not isinstance(t, dict):
+            continue
+        decls = t.get("functionDeclarations") or t.get("function_declarations") or []
+        names.update(d.get("name") for d in decls if isinstance(d, dict))
+    command = "run_shell_command" if "run_shell_command" in names and "run_command" not in names \
+        else "run_command"
+    return prompt, step, bool(names), command
 
 
 def _candidate(parts: list, finish: str | None) -> dict:

@@ -28,6 +28,8 @@ the user prompt names a file after `FILE:` and a command after `CMD:` (each on
 its own line). Step = number of tool results already in the history.
   step 0 and FILE given   -> tool call read_file   {"path": FILE}
   step 1 and CMD given    -> tool call run_command {"command": CMD}
+                             (run_shell_command, Gemini CLI's shell tool, when
+                             a Gemini request declares it and no run_command)
   otherwise / no tools    -> final text "done: <step> tools used"
                              (finish_reason stop / stop_reason end_turn)
 Usage is deterministic: input_tokens = 120 + 100*step, output_tokens = 20 + 5*step
@@ -117,7 +119,8 @@ def text_of(content) -> str:
 class Decision:
     """What the model 'answers' to one request."""
 
-    def __init__(self, provider: str, prompt: str, step: int, tools_declared: bool):
+    def __init__(self, provider: str, prompt: str, step: int, tools_declared: bool,
+                 command_tool: str = "run_command"):
         self.provider = provider
         self.step = step
         self.prompt = prompt
@@ -127,7 +130,7 @@ class Decision:
         if file_m:
             script.append(("read_file", {"path": file_m.group(1)}))
         if cmd_m:
-            script.append(("run_command", {"command": cmd_m.group(1)}))
+            script.append((command_tool, {"command": cmd_m.group(1)}))
         self.tool = None  # (name, args dict)
         if tools_declared and step < len(script):
             self.tool = script[step]

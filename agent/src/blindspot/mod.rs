@@ -16,6 +16,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr, ToSocketAddrs},
+    path::Path,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -268,17 +269,22 @@ fn resolve(hosts: &[String]) -> HashMap<SocketAddr, String> {
 /// client): then the executable's path, as its exec recorded it, is read
 /// instead (the same file unless it was replaced since).
 fn build_id(pid: u32, exe: Option<&str>) -> Option<String> {
+    file_build_id(Path::new(&format!("/proc/{pid}/exe"))).or_else(|| {
+        exe.filter(|e| e.starts_with('/'))
+            .and_then(|e| file_build_id(Path::new(e)))
+    })
+}
+
+/// The GNU build-id of an ELF file, in hex, from its first 64 KiB.
+pub fn file_build_id(path: &Path) -> Option<String> {
     use std::io::Read as _;
-    let read = |path: &str| -> Option<String> {
-        let mut head = Vec::with_capacity(64 * 1024);
-        std::fs::File::open(path)
-            .ok()?
-            .take(64 * 1024)
-            .read_to_end(&mut head)
-            .ok()?;
-        elf_build_id(&head).map(hex::encode)
-    };
-    read(&format!("/proc/{pid}/exe")).or_else(|| exe.filter(|e| e.starts_with('/')).and_then(read))
+    let mut head = Vec::with_capacity(64 * 1024);
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    elf_build_id(&head).map(hex::encode)
 }
 
 /// The `NT_GNU_BUILD_ID` note of a little-endian ELF64 image's head.

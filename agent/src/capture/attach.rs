@@ -22,6 +22,7 @@ use aya::{
 };
 
 use super::{
+    decisions::{Decision, Outcome},
     nonzero, stacks,
     targets::{Targets, TlsTarget},
     CaptureError,
@@ -70,6 +71,9 @@ pub struct Attacher {
     /// uprobe's perf event waits for the kernel to unregister it (about
     /// 200 ms here), which must not stall the ring-buffer reader.
     janitor: flume::Sender<Vec<UProbeLink>>,
+    /// The exec being handled (pid, its record's boot-time ns): the
+    /// program's probes attached now are logged with their delay.
+    exec: Option<(u32, u64)>,
 }
 
 impl Attacher {
@@ -99,6 +103,7 @@ impl Attacher {
             gone: HashSet::new(),
             detached: 0,
             janitor,
+            exec: None,
         }
     }
 
@@ -284,6 +289,19 @@ impl Attacher {
         self.attach_exe(ebpf, pid);
     }
 
+    /// [`Self::attach_process`] for the exec of `pid` recorded at boot-time
+    /// `ktime_ns`: what its program embeds is logged with the delay from
+    /// the exec to its probes being in.
+    pub fn attach_exec(&mut self, ebpf: &mut Ebpf, pid: u32, ktime_ns: u64, discover: bool) {
+        self.exec = Some((pid, ktime_ns));
+        if discover {
+            self.discover_and_attach(ebpf, pid);
+        } else {
+            self.attach_process(ebpf, pid);
+        }
+        self.exec = None;
+    }
+
     /// Learns the targets `pid` has mapped or is, then attaches them all.
     pub fn discover_and_attach(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.targets.discover_process(pid);
@@ -336,6 +354,7 @@ impl Attacher {
         let started = std::time::Instant::now();
         let mut made = Vec::new();
         let mut alive = true;
+        let mut first_error = None;
         for hook in &t.hooks {
             let Some(prog) = ebpf.program_mut(hook.program) else {
                 self.attach_failed += 1;
@@ -363,6 +382,7 @@ impl Attacher {
                 }
                 Err(e) => {
                     self.attach_failed += 1;
+                    first_error.get_or_insert_with(|| format!("{}: {e}", hook.function));
                     tracing::debug!(
                         pid, path = %t.path.display(), function = hook.function, error = ?e,
                         "TLS probe attach failed"
@@ -374,8 +394,43 @@ impl Attacher {
             pid, path = %t.path.display(), stack = %t.stack, method = %t.method,
             links = made.len(), took = ?started.elapsed(), "TLS probes attached"
         );
+        self.log_attach(pid, t, &made, first_error, started.elapsed());
         self.links.entry(pid).or_default().insert(t.id, made);
         alive
+    }
+
+    /// Logs a failed attach, and the delay from exec to probes of a program
+    /// that embeds its TLS stack (libraries are attached at fork, before).
+    fn log_attach(
+        &mut self,
+        pid: u32,
+        t: &TlsTarget,
+        made: &[(&'static str, UProbeLinkId)],
+        error: Option<String>,
+        took: std::time::Duration,
+    ) {
+        let exec = self.exec.filter(|(p, _)| *p == pid && !t.library);
+        let outcome = if error.is_some() {
+            Outcome::AttachFailed
+        } else if exec.is_some() && !made.is_empty() {
+            Outcome::Attached
+        } else {
+            return;
+        };
+        let mut d = Decision::new(outcome, &t.path);
+        d.stack = Some(t.stack.to_string());
+        d.method = Some(t.method.to_string());
+        d.probes = made.len();
+        d.reason = error;
+        d.pid = Some(pid);
+        d.took_ms = took.as_secs_f64() * 1e3;
+        if let Some((_, ktime)) = exec {
+            let ns = crate::util::boot_ns().saturating_sub(ktime);
+            #[allow(clippy::cast_precision_loss, reason = "a delay in ms")]
+            let ms = ns as f64 / 1e6;
+            d.exec_to_attach_ms = Some(ms);
+        }
+        self.targets.decisions.push(d);
     }
 
     /// Drops the links of a process that ended.

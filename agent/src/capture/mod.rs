@@ -21,6 +21,7 @@
 
 mod attach;
 pub mod btf;
+pub mod decisions;
 pub mod records;
 pub mod running;
 pub mod stacks;
@@ -111,6 +112,8 @@ pub struct CaptureConfig {
     pub watch_exe: Vec<PathBuf>,
     /// Per-build cache of hooks found by signature (empty: memory only).
     pub hook_cache_dir: PathBuf,
+    /// Where `agent-PID.json` goes ([`decisions`]); empty: nowhere.
+    pub status_dir: PathBuf,
     /// Processes held before they exec a known program (`aitrail agent --
     /// COMMAND`): the program's own TLS stack (Go, a static OpenSSL) is
     /// attached to the process before it runs. Attached at exec instead,
@@ -122,6 +125,28 @@ pub struct CaptureConfig {
 impl CaptureConfig {
     pub fn scoped(&self) -> bool {
         !self.scope_pids.is_empty() || !self.scope_cgroups.is_empty()
+    }
+
+    /// The scope in words, for `aitrail doctor`.
+    pub fn describe_scope(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.scope_pids.is_empty() {
+            let pids: Vec<String> = self.scope_pids.iter().map(u32::to_string).collect();
+            parts.push(format!("pids {}", pids.join(",")));
+        }
+        if !self.scope_cgroups.is_empty() {
+            let cg: Vec<String> = self
+                .scope_cgroups
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect();
+            parts.push(format!("cgroups {}", cg.join(",")));
+        }
+        if parts.is_empty() {
+            "whole host".to_owned()
+        } else {
+            parts.join("; ")
+        }
     }
 }
 
@@ -136,6 +161,15 @@ pub struct Capture {
     /// `--record`: every record's bytes, as read, go here too.
     recorder: Option<crate::replay::Recorder>,
 }
+
+/// Size of the embedded eBPF object (a placeholder when built with
+/// `AYA_BUILD_SKIP`).
+pub fn ebpf_object_len() -> usize {
+    EBPF_OBJECT.len()
+}
+
+/// How often the status file is rewritten when nothing was decided.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// Sum of the kernel's per-CPU counters, by name.
 pub type KernelCounters = Vec<(&'static str, u64)>;
@@ -325,6 +359,11 @@ impl Capture {
         let mut last_counters = Instant::now();
         let watch_comm: HashSet<String> = self.cfg.watch_comm.iter().cloned().collect();
         let watch_exe: HashSet<PathBuf> = self.cfg.watch_exe.iter().cloned().collect();
+        let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut last_status = None::<Instant>;
+        if !self.cfg.status_dir.as_os_str().is_empty() {
+            decisions::prune_stale(&self.cfg.status_dir);
+        }
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             let mut pfd = libc::pollfd {
@@ -374,10 +413,21 @@ impl Capture {
                 }
                 let _ = counters_out.send(c);
                 last_counters = Instant::now();
+                let changed = self.attacher.targets_mut().decisions.take_changed();
+                if changed || last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
+                    self.write_status(&started_at);
+                    last_status = Some(Instant::now());
+                }
             }
             if stopping && drained {
                 break;
             }
+        }
+        if !self.cfg.status_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(decisions::status_path(
+                &self.cfg.status_dir,
+                std::process::id(),
+            ));
         }
         if let Some(r) = self.recorder.take() {
             let written = r.finish();
@@ -385,6 +435,33 @@ impl Capture {
         }
         // The remaining links close with the process; detaching them here
         // would only delay the drain (each takes the kernel ~200 ms).
+    }
+
+    /// Writes `agent-PID.json` in the status directory (see [`decisions`]).
+    fn write_status(&self, started_at: &str) {
+        let dir = &self.cfg.status_dir;
+        if dir.as_os_str().is_empty() {
+            return;
+        }
+        let targets = self.attacher.targets();
+        let status = decisions::AgentStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: started_at.to_owned(),
+            updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            scope: self.cfg.describe_scope(),
+            counters: self
+                .attacher
+                .counters()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            decisions_evicted: targets.decisions.evicted,
+            decisions: targets.decisions.iter().cloned().collect(),
+        };
+        if let Err(e) = decisions::write_status(dir, &status) {
+            tracing::warn!(dir = %dir.display(), error = %e, "status file not written");
+        }
     }
 
     fn watch(&mut self, pid: u32, why: u8) {
@@ -410,16 +487,17 @@ impl Capture {
             }
             Record::Exec(e) => {
                 let pid = rec.tgid();
+                let ktime = e.hdr.ktime_ns;
                 if watch_comm.contains(&e.comm) || watch_exe.contains(Path::new(&e.filename)) {
                     self.watch(pid, agent_common::watch::MARKED);
                     if !scoped {
-                        self.attacher.discover_and_attach(&mut self.ebpf, pid);
+                        self.attacher.attach_exec(&mut self.ebpf, pid, ktime, true);
                     }
                 }
                 if scoped {
                     // Probes attached at fork (or at start) survive exec;
                     // a new executable that embeds OpenSSL is new here.
-                    self.attacher.attach_process(&mut self.ebpf, pid);
+                    self.attacher.attach_exec(&mut self.ebpf, pid, ktime, false);
                 }
             }
             Record::Exit(_) => self.attacher.detach_process(&mut self.ebpf, rec.tgid()),

@@ -14,7 +14,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::stacks::{self, Elf, Hook, Method, Stack};
+use super::{
+    decisions::{Decision, DecisionLog, Outcome},
+    stacks::{self, Elf, Hook, Method, Stack},
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsTarget {
@@ -182,6 +185,8 @@ pub struct Targets {
     /// Files whose stack was recognised but whose hooks could not be
     /// placed safely.
     refused: u64,
+    /// Each stack recognised, hooked or refused, for `aitrail doctor`.
+    pub decisions: DecisionLog,
 }
 
 impl Targets {
@@ -220,11 +225,27 @@ impl Targets {
                     functions = ?t.functions(), probes = t.hooks.len(),
                     took = ?started.elapsed(), "TLS library found"
                 );
+                let mut d = Decision::new(Outcome::Found, path);
+                d.build_id = crate::blindspot::file_build_id(path);
+                d.stack = Some(t.stack.to_string());
+                d.method = Some(t.method.to_string());
+                d.functions = t.functions().iter().map(|f| (*f).to_owned()).collect();
+                d.probes = t.hooks.len();
+                d.took_ms = started.elapsed().as_secs_f64() * 1e3;
+                self.decisions.push(d);
                 self.by_id.insert(id, t.clone());
                 Some(t)
             }
             Err(e @ TargetError::Refused { .. }) => {
                 tracing::warn!(error = %e, "TLS stack found, not attached");
+                let mut d = Decision::new(Outcome::Refused, path);
+                d.build_id = crate::blindspot::file_build_id(path);
+                if let TargetError::Refused { stack, reason, .. } = &e {
+                    d.stack = Some(stack.to_string());
+                    d.reason = Some(reason.clone());
+                }
+                d.took_ms = started.elapsed().as_secs_f64() * 1e3;
+                self.decisions.push(d);
                 self.refused += 1;
                 if self.rejected.len() < 65536 {
                     self.rejected.insert(id);

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod doctor;
 pub mod query;
 pub mod replay;
 pub mod store;

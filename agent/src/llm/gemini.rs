@@ -17,7 +17,11 @@
 //! text is spread over them, usage is cumulative and the last chunk holds
 //! the finish reason.
 //!
-//! Function calls usually have no id: see `synth.rs`. Output tokens are
+//! Function calls usually have no id, and clients that replay them make
+//! one up (Gemini CLI: `run_shell_command_<ms>_<n>`), so a call's id is
+//! always derived from the call (`synth.rs`), in the answer and in every
+//! history, whether or not the wire carries one; a `functionResponse`
+//! that names an id answers the call replayed with that id. Output tokens are
 //! `candidatesTokenCount + thoughtsTokenCount` — what is billed as output,
 //! and what OpenAI's `output_tokens` counts (reasoning included).
 
@@ -118,16 +122,27 @@ fn is_thought(part: &Value) -> bool {
 fn push_content(content: &Value, messages: &mut Vec<Message>, open: &mut OpenCalls) {
     let model = str_at(content, "role") == Some("model");
     let mut calls = Vec::new();
+    let mut replayed = Vec::new();
     let mut results = 0;
     for part in parts(content) {
         if let Some(fc) = get(part, "functionCall", "function_call") {
             calls.push(function_call(fc, calls.len()));
+            replayed.push(
+                str_at(fc, "id")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         } else if let Some(fr) = get(part, "functionResponse", "function_response") {
             results += 1;
             let name = str_at(fr, "name");
-            let id = str_at(fr, "id")
-                .map(str::to_owned)
-                .or_else(|| open.answer(name));
+            let named = str_at(fr, "id").filter(|s| !s.is_empty());
+            // The call replayed with the id this response names; else the
+            // first open call of its name (responses without ids); else
+            // the id as it is (a call this history does not hold).
+            let id = named
+                .and_then(|i| open.answer_replayed(i))
+                .or_else(|| open.answer(name))
+                .or_else(|| named.map(str::to_owned));
             let response = fr.get("response").unwrap_or(&Value::Null);
             messages.push(Message {
                 role: "tool".to_owned(),
@@ -142,7 +157,7 @@ fn push_content(content: &Value, messages: &mut Vec<Message>, open: &mut OpenCal
     }
     let text = text_of(content, "");
     if model {
-        open.open(&calls);
+        open.open_replayed(&calls, &replayed);
     }
     if !text.is_empty() || !calls.is_empty() || results == 0 {
         messages.push(Message {
@@ -155,12 +170,11 @@ fn push_content(content: &Value, messages: &mut Vec<Message>, open: &mut OpenCal
 }
 
 /// A `functionCall` part; `index` is its place among the turn's calls.
+/// Its id is derived, never read: see the module's comment.
 fn function_call(fc: &Value, index: usize) -> ToolCallSpec {
     let name = str_at(fc, "name").unwrap_or_default();
     let args = fc.get("args").unwrap_or(&Value::Null);
-    let id = str_at(fc, "id")
-        .filter(|s| !s.is_empty())
-        .map_or_else(|| call_id("gemini", index, name, args), str::to_owned);
+    let id = call_id("gemini", index, name, args);
     let arguments = if args.is_null() {
         "{}".to_owned()
     } else {

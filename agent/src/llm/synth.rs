@@ -9,6 +9,13 @@
 //! in the answer and in every later history. A result is matched to the
 //! first call of the latest assistant turn that has its name and is not
 //! answered yet, which is how both APIs pair them (by name, in order).
+//!
+//! Clients may give such a call an id of their own when they replay it:
+//! Gemini CLI (0.61) writes `run_shell_command_<ms>_<n>` into the history's
+//! `functionCall` and the same id into its `functionResponse`. That id was
+//! never in the answer, so it cannot be the call's id: the derived id
+//! stays, and a result naming the replayed id answers the call replayed
+//! with it.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -53,17 +60,29 @@ fn canonical(v: &Value, h: &mut Sha256) {
     }
 }
 
-/// Tool calls of the latest assistant turn still waiting for a result.
+/// Tool calls of the latest assistant turn still waiting for a result,
+/// each with the id the client replayed it with, if any.
 #[derive(Debug, Default)]
 pub(super) struct OpenCalls {
-    calls: Vec<ToolCallSpec>,
+    calls: Vec<(ToolCallSpec, Option<String>)>,
 }
 
 impl OpenCalls {
     /// A new assistant turn: its calls are the ones results answer now.
     pub(super) fn open(&mut self, calls: &[ToolCallSpec]) {
+        self.open_replayed(calls, &[]);
+    }
+
+    /// A new assistant turn whose `i`-th call the client replayed with the
+    /// id `replayed[i]` (missing or `None`: without one).
+    pub(super) fn open_replayed(&mut self, calls: &[ToolCallSpec], replayed: &[Option<String>]) {
         self.calls.clear();
-        self.calls.extend_from_slice(calls);
+        self.calls.extend(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), replayed.get(i).cloned().flatten())),
+        );
     }
 
     /// The id of the first open call named `name` (any call when the
@@ -72,8 +91,18 @@ impl OpenCalls {
         let i = self
             .calls
             .iter()
-            .position(|c| name.is_none_or(|n| c.name == n))?;
-        Some(self.calls.remove(i).id)
+            .position(|(c, _)| name.is_none_or(|n| c.name == n))?;
+        Some(self.calls.remove(i).0.id)
+    }
+
+    /// The id of the open call the client replayed with `id`, which is
+    /// then answered; `None` when no open call was replayed with it.
+    pub(super) fn answer_replayed(&mut self, id: &str) -> Option<String> {
+        let i = self
+            .calls
+            .iter()
+            .position(|(_, r)| r.as_deref() == Some(id))?;
+        Some(self.calls.remove(i).0.id)
     }
 }
 
@@ -117,5 +146,25 @@ mod tests {
         assert_eq!(open.answer(Some("ls")), None);
         assert_eq!(open.answer(None).as_deref(), Some("b"));
         assert_eq!(open.answer(None), None);
+    }
+
+    #[test]
+    fn results_answer_calls_by_the_id_the_client_replayed_them_with() {
+        let spec = |id: &str, name: &str| ToolCallSpec {
+            id: id.into(),
+            name: name.into(),
+            arguments: String::new(),
+        };
+        let mut open = OpenCalls::default();
+        open.open_replayed(
+            &[spec("a", "ls"), spec("b", "ls"), spec("c", "cat")],
+            &[Some("ls_1_0".into()), Some("ls_1_1".into())],
+        );
+        // The second call first, by its replayed id, not by name order.
+        assert_eq!(open.answer_replayed("ls_1_1").as_deref(), Some("b"));
+        assert_eq!(open.answer_replayed("ls_1_1"), None);
+        assert_eq!(open.answer_replayed("cat_1_2"), None);
+        assert_eq!(open.answer(Some("ls")).as_deref(), Some("a"));
+        assert_eq!(open.answer(Some("cat")).as_deref(), Some("c"));
     }
 }

@@ -19,9 +19,12 @@
 //!   names the endpoint (`event: endpoint`, `data: /messages?sessionId=…`),
 //!   then `POST`s messages there and gets `202 Accepted`; answers arrive as
 //!   `event: message` on the long-lived `GET` stream. A `tools/call` of this
-//!   transport is decoded without its result (marked truncated); the
-//!   stream's messages are recognised and counted, not joined to the calls
-//!   (they end with the stream, usually long after).
+//!   transport is decoded without its result; the stream's responses are
+//!   kept by JSON-RPC id in [`McpExchange::answers`], and [`SseJoin`]
+//!   pairs the two exchanges by process, server, session and id (the
+//!   session is in the endpoint's query, which the stream's first event
+//!   names). The stream is one HTTP exchange that ends when the client
+//!   closes it, so its answers come then.
 //!
 //! Recognised as MCP: a `POST` with an `Mcp-Session-Id` or
 //! `MCP-Protocol-Version` header, or whose body is JSON-RPC 2.0 with at
@@ -34,8 +37,11 @@
 //! JSON-RPC messages are read per exchange, and arguments and results are
 //! cut at [`MAX_TEXT_BYTES`] (marked truncated).
 
+mod join;
 #[cfg(test)]
 mod tests;
+
+pub use join::{JoinKey, SseJoin};
 
 use serde_json::Value;
 
@@ -139,6 +145,9 @@ pub struct McpExchange {
     pub protocol_version: Option<String>,
     pub status: Option<u16>,
     pub calls: Vec<McpCall>,
+    /// Responses on an HTTP+SSE `GET` stream, which answer calls posted in
+    /// other exchanges: `id` and the answer's fields, no name or arguments.
+    pub answers: Vec<McpCall>,
     /// The other messages, by method (`initialize`, `tools/list`,
     /// `notifications/initialized`, …; `response` for answers to anything
     /// but a `tools/call` of this exchange).
@@ -187,6 +196,9 @@ pub fn decode(ex: &Exchange) -> Option<McpExchange> {
                 Transport::Sse
             },
         );
+        if m.transport == Transport::Sse && m.session.is_none() {
+            m.session = ex.response.as_ref().and_then(endpoint_session);
+        }
         let mut budget = MAX_MESSAGES;
         if let Some(resp) = &ex.response {
             read_response(ex, resp, &mut m, &mut budget);
@@ -236,12 +248,26 @@ pub fn decode(ex: &Exchange) -> Option<McpExchange> {
     if let Some(resp) = &ex.response {
         read_response(ex, resp, &mut m, &mut budget);
     }
-    for c in &mut m.calls {
-        if c.result.is_none() && c.error.is_none() {
-            c.truncated = true;
+    // The older transport answers on its stream: such a call is not cut,
+    // its answer is elsewhere (the caller joins it, or marks it truncated).
+    if m.transport == Transport::StreamableHttp {
+        for c in &mut m.calls {
+            if c.result.is_none() && c.error.is_none() {
+                c.truncated = true;
+            }
         }
     }
     Some(m)
+}
+
+/// The session of the endpoint an HTTP+SSE stream's first event names
+/// (`/messages/?session_id=…`, or a full URL).
+fn endpoint_session(resp: &Response) -> Option<String> {
+    let first = sse::parse_sse(&resp.body).into_iter().next()?;
+    if first.event.as_deref() != Some("endpoint") {
+        return None;
+    }
+    legacy_session(first.data.trim())
 }
 
 fn exchange(ex: &Exchange, transport: Transport) -> McpExchange {
@@ -262,6 +288,7 @@ fn exchange(ex: &Exchange, transport: Transport) -> McpExchange {
         protocol_version: req.header("mcp-protocol-version").map(str::to_owned),
         status: resp.map(|r| r.status),
         calls: Vec::new(),
+        answers: Vec::new(),
         other: Vec::new(),
         problems: Vec::new(),
     }
@@ -480,14 +507,27 @@ fn read_response_message(v: &Value, m: &mut McpExchange) {
         m.other.push("response".to_owned());
         return;
     }
-    let call = id.and_then(|id| {
+    let call = id.as_deref().and_then(|id| {
         m.calls
             .iter_mut()
             .find(|c| c.id == id && c.result.is_none() && c.error.is_none())
     });
-    let Some(call) = call else {
-        m.other.push("response".to_owned());
-        return;
+    let call = match (call, m.transport) {
+        (Some(call), _) => call,
+        // A response on the older transport's stream: kept by id, for the
+        // call posted in another exchange. Answers to anything but a
+        // `tools/call` are kept too (they are told apart when joined).
+        (None, Transport::Sse) if v.get("result").is_some() || v.get("error").is_some() => {
+            m.answers.push(McpCall {
+                id: id.unwrap_or_default(),
+                ..McpCall::default()
+            });
+            m.answers.last_mut().expect("just pushed")
+        }
+        (None, _) => {
+            m.other.push("response".to_owned());
+            return;
+        }
     };
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         call.error = Some(rpc_error(err));

@@ -4,13 +4,16 @@
 
 use proptest::prelude::*;
 
-use super::{decode, McpCall, McpExchange, Transport, MAX_MESSAGES, MAX_TEXT_BYTES};
+use super::{
+    decode, JoinKey, McpCall, McpExchange, SseJoin, Transport, MAX_MESSAGES, MAX_TEXT_BYTES,
+};
 use crate::event::Role;
 use crate::http::testutil::{exchanges, fixture, fixture_names, only_exchange, run};
 use crate::http::{Exchange, Limits, Request, Response};
 
 const HOST: &str = "mcp.files.example.com";
 const SESSION: &str = "6c0c1b3e-5e5d-4a48-9a8e-0f6b2d3c4a51";
+const LEGACY_SESSION: &str = "9f2e4c1a7b3d4e5f8a6b0c2d1e3f4a5b";
 
 fn mcp(name: &str) -> McpExchange {
     let ex = only_exchange(&format!("mcp/{name}.cap"));
@@ -203,26 +206,105 @@ fn legacy_post_has_the_call_without_its_result() {
         m.path,
         "/messages/?session_id=9f2e4c1a7b3d4e5f8a6b0c2d1e3f4a5b"
     );
-    assert_eq!(
-        m.session.as_deref(),
-        Some("9f2e4c1a7b3d4e5f8a6b0c2d1e3f4a5b")
-    );
+    assert_eq!(m.session.as_deref(), Some(LEGACY_SESSION));
     assert_eq!(m.protocol_version, None);
     assert_eq!(m.status, Some(202));
     let c = only_call(&m);
     assert_eq!((c.id.as_str(), c.name.as_str()), ("8", "read_file"));
     assert_eq!(c.result, None);
     assert_eq!(c.is_error, None);
-    assert!(c.truncated, "the answer is elsewhere");
+    // Not cut: the answer is on the stream, joined by `SseJoin`.
+    assert!(!c.truncated);
+    assert!(m.answers.is_empty());
     assert_eq!(m.info(c).transport, "sse");
 }
 
 #[test]
-fn legacy_stream_is_mcp_and_its_messages_are_counted() {
+fn legacy_stream_keeps_its_answers_by_id_and_names_its_session() {
     let m = mcp("mcp_legacy_sse_stream");
     assert_eq!(m.transport, Transport::Sse);
+    assert_eq!(m.path, "/sse");
+    // From the endpoint its first event names.
+    assert_eq!(m.session.as_deref(), Some(LEGACY_SESSION));
     assert!(m.calls.is_empty());
-    assert_eq!(m.other, ["response"]);
+    assert!(m.other.is_empty(), "{:?}", m.other);
+    assert_eq!(
+        m.answers,
+        [McpCall {
+            id: "8".into(),
+            result: Some("# app".into()),
+            is_error: Some(false),
+            ..McpCall::default()
+        }]
+    );
+}
+
+#[test]
+fn a_whole_legacy_session_stream_answers_every_request_by_id() {
+    let m = mcp("mcp_legacy_sse_session_stream");
+    assert_eq!(m.transport, Transport::Sse);
+    assert_eq!(m.session.as_deref(), Some(LEGACY_SESSION));
+    assert_eq!(m.status, Some(200));
+    let ids: Vec<&str> = m.answers.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["0", "1", "8", "9"]);
+    assert_eq!(m.answers[2].result.as_deref(), Some("# app"));
+    assert_eq!(m.answers[2].is_error, Some(false));
+    assert_eq!(m.answers[3].result, None);
+    assert_eq!(m.answers[3].is_error, Some(true));
+    assert_eq!(
+        m.answers[3].error.as_deref(),
+        Some("-32602: Unknown tool: delete_file")
+    );
+    // The log notification; the ping comment is no message.
+    assert_eq!(m.other, ["notifications/message"]);
+}
+
+/// The two halves of each call, from their captures, through `SseJoin` as
+/// the pipeline does: held when posted, released with the stream's answer.
+#[test]
+fn legacy_posts_are_joined_to_their_answers_on_the_stream() {
+    use crate::event::{kind, ToolCall};
+    use crate::util::Envelope;
+
+    let env = Envelope::new();
+    let mut join = SseJoin::new(16, u64::MAX);
+    let key = |m: &McpExchange| JoinKey {
+        tgid: 77,
+        host: m.server.host.clone(),
+        port: m.server.port,
+        session: m.session.clone().expect("a session"),
+    };
+    for name in ["mcp_legacy_sse_post", "mcp_legacy_sse_post_unknown_tool"] {
+        let m = mcp(name);
+        let c = only_call(&m);
+        let mut ev = env.event(kind::TOOL_CALL, 1, None);
+        ev.tool = Some(ToolCall {
+            mcp: Some(m.info(c)),
+            call_id: c.id.clone(),
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+            ..ToolCall::default()
+        });
+        assert!(join.hold(key(&m), c.id.clone(), ev, 1).is_none());
+    }
+    let stream = mcp("mcp_legacy_sse_session_stream");
+    let out = join.answer(&key(&stream), &stream.answers, true);
+    assert_eq!(out.len(), 2);
+    assert!(join.is_empty());
+    assert_eq!((join.joined, join.released_unanswered), (2, 0));
+    let t8 = out[0].tool.as_ref().unwrap();
+    assert_eq!(
+        (t8.call_id.as_str(), t8.result.as_deref(), t8.is_error),
+        ("8", Some("# app"), Some(false))
+    );
+    assert!(!t8.truncated);
+    let t9 = out[1].tool.as_ref().unwrap();
+    assert_eq!((t9.call_id.as_str(), t9.is_error), ("9", Some(true)));
+    assert_eq!(
+        t9.mcp.as_ref().unwrap().error.as_deref(),
+        Some("-32602: Unknown tool: delete_file")
+    );
+    assert_eq!(t9.mcp.as_ref().unwrap().transport, "sse");
 }
 
 #[test]
@@ -369,10 +451,21 @@ proptest! {
         sse in any::<bool>(),
         get in any::<bool>(),
         cut in any::<bool>(),
+        legacy in any::<bool>(),
     ) {
         let h: &[(&str, &str)] = if headers { &[("MCP-Protocol-Version", "2025-06-18")] } else { &[] };
         let ct = if sse { "text/event-stream" } else { "application/json" };
+        // The older transport: a stream that opens with its endpoint, and
+        // posts to that endpoint.
+        let resp = if legacy {
+            [b"event: endpoint\r\ndata: /messages/?session_id=s1\r\n\r\n".as_slice(), &resp].concat()
+        } else {
+            resp
+        };
         let mut ex = exchange(h, &req, Some((ct, &resp)));
+        if legacy {
+            ex.request.path = "/messages/?session_id=s1".into();
+        }
         if get {
             ex.request.method = "GET".into();
         }
@@ -380,8 +473,11 @@ proptest! {
             r.body_truncated = cut;
         }
         if let Some(m) = decode(&ex) {
-            prop_assert!(m.calls.len() <= MAX_MESSAGES);
-            for c in &m.calls {
+            prop_assert!(m.calls.len() + m.answers.len() <= MAX_MESSAGES);
+            if m.transport != Transport::Sse {
+                prop_assert!(m.answers.is_empty());
+            }
+            for c in m.calls.iter().chain(&m.answers) {
                 prop_assert!(c.arguments.len() <= MAX_TEXT_BYTES);
                 prop_assert!(c.result.as_ref().is_none_or(|r| r.len() <= MAX_TEXT_BYTES));
             }

@@ -22,6 +22,7 @@ use crate::{
     detect::Detector,
     event::{kind, Event, ExecInfo, Health, ToolCall},
     http::{HttpOutput, Limits},
+    mcp::{JoinKey, SseJoin, Transport},
     metrics::{AgentMetrics, PipelineFigures},
     opinion::{field_text, Opinion},
     procs::ProcTable,
@@ -49,6 +50,8 @@ pub struct Pipeline {
     procs: ProcTable,
     streams: Streams,
     corr: Correlator,
+    /// MCP HTTP+SSE calls waiting for their answer on the `GET` stream.
+    mcp_join: SseJoin,
     env: Envelope,
     detector: Detector,
     blind_spots: BlindSpots,
@@ -98,6 +101,10 @@ pub struct RunSummary {
 
 /// How often expiry runs, on the pipeline's clock.
 const TICK_NS: u64 = 500_000_000;
+/// MCP HTTP+SSE `tools/call`s held for their answer, at most, and for how
+/// long: the answer comes when the client closes its `GET` stream.
+const MCP_SSE_MAX_HELD: usize = 4096;
+const MCP_SSE_HOLD_NS: u64 = 600 * 1_000_000_000;
 
 impl Pipeline {
     pub fn new(
@@ -124,6 +131,7 @@ impl Pipeline {
                     .tool_effect_window_secs
                     .saturating_mul(1_000_000_000),
             ),
+            mcp_join: SseJoin::new(MCP_SSE_MAX_HELD, MCP_SSE_HOLD_NS),
             env,
             detector: stages.detector,
             blind_spots: stages.blind_spots,
@@ -277,6 +285,9 @@ impl Pipeline {
         let mut outs = Vec::new();
         self.streams.finish_all(now, &mut outs);
         self.on_stream_outputs(outs);
+        for ev in self.mcp_join.drain() {
+            self.emit(ev);
+        }
         for ev in self.corr.flush(now, None) {
             self.emit(ev);
         }
@@ -309,6 +320,9 @@ impl Pipeline {
         self.streams.expire(now, self.idle_ns, &mut outs);
         self.on_stream_outputs(outs);
         for ev in self.corr.expire(now) {
+            self.emit(ev);
+        }
+        for ev in self.mcp_join.expire(now) {
             self.emit(ev);
         }
         for ev in self.blind_spots.expire(now) {
@@ -544,6 +558,9 @@ impl Pipeline {
         let mut outs = Vec::new();
         self.streams.close_process(tgid, ktime_ns, &mut outs);
         self.on_stream_outputs(outs);
+        for ev in self.mcp_join.release_process(tgid) {
+            self.emit(ev);
+        }
         let blind = self.blind_spots.on_exit(tgid);
         self.emit_all(blind);
         if let Some(info) = self.procs.on_exit(tgid) {
@@ -622,18 +639,30 @@ impl Pipeline {
         *self
             .counters
             .entry("mcp_messages_other".to_owned())
-            .or_default() += m.other.len() as u64;
+            .or_default() += (m.other.len() + m.answers.len()) as u64;
         // A process that calls tools through MCP, or serves them, is an
         // agent's: its effects are watched like an LLM caller's.
         if !m.calls.is_empty() && self.watched.insert(tgid) {
             let _ = self.commands.send(Command::Watch(tgid));
         }
+        // The older transport: calls posted here are answered on the
+        // session's `GET` stream, another exchange (see `mcp::SseJoin`).
+        let join_key = match (&m.session, m.transport) {
+            (Some(session), Transport::Sse) => Some(JoinKey {
+                tgid,
+                host: m.server.host.clone(),
+                port: m.server.port,
+                session: session.clone(),
+            }),
+            _ => None,
+        };
         for call in std::mem::take(&mut m.calls) {
             self.count("mcp_calls");
             let process = self.procs.get(tgid).map(|p| p.info.clone());
+            let unanswered = call.result.is_none() && call.error.is_none();
             let tool = ToolCall {
                 mcp: Some(m.info(&call)),
-                call_id: call.id,
+                call_id: call.id.clone(),
                 name: call.name,
                 arguments: call.arguments,
                 result: call.result,
@@ -649,7 +678,23 @@ impl Pipeline {
                 end_ns: ex.t_response_end.unwrap_or(ex.t_request_end),
             };
             let ev = self.corr.on_mcp_call(obs);
-            self.emit(ev);
+            match &join_key {
+                Some(key) if unanswered => {
+                    let now = self.now();
+                    if let Some(ev) = self.mcp_join.hold(key.clone(), call.id, ev, now) {
+                        self.emit(ev);
+                    }
+                }
+                _ => self.emit(ev),
+            }
+        }
+        if let Some(key) = &join_key {
+            let stream_ended = ex.request.method.eq_ignore_ascii_case("GET");
+            if stream_ended || !m.answers.is_empty() {
+                for ev in self.mcp_join.answer(key, &m.answers, stream_ended) {
+                    self.emit(ev);
+                }
+            }
         }
     }
 
@@ -697,6 +742,12 @@ impl Pipeline {
             self.streams.held_bytes() as u64,
         );
         dropped.insert("tool_calls_dropped".into(), self.corr.dropped_pending);
+        // MCP HTTP+SSE calls emitted without the answer their stream owed.
+        dropped.insert(
+            "mcp_sse_unanswered".into(),
+            self.mcp_join.released_unanswered,
+        );
+        counters.insert("mcp_sse_joined".into(), self.mcp_join.joined);
         dropped.insert("procs_evicted".into(), self.procs.evicted());
         dropped.insert(SINK_LINES_DROPPED.into(), stats.lines_dropped());
         counters.insert("tls_chunks_not_http".into(), self.streams.skipped_not_http);

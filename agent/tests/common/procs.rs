@@ -29,6 +29,12 @@ impl MockServer {
         Self::start_script(dir, pki, &python(), "tests/mock/mock_mcp.py")
     }
 
+    /// tests/mock/mcp_sse_server.py: the official MCP SDK's server on the
+    /// older HTTP+SSE transport, run by `python` (the SDK's venv).
+    pub fn start_mcp_sse(dir: &TestDir, pki: &Pki, python: &str) -> Self {
+        Self::start_script(dir, pki, python, "tests/mock/mcp_sse_server.py")
+    }
+
     /// tests/mock/mock_h2.js: the same answers over HTTP/2 only.
     pub fn start_h2(dir: &TestDir, pki: &Pki) -> Self {
         Self::start_script(dir, pki, &node(), "tests/mock/mock_h2.js")
@@ -381,6 +387,11 @@ impl Daemon {
             }
         }
         d
+    }
+
+    /// The daemon's pid (0 once it was stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     fn kill(&mut self) {

@@ -32,7 +32,10 @@ mod codex;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
+mod doctor;
+mod gemini_cli;
 mod go;
+mod mcp_sse;
 mod onehost;
 mod protocols;
 mod spool;

@@ -16,11 +16,12 @@ use aitrail_collector::{forward::otlp::OtlpDestination, Running, Store};
 use serde_json::{json, Value};
 
 use crate::{
+    cef::parse_cef,
     inprocess::{self, counters, stored_ids, wait_until},
     otlp::{attrs, Receiver},
     pki::Pki,
+    rsyslog::{mtls, sd_params, wait_received, Rsyslog},
     support::{event, get, spec},
-    syslog::{mtls, parse_cef, sd_params, wait_received, Rsyslog},
 };
 
 const EVENTS: usize = 600;

@@ -2,7 +2,8 @@
 //!
 //! - [`http_destinations`]: Splunk HEC, Elasticsearch `_bulk` and an NDJSON
 //!   receiver (mocks, [`mock`]), fed by a collector started in-process.
-//! - [`syslog`]: syslog and CEF over TLS into a real rsyslog (Debian
+//! - [`syslog`], [`cef`]: syslog and CEF over TLS into a real rsyslog
+//!   ([`rsyslog`]) (Debian
 //!   `rsyslog` + `rsyslog-gnutls`), a foreground instance with its own
 //!   config, work directory and pid file in a temp dir (no `/dev/log`, the
 //!   system rsyslog is never touched).
@@ -22,6 +23,7 @@
 //! tests/setup-test-deps.sh; a missing one fails the test with that hint
 //! (nothing is skipped).
 
+mod cef;
 mod end_to_end;
 mod hec_ack;
 mod http_destinations;
@@ -34,5 +36,6 @@ mod otlp;
     reason = "shared with agent/tests/shipping, which uses every field"
 )]
 mod pki;
+mod rsyslog;
 mod support;
 mod syslog;

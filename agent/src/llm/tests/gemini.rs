@@ -245,3 +245,80 @@ fn embed_content_batch() {
     assert!(!c.stream && !c.truncated);
     assert_eq!(c.error, None);
 }
+
+/// Gemini CLI replays the call with an id of its own, which the answer
+/// never had: the replayed call still decodes to the answer's call, and
+/// the function response that names the CLI's id answers it.
+#[test]
+fn gemini_cli_replayed_ids_answer_the_derived_call() {
+    let answer = call("gemini_cli_stream_function_call");
+    assert!(answer.stream);
+    assert_eq!(answer.model.as_deref(), Some("gemini-2.5-flash"));
+    assert_eq!(answer.tools, ["read_file", "run_shell_command"]);
+    // The two text parts of the user turn are one message.
+    assert_eq!(answer.messages.len(), 1);
+    assert!(answer.messages[0]
+        .content
+        .ends_with("</session_context>Count the lines of /etc/hosts."));
+    assert_eq!(answer.output.tool_calls.len(), 1);
+    let derived = answer.output.tool_calls[0].id.clone();
+    assert!(derived.starts_with("gemini-0-"), "{derived}");
+    assert_eq!(
+        answer.output.tool_calls[0],
+        spec(
+            &derived,
+            "run_shell_command",
+            r#"{"command":"wc -l /etc/hosts"}"#
+        )
+    );
+    assert_eq!(
+        (answer.usage.input_tokens, answer.usage.output_tokens),
+        (Some(8123), Some(27 + 64))
+    );
+
+    let c = call("gemini_cli_followup_replayed_id");
+    let roles: Vec<&str> = c.messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool"]);
+    assert_eq!(c.messages[1].tool_calls, answer.output.tool_calls);
+    let result = &c.messages[2];
+    assert_eq!(result.tool_call_id.as_deref(), Some(derived.as_str()));
+    assert!(result.content.contains("Output: 7 /etc/hosts"));
+    assert_eq!(result.is_error, None);
+    assert_eq!(c.output.text, "/etc/hosts has 7 lines.");
+    assert_eq!(c.output.finish_reason.as_deref(), Some("STOP"));
+}
+
+/// The same two calls through the correlator: one trace, and the
+/// `tool.call` closed with the CLI's result.
+#[test]
+fn gemini_cli_turn_closes_its_tool_call_in_one_trace() {
+    use crate::correlate::{Correlator, LlmObservation};
+    use crate::event::kind;
+    use crate::util::Envelope;
+
+    let obs = |call: LlmCall, t: u64| LlmObservation {
+        call,
+        process: None,
+        tgid: 4242,
+        start_ns: t,
+        end_ns: t + 10,
+    };
+    let mut c = Correlator::new(Envelope::new(), 60_000_000_000);
+    let first = c.on_llm_call(obs(call("gemini_cli_stream_function_call"), 1_000));
+    assert_eq!(first.len(), 1);
+    let second = c.on_llm_call(obs(call("gemini_cli_followup_replayed_id"), 2_000));
+    assert_eq!(second.len(), 2, "llm.call, then the closed tool.call");
+    assert_eq!(second[0].trace_id, first[0].trace_id, "one conversation");
+    assert_eq!(second[1].kind, kind::TOOL_CALL);
+    assert_eq!(second[1].trace_id, first[0].trace_id);
+    assert_eq!(
+        second[1].parent_span_id.as_deref(),
+        Some(first[0].span_id.as_str())
+    );
+    let tool = second[1].tool.as_ref().unwrap();
+    assert_eq!(tool.name, "run_shell_command");
+    assert!(tool
+        .result
+        .as_deref()
+        .is_some_and(|r| r.contains("Output: 7 /etc/hosts")));
+}
