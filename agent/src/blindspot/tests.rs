@@ -97,3 +97,23 @@ fn build_ids_are_read_from_the_head_of_an_executable() {
         "cut headers: no id, no panic"
     );
 }
+
+#[test]
+fn a_refused_boringssl_is_cited_by_build_id() {
+    // This test process stands for the client: its build-id is read from
+    // /proc/self/exe, as the daemon reads a client's.
+    let pid = std::process::id();
+    let id = build_id(pid, None).expect("the test binary has a GNU build-id");
+    crate::capture::boringssl::note_refusal(&id, crate::capture::boringssl::Refusal::NoWrite);
+    let mut b = spots(&["127.0.0.1:8443"], 1);
+    b.on_connect(pid, &connect(pid, "127.0.0.1", 8443, 0), 1_000);
+    let found = b.expire(5_000_000_000);
+    assert_eq!(found.len(), 1);
+    let detail = found[0].finding.as_ref().unwrap().detail.clone().unwrap();
+    assert!(detail.contains(&format!("(build-id {id})")), "{detail}");
+    assert!(
+        detail.contains("statically linked BoringSSL found")
+            && detail.contains("no function matches SSL_write"),
+        "{detail}"
+    );
+}

@@ -146,13 +146,15 @@ impl Attacher {
     }
 
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![
+        let mut c = vec![
             ("tls_attach_links", self.attached),
             ("tls_attach_failed", self.attach_failed),
             ("tls_detach_links", self.detached),
             ("tls_targets", self.targets.len() as u64),
             ("tls_attached_processes", self.links.len() as u64),
-        ]
+        ];
+        c.extend(super::boringssl::counters());
+        c
     }
 
     /// Attaches every known library to `pid`, and its executable when that

@@ -20,6 +20,7 @@
 //! silent.
 
 mod attach;
+pub mod boringssl;
 pub mod btf;
 pub mod records;
 pub mod running;

@@ -4,7 +4,8 @@
 //!
 //! A target is resolved once: the file offsets of the four hooked functions
 //! are read from its ELF symbol tables, so attaching to one more process costs
-//! no ELF parsing (node is ~100 MB).
+//! no ELF parsing (node is ~100 MB). Executables that embed `BoringSSL` with its
+//! symbols stripped (Bun, Claude Code) are located by `boringssl` instead.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -52,6 +53,14 @@ pub enum TargetError {
     },
     #[error("{path} exports no SSL_write/SSL_read")]
     NoSymbols { path: String },
+    /// Stripped `BoringSSL` whose functions were not proven: nothing is
+    /// attached (see `boringssl`).
+    #[error("{path}: BoringSSL offsets refused")]
+    BoringSslRefused {
+        path: String,
+        #[source]
+        source: super::boringssl::LocateError,
+    },
 }
 
 /// Reads `path` and returns it as a target if it exports OpenSSL's I/O
@@ -96,9 +105,7 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
         }
     }
     if offsets[0].is_none() && offsets[2].is_none() {
-        return Err(TargetError::NoSymbols {
-            path: path.display().to_string(),
-        });
+        return boringssl_target(path, (meta.dev(), meta.ino()), &map);
     }
     Ok(TlsTarget {
         path: path.to_path_buf(),
@@ -109,6 +116,39 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.contains(".so")),
     })
+}
+
+/// An executable without OpenSSL symbols: stripped `BoringSSL`, when its
+/// `SSL_write`/`SSL_read` can be proven. `SSL_shutdown` takes the slot of
+/// `SSL_free` (the connection-end marker): `BoringSSL`'s `SSL_free` cannot be
+/// recognised soundly, and no plaintext moves after `SSL_shutdown`.
+fn boringssl_target(path: &Path, id: (u64, u64), map: &[u8]) -> Result<TlsTarget, TargetError> {
+    use super::boringssl::{locate, LocateError};
+    match locate(path, map) {
+        Ok(b) => {
+            tracing::info!(
+                path = %path.display(),
+                method = b.method.as_str(),
+                build_id = b.build_id.as_deref().unwrap_or("-"),
+                took_ms = b.took.as_millis(),
+                evidence = ?b.evidence,
+                "BoringSSL located in a stripped executable"
+            );
+            Ok(TlsTarget {
+                path: path.to_path_buf(),
+                id,
+                offsets: [Some(b.write), None, Some(b.read), None, b.shutdown],
+                library: false,
+            })
+        }
+        Err(LocateError::NotBoringSsl { .. }) => Err(TargetError::NoSymbols {
+            path: path.display().to_string(),
+        }),
+        Err(source) => Err(TargetError::BoringSslRefused {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 /// A read-only view of a whole file.
@@ -209,6 +249,19 @@ impl Targets {
                 self.by_id.insert(id, t.clone());
                 Some(t)
             }
+            Err(e @ TargetError::BoringSslRefused { .. }) => {
+                // Never probed: a wrong offset would corrupt the program.
+                // (Counted by `boringssl`, cited by blind_spot findings.)
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %DisplayChain(&e),
+                    "no TLS probes for this executable: its BoringSSL could not be located soundly"
+                );
+                if self.rejected.len() < 65536 {
+                    self.rejected.insert(id);
+                }
+                None
+            }
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "not a TLS target");
                 if self.rejected.len() < 65536 {
@@ -285,6 +338,21 @@ impl Targets {
             found.push(t);
         }
         found
+    }
+}
+
+/// An error and its sources, on one line.
+struct DisplayChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut src = self.0.source();
+        while let Some(s) = src {
+            write!(f, ": {s}")?;
+            src = s.source();
+        }
+        Ok(())
     }
 }
 
