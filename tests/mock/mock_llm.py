@@ -30,6 +30,11 @@ its own line). Step = number of tool results already in the history.
   step 1 and CMD given    -> tool call run_command {"command": CMD}
   otherwise / no tools    -> final text "done: <step> tools used"
                              (finish_reason stop / stop_reason end_turn)
+Claude Code (an Anthropic request that declares its `Bash` tool and no
+`run_command`): a prompt line `run: X` (or `CMD: X`) is answered at step 0 by
+a tool_use of Bash {"command": X, "description": ...}, then by the final text.
+  Anthropic  POST /v1/messages/count_tokens   {"input_tokens": n} (n from the
+                                         request's size; what Claude Code may ask)
 Usage is deterministic: input_tokens = 120 + 100*step, output_tokens = 20 + 5*step
 (OpenAI: prompt_tokens / completion_tokens, total = sum). Tool call ids are
 deterministic too: call_/toolu_ + 24 hex of sha256(provider, prompt, step)
@@ -71,6 +76,9 @@ SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "x-goog-api-key", "pr
 
 FILE_RE = re.compile(r"^\s*FILE:\s*(\S+)\s*$", re.MULTILINE)
 CMD_RE = re.compile(r"^\s*CMD:\s*(.+?)\s*$", re.MULTILINE)
+RUN_RE = re.compile(r"^\s*(?:run|CMD):\s*(.+?)\s*$", re.MULTILINE)
+# The description Claude Code's Bash tool requires with every command.
+BASH_DESCRIPTION = "Run the command the user asked for"
 
 LOG_LOCK = threading.Lock()
 
@@ -116,17 +124,25 @@ def text_of(content) -> str:
 class Decision:
     """What the model 'answers' to one request."""
 
-    def __init__(self, provider: str, prompt: str, step: int, tools_declared: bool):
+    def __init__(self, provider: str, prompt: str, step: int, tools_declared,
+                 tool_names=frozenset()):
         self.provider = provider
         self.step = step
         self.prompt = prompt
         file_m = FILE_RE.search(prompt)
         cmd_m = CMD_RE.search(prompt)
         script = []
-        if file_m:
-            script.append(("read_file", {"path": file_m.group(1)}))
-        if cmd_m:
-            script.append(("run_command", {"command": cmd_m.group(1)}))
+        if "Bash" in tool_names and "run_command" not in tool_names:
+            # Claude Code: its own Bash tool runs the command.
+            run_m = RUN_RE.search(prompt)
+            if run_m:
+                script.append(("Bash", {"command": run_m.group(1),
+                                        "description": BASH_DESCRIPTION}))
+        else:
+            if file_m:
+                script.append(("read_file", {"path": file_m.group(1)}))
+            if cmd_m:
+                script.append(("run_command", {"command": cmd_m.group(1)}))
         self.tool = None  # (name, args dict)
         if tools_declared and step < len(script):
             self.tool = script[step]
@@ -174,7 +190,15 @@ def anthropic_decision(req: dict) -> Decision:
             if isinstance(content, list):
                 step += sum(1 for b in content
                             if isinstance(b, dict) and b.get("type") == "tool_result")
-    return Decision("anthropic", prompt, step, bool(req.get("tools")))
+    tools = req.get("tools") or []
+    names = frozenset(t.get("name") for t in tools if isinstance(t, dict))
+    return Decision("anthropic", prompt, step, bool(tools), names)
+
+
+def count_tokens_reply(req: dict) -> dict:
+    """POST /v1/messages/count_tokens: a deterministic count (about one token
+    per four bytes of the request, as the API's estimates go)."""
+    return {"input_tokens": max(1, len(json.dumps(req)) // 4)}
 
 
 def chunks_of(s: str, n: int) -> list[str]:
@@ -509,7 +533,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         path, _, query = self.path.partition("?")
         gemini = mock_apis.GEMINI_PATH.match(path)
-        provider = {"/v1/messages": "anthropic", "/v1/responses": "responses"}.get(
+        provider = {"/v1/messages": "anthropic", "/v1/messages/count_tokens": "anthropic",
+                    "/v1/responses": "responses"}.get(
             path, "gemini" if gemini else "openai")
         try:
             raw = self.read_body()
@@ -536,7 +561,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if gemini or provider == "responses":
             self.answer_new_api(provider, raw, gemini, urllib.parse.parse_qs(query))
             return
-        if path not in ("/v1/chat/completions", "/v1/messages"):
+        if path not in ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"):
             self.note("404", len(raw))
             self.record({"status": 404, "body_len": len(raw)})
             self.error_json(provider, 404, f"unknown path {path}")
@@ -564,6 +589,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.note(f"400 invalid json ({e.__class__.__name__})", len(raw))
             self.record({"status": 400, "body_len": len(raw)})
             self.error_json(provider, 400, f"invalid request body: {e}"[:200])
+            return
+
+        if path == "/v1/messages/count_tokens":
+            reply = count_tokens_reply(req)
+            self.note(f"200 count_tokens {reply['input_tokens']}", len(raw))
+            self.record({"status": 200, "provider": "anthropic", "model": req["model"],
+                         "count_tokens": reply["input_tokens"]})
+            self.send_json(200, reply, {"request-id": "req_count_" + stable_hex(raw)})
             return
 
         stream = bool(req.get("stream"))
