@@ -6,9 +6,14 @@
 #                    python3 + python3-pip and nodejs only if missing
 #   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs),
 #                    installed only if a pinned version is not already there
+#   npm packages     Bun and Claude Code, the native x86-64 Linux builds, for
+#                    the BoringSSL capture tests (pinned below; npm itself is
+#                    installed from Debian when missing)
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
+# AITRAIL_TEST_NPM_DIR (default /var/cache/aitrail-test/npm) — where the npm
+# packages go (node_modules/ under it); the tests read the same variable.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,6 +50,9 @@ if ! "$py" -m pip --version >/dev/null 2>&1; then
 fi
 if ! command -v node >/dev/null 2>&1; then
     missing+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(npm)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -90,6 +98,37 @@ else
     fi
     log "$py -m pip ${pip_args[*]}"
     "$py" -m pip "${pip_args[@]}"
+fi
+
+# --- npm packages ----------------------------------------------------------
+# The platform packages carry the binaries themselves (the `bun` and
+# `@anthropic-ai/claude-code` wrappers only pick one of them at install time),
+# so they are installed directly, without install scripts.
+npm_dir=${AITRAIL_TEST_NPM_DIR:-/var/cache/aitrail-test/npm}
+npm_pkgs=("@oven/bun-linux-x64@1.4.5" "@anthropic-ai/claude-code-linux-x64@2.1.332")
+npm_present() {
+    local spec name want have
+    for spec in "${npm_pkgs[@]}"; do
+        name=${spec%@*}
+        want=${spec##*@}
+        have=$(node -e 'try { console.log(require(process.argv[1]).version) } catch (e) {}' \
+            "$npm_dir/node_modules/$name/package.json" 2>/dev/null || true)
+        if [ "$have" != "$want" ]; then
+            log "$name ${have:-missing} (want $want) in $npm_dir"
+            return 1
+        fi
+    done
+}
+if [ "$(uname -m)" != x86_64 ]; then
+    log "not x86-64: the Bun and Claude Code packages are not installed (the BoringSSL tests are x86-64 only)"
+elif npm_present; then
+    log "npm packages present in $npm_dir (${npm_pkgs[*]})"
+else
+    mkdir -p "$npm_dir"
+    log "npm install --prefix $npm_dir ${npm_pkgs[*]}"
+    npm install --prefix "$npm_dir" --no-audit --no-fund --ignore-scripts --loglevel=error \
+        "${npm_pkgs[@]}"
+    npm_present || { log "npm packages still missing after install"; exit 1; }
 fi
 
 # --- sanity ----------------------------------------------------------------

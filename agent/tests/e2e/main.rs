@@ -28,6 +28,7 @@
     clippy::duration_suboptimal_units
 )]
 
+mod boringssl;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
