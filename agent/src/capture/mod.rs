@@ -247,6 +247,12 @@ impl Capture {
     fn attach_tls(&mut self) -> Result<(), CaptureError> {
         Attacher::load_tls(&mut self.ebpf)?;
         self.attacher.targets_mut().discover_host();
+        // Executables named in the config are resolved now, before READY:
+        // locating a stripped BoringSSL takes up to half a second, which a
+        // client's first request would not wait for at its exec.
+        for exe in &self.cfg.watch_exe {
+            self.attacher.targets_mut().learn(exe);
+        }
         // On a whole host, processes that already hold a connection to an
         // HTTPS port may never connect again: attach them now.
         if !self.cfg.scoped() {

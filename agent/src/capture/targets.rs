@@ -273,7 +273,7 @@ impl Targets {
     }
 
     /// Seeds the set from the usual library directories and from the
-    /// executables of well-known runtimes that link OpenSSL statically.
+    /// executables of well-known runtimes that link a TLS library statically.
     pub fn discover_host(&mut self) {
         for dir in [
             "/usr/lib/x86_64-linux-gnu",
@@ -299,7 +299,10 @@ impl Targets {
         for dir in std::env::split_paths(&path)
             .chain(["/usr/bin", "/usr/local/bin"].iter().map(PathBuf::from))
         {
-            for exe in ["node", "nodejs"] {
+            // node exports OpenSSL; bun and claude (Claude Code) embed a
+            // stripped BoringSSL, located once here rather than at their
+            // first exec, where a short client would outrun the analysis.
+            for exe in ["node", "nodejs", "bun", "claude"] {
                 let p = dir.join(exe);
                 if p.is_file() {
                     self.learn(&p);

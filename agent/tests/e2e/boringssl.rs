@@ -78,6 +78,31 @@ fn stripped_boringssl_of_the_pinned_bun_and_claude_code_is_located() {
     }
 }
 
+/// Starts the daemon scoped to `pid`, with `exe` in `capture.watch_exe`: the
+/// daemon locates its BoringSSL before it reports ready, as a deployment
+/// that lists its agents does (a debug build of the daemon takes seconds for
+/// it, far longer than the client waits before its first request).
+fn daemon_watching(dir: &TestDir, pid: u32, exe: &str) -> Daemon {
+    let cfg = dir.join("daemon/agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\nwatch_exe = [{}]\n",
+            serde_json::to_string(exe).expect("json")
+        ),
+    )
+    .expect("write the daemon config");
+    Daemon::start_scoped(
+        dir,
+        &[
+            "--pid".into(),
+            pid.to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ],
+    )
+}
+
 /// The last `agent.health` counters.
 fn last_counters(ev: &Events) -> std::collections::BTreeMap<String, u64> {
     ev.of_kind(kind::AGENT_HEALTH)
@@ -120,7 +145,7 @@ fn bun_fetch_is_captured_through_its_stripped_boringssl() {
     ];
     let bun = bun().display().to_string();
     let mut client = Launched::spawn(&dir, "bun", &bun, &args, &env);
-    let mut daemon = Daemon::start(&dir, client.pid());
+    let mut daemon = daemon_watching(&dir, client.pid(), &bun);
     client.release();
     let out = client.wait_success(CLIENT_TIMEOUT);
     assert!(
@@ -235,7 +260,7 @@ fn claude_code_bash_tool_call_is_captured_and_its_exec_linked() {
     ];
     let claude = claude().display().to_string();
     let mut client = Launched::spawn(&dir, "claude", &claude, &args, &env);
-    let mut daemon = Daemon::start(&dir, client.pid());
+    let mut daemon = daemon_watching(&dir, client.pid(), &claude);
     client.release();
     let out = client.wait_success(CLIENT_TIMEOUT);
     common::grace();
@@ -272,9 +297,22 @@ fn claude_code_bash_tool_call_is_captured_and_its_exec_linked() {
     let calls: Vec<&Event> = ev
         .llm_calls()
         .into_iter()
-        .filter(|e| e.llm.as_ref().is_some_and(|l| l.path == "/v1/messages"))
+        .filter(|e| {
+            e.llm
+                .as_ref()
+                .is_some_and(|l| l.path.split('?').next() == Some("/v1/messages"))
+        })
         .collect();
     c.eq("llm.call events on /v1/messages", 2, calls.len());
+    // Claude Code asks for the beta API, as on api.anthropic.com.
+    c.check(
+        calls.iter().all(|e| {
+            e.llm
+                .as_ref()
+                .is_some_and(|l| l.path == "/v1/messages?beta=true")
+        }),
+        || "turns not on /v1/messages?beta=true".into(),
+    );
     for (step, e) in calls.iter().enumerate() {
         let l = e.llm.as_ref().expect("llm");
         let w = format!("turn {step}");
