@@ -6,6 +6,10 @@
 //   bun bun_fetch.js --base-url https://127.0.0.1:PORT --file PATH
 // Trusts the CA in NODE_EXTRA_CA_CERTS; the key comes from ANTHROPIC_API_KEY.
 // Prints `FINAL: <text>` and exits 0 when both calls succeeded.
+//
+// It waits 300 ms before its first call: the daemon attaches a program's own
+// probes at its exec, and Bun sends a request within 40 ms of it — before the
+// uprobes on its 100 MB binary are registered (docs/coverage.md, limits).
 
 function arg(name) {
   const i = process.argv.indexOf(name);
@@ -48,6 +52,7 @@ async function call(messages, stream) {
   return { content: [{ type: "text", text: out }] };
 }
 
+await Bun.sleep(300);
 const messages = [{ role: "user", content: prompt }];
 const first = await call(messages, false);
 const use = first.content.find((b) => b.type === "tool_use");
