@@ -2,18 +2,41 @@
 # setup-test-deps.sh — install what aitrail's end-to-end tests need, on a fresh
 # Debian 12 machine, as root. Idempotent: does nothing when all is present.
 #
-#   Debian packages  openssl (test PKI), curl (curl client), ca-certificates,
-#                    python3 + python3-pip and nodejs only if missing
-#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs),
+#   Debian packages  openssl (test PKI), curl (curl client; the /metrics scrapes
+#                    of agent/tests/reliability and e2e spool), ca-certificates,
+#                    python3 + python3-pip and nodejs only if missing;
+#                    rsyslog + rsyslog-gnutls (the syslog/CEF forwarders'
+#                    receiver; the tests run their own rsyslogd, never the
+#                    system's);
+#                    golang-go (builds tests/clients/agent_go.go, the Go client);
+#                    the other TLS stacks' clients: gnutls-bin (gnutls-cli) and
+#                    wget (GnuTLS), libcurl3-gnutls and libcurl3-nss (curl's
+#                    GnuTLS and NSS backends), libnss3-tools (tstclnt, certutil) and
+#                    libnss3-dev + gcc + pkg-config (tests/clients/nss_client.c),
+#                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
+#                    aitrail does not hook, for the blind-spot test)
+#   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
+#                    boto3 for the Bedrock client; for the forwarders' tests:
+#                    opentelemetry-proto for the OTLP receiver,
+#                    ocsf-json-schema + jsonschema for the OCSF check),
 #                    installed only if a pinned version is not already there
-#   npm packages     Bun and Claude Code, the native x86-64 Linux builds, for
-#                    the BoringSSL capture tests (pinned below; npm itself is
-#                    installed from Debian when missing)
+#   npm packages     @elastic/ecs (ECS field definitions, for the forwarders'
+#                    ECS check) into tests/node_modules, pinned below
+#                    @openai/codex@CODEX_VERSION-linux-x64 (Codex CLI: a
+#                    stripped static rustls binary), unpacked (no install
+#                    scripts run) into $AITRAIL_TEST_CACHE/codex-VERSION
+#                    Bun and Claude Code, the native x86-64 Linux builds, for
+#                    the BoringSSL capture tests (pinned below), into
+#                    $AITRAIL_TEST_NPM_DIR; npm itself is installed from
+#                    Debian when missing
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
-# AITRAIL_TEST_NPM_DIR (default /var/cache/aitrail-test/npm) — where the npm
-# packages go (node_modules/ under it); the tests read the same variable.
+# AITRAIL_TEST_CACHE (default ~/.cache/aitrail-tests) — where downloaded
+# binaries are unpacked.
+# AITRAIL_TEST_NPM_DIR (default /var/cache/aitrail-test/npm) — where the Bun
+# and Claude Code packages go (node_modules/ under it); the tests read the
+# same variable.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +61,7 @@ missing=()
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
-for pkg in openssl curl ca-certificates; do
+for pkg in openssl curl ca-certificates rsyslog rsyslog-gnutls libcurl3-gnutls libcurl3-nss; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 if ! command -v "$py" >/dev/null 2>&1; then
@@ -54,6 +77,18 @@ fi
 if ! command -v npm >/dev/null 2>&1; then
     missing+=(npm)
 fi
+# Clients of the other TLS stacks (agent/tests/e2e/stacks.rs).
+for pair in gnutls-cli:gnutls-bin wget:wget tstclnt:libnss3-tools certutil:libnss3-tools \
+            cc:gcc pkg-config:pkg-config javac:default-jdk-headless; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if ! command -v go >/dev/null 2>&1; then
+    # Debian 12: Go 1.19 (register ABI, pclntab 1.18 layout)
+    missing+=(golang-go)
+fi
+if ! { command -v pkg-config && pkg-config --exists nss; } >/dev/null 2>&1; then
+    missing+=(libnss3-dev)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         log "missing ${missing[*]} and no apt-get: install them by hand"
@@ -61,9 +96,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     log "apt-get install ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # the same package may be listed twice (tstclnt and certutil)
+    readarray -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-    log "Debian packages present (openssl, curl, ca-certificates, python3, pip, node)"
+    log "Debian packages present (openssl, curl, ca-certificates, rsyslog, rsyslog-gnutls, python3, pip, node, gnutls-cli, wget, NSS tools and headers, cc, a JDK, go)"
 fi
 
 # --- Python packages -------------------------------------------------------
@@ -101,14 +138,61 @@ else
 fi
 
 # --- npm packages ----------------------------------------------------------
-# The platform packages carry the binaries themselves (the `bun` and
+# Pinned; installed into tests/node_modules (git-ignored), no package.json.
+npm_pkgs=("@elastic/ecs@9.4.0")
+for spec in "${npm_pkgs[@]}"; do
+    name=${spec%@*}
+    want=${spec##*@}
+    have=$(node -e "try{console.log(require('$here/node_modules/$name/package.json').version)}catch(e){}" 2>/dev/null || true)
+    if [ "$have" = "$want" ]; then
+        log "npm $name $want present"
+        continue
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm install $spec"
+    npm install --prefix "$here" --no-save --no-audit --no-fund "$spec"
+done
+# Codex CLI, pinned: the rustls resolver's unit tests read its binary and the
+# rustls end-to-end test runs it. Change together with CODEX_VERSION in
+# agent/src/capture/stacks/rustls/tests.rs and agent/tests/e2e/codex.rs.
+codex_version=0.171.0
+cache=${AITRAIL_TEST_CACHE:-$HOME/.cache/aitrail-tests}
+codex_dir="$cache/codex-$codex_version"
+codex_bin="$codex_dir/package/vendor/x86_64-unknown-linux-musl/bin/codex"
+if [ -x "$codex_bin" ]; then
+    log "codex $codex_version present in $codex_dir"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm pack @openai/codex@$codex_version-linux-x64 into $codex_dir"
+    mkdir -p "$cache"
+    chmod 0700 "$cache"
+    tmp=$(mktemp -d "$cache/codex.XXXXXX")
+    (cd "$tmp" && npm pack --silent "@openai/codex@$codex_version-linux-x64" >/dev/null)
+    mkdir -p "$tmp/unpacked"
+    tar -xzf "$tmp"/openai-codex-*.tgz -C "$tmp/unpacked"
+    rm -rf "$codex_dir"
+    mv "$tmp/unpacked" "$codex_dir"
+    rm -rf "$tmp"
+    "$codex_bin" --version >/dev/null || { log "the unpacked codex does not run"; exit 1; }
+fi
+
+# Bun and Claude Code, pinned: the BoringSSL locator's unit tests and
+# agent/tests/e2e/boringssl.rs. The platform packages carry the binaries themselves (the `bun` and
 # `@anthropic-ai/claude-code` wrappers only pick one of them at install time),
 # so they are installed directly, without install scripts.
 npm_dir=${AITRAIL_TEST_NPM_DIR:-/var/cache/aitrail-test/npm}
-npm_pkgs=("@oven/bun-linux-x64@1.4.5" "@anthropic-ai/claude-code-linux-x64@2.1.332")
-npm_present() {
+boring_pkgs=("@oven/bun-linux-x64@1.4.5" "@anthropic-ai/claude-code-linux-x64@2.1.332")
+boring_present() {
     local spec name want have
-    for spec in "${npm_pkgs[@]}"; do
+    for spec in "${boring_pkgs[@]}"; do
         name=${spec%@*}
         want=${spec##*@}
         have=$(node -e 'try { console.log(require(process.argv[1]).version) } catch (e) {}' \
@@ -121,17 +205,24 @@ npm_present() {
 }
 if [ "$(uname -m)" != x86_64 ]; then
     log "not x86-64: the Bun and Claude Code packages are not installed (the BoringSSL tests are x86-64 only)"
-elif npm_present; then
-    log "npm packages present in $npm_dir (${npm_pkgs[*]})"
+elif boring_present; then
+    log "npm packages present in $npm_dir (${boring_pkgs[*]})"
 else
     mkdir -p "$npm_dir"
-    log "npm install --prefix $npm_dir ${npm_pkgs[*]}"
+    log "npm install --prefix $npm_dir ${boring_pkgs[*]}"
     npm install --prefix "$npm_dir" --no-audit --no-fund --ignore-scripts --loglevel=error \
-        "${npm_pkgs[@]}"
-    npm_present || { log "npm packages still missing after install"; exit 1; }
+        "${boring_pkgs[@]}"
+    boring_present || { log "npm packages still missing after install"; exit 1; }
 fi
 
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
+"$py" -c 'import jsonschema, ocsf_json_schema' || { log "python cannot import jsonschema/ocsf_json_schema"; exit 1; }
+"$py" -c 'from opentelemetry.proto.collector.logs.v1 import logs_service_pb2' \
+    || { log "python cannot import opentelemetry.proto"; exit 1; }
+[ -x /usr/sbin/rsyslogd ] || { log "rsyslogd missing"; exit 1; }
+node -e "require('$here/node_modules/@elastic/ecs/build/commonjs/ecs_flat.js')" || { log "node cannot load @elastic/ecs"; exit 1; }
 node -e 'require("https"); require("zlib")' || { log "node is not usable"; exit 1; }
+pkg-config --exists nss || { log "pkg-config finds no nss (libnss3-dev)"; exit 1; }
+go version >/dev/null || { log "go is not usable"; exit 1; }
 log "ok"

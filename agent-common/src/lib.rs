@@ -23,7 +23,8 @@ pub mod kind {
     pub const FILE_OPEN: u32 = 5;
     pub const NET_CONNECT: u32 = 6;
     /// An in-scope process opened a file that looks like a TLS library
-    /// (basename starts with `libssl`): userspace attaches to it.
+    /// (`libssl.so*`, `libgnutls.so*`, `libssl3.so`, `libnspr4.so`):
+    /// userspace attaches to it.
     pub const LIB_OPEN: u32 = 7;
     /// First `connect()` of an in-scope process that is not yet attached:
     /// the cue for on-demand uprobe attach on a whole host.
@@ -47,9 +48,9 @@ const _: () = assert!(size_of::<RecordHeader>() == 32);
 
 /// Direction of TLS plaintext, as seen by the watched process.
 pub mod dir {
-    /// `SSL_write`: the process sent this.
+    /// `SSL_write`, `gnutls_record_send`, `PR_Write`: the process sent this.
     pub const WRITE: u8 = 0;
-    /// `SSL_read`: the process received this.
+    /// `SSL_read`, `gnutls_record_recv`, `PR_Read`: the process received this.
     pub const READ: u8 = 1;
 }
 
@@ -61,24 +62,35 @@ pub mod tls_flags {
     pub const LAST: u8 = 2;
     /// `bpf_probe_read_user` failed for this chunk: `data_len` bytes are zero.
     pub const READ_FAILED: u8 = 4;
-    /// `SSL_free`: the connection is gone (no data).
+    /// `SSL_free`, `gnutls_deinit`, `PR_Close`: the connection is gone (no data).
     pub const CLOSE: u8 = 8;
+    /// rustls: `conn` is the record key (aws-lc `EVP_AEAD_CTX *`) of data
+    /// written before its socket was known; a `LINK` record names the
+    /// connection it belongs to.
+    pub const UNLINKED: u8 = 16;
+    /// rustls: no plaintext; `data` holds the 8-byte record key (native
+    /// endian) that earlier `UNLINKED` chunks of this process carried, and
+    /// `conn` the connection they belong to.
+    pub const LINK: u8 = 32;
 }
 
 /// Bytes of plaintext carried by one TLS chunk record at most.
 pub const TLS_CHUNK_DATA: usize = 16 * 1024;
-/// Default cap of plaintext copied from one `SSL_*` call.
+/// Default cap of plaintext copied from one TLS read or write call.
 pub const DEFAULT_TLS_CAP: u32 = 256 * 1024;
 /// Largest cap the kernel programs can honour (their chunk loop is bounded).
 pub const MAX_TLS_CAP: u32 = 256 * 1024;
 
-/// Plaintext moved by one `SSL_read`/`SSL_write` (or their `_ex` variants),
-/// or one chunk of it.
+/// Plaintext moved by one TLS read or write call (`SSL_read`/`SSL_write`
+/// and their `_ex` variants, `gnutls_record_recv`/`send`, NSPR's
+/// `PR_Read`/`PR_Write`/`PR_Recv`/`PR_Send` on an SSL socket), or one chunk
+/// of it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TlsChunkRaw {
     pub hdr: RecordHeader,
-    /// The `SSL *` of the call: with the tgid it names the connection.
+    /// The connection object of the call (`SSL *`, `gnutls_session_t`, the
+    /// NSPR `PRFileDesc *`): with the tgid it names the connection.
     pub conn: u64,
     /// Byte offset of this chunk within the call.
     pub offset: u32,
@@ -208,7 +220,21 @@ pub mod counter {
     pub const TLS_CALLS: u32 = 7;
     /// Records written.
     pub const RECORDS: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Processes whose NSS SSL layer was recognised by its shape, not
+    /// learned at `SSL_ImportFD` (their connections predate the attach).
+    pub const NSS_SSL_LAYER_BY_SHAPE: u32 = 9;
+    /// A TLS return probe could not hand over to the copy program (its
+    /// program-array slot was empty): that call's plaintext was lost.
+    pub const TLS_TAIL_CALL_FAILED: u32 = 10;
+    /// rustls: write keys tied to their socket (one per connection).
+    pub const RUSTLS_LINKS: u32 = 11;
+    /// rustls: records decrypted on a thread with no socket receive seen
+    /// before: sent unlinked, parsed without their other direction.
+    pub const RUSTLS_UNLINKED_READS: u32 = 12;
+    /// rustls: TLS 1.3 records whose padding was longer than the kernel
+    /// scans for the content type: their plaintext was not sent.
+    pub const RUSTLS_PADDING_LOST: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const NAMES: [&str; COUNT as usize] = [
         "ringbuf_full",
         "tls_bytes_lost",
@@ -219,6 +245,11 @@ pub mod counter {
         "scope_full",
         "tls_calls",
         "records",
+        "nss_ssl_layer_by_shape",
+        "tls_tail_call_failed",
+        "rustls_links",
+        "rustls_unlinked_reads",
+        "rustls_padding_lost",
     ];
 }
 

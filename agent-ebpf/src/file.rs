@@ -137,13 +137,34 @@ pub fn file_sys_exit_openat(ctx: TracePointContext) -> u32 {
     exit(&ctx)
 }
 
-/// Does the path end in `/libssl.so`, `/libssl.so.N`, `/libssl.so.N.N` or
-/// `/libssl.so.N.N.N`? Only fixed offsets from the end are compared: a scan
-/// of the whole path for its last `/` is too much for the verifier.
+/// Is the path a shared TLS library some stack resolver reads (userspace:
+/// `capture::stacks::is_library_name`)? Only fixed offsets from the end are
+/// compared: a scan of the whole path for its last `/` is too much for the
+/// verifier. So each name is checked at a few lengths with a version suffix
+/// of that many bytes after it.
 #[inline(always)]
 fn is_tls_library(path: &[u8; PATH_MAX_CAPTURE], len: usize) -> bool {
-    const NAME: &[u8; 9] = b"libssl.so";
-    for tail in [9usize, 11, 13, 15] {
+    // OpenSSL: libssl.so, libssl.so.3, libssl.so.1.1, libssl.so.1.0.2
+    ends_with_lib(path, len, b"libssl.so", &[9, 11, 13, 15])
+        // GnuTLS: libgnutls.so, .so.N, .so.30 (the SONAME), .so.30.34.3
+        || ends_with_lib(path, len, b"libgnutls.so", &[12, 14, 15, 20])
+        // NSS: the SSL layer (SSL_ImportFD), NSPR (PR_Write, …), and
+        // Mozilla's builds that fold both into libnss3.so
+        || ends_with_lib(path, len, b"libssl3.so", &[10])
+        || ends_with_lib(path, len, b"libnspr4.so", &[11])
+        || ends_with_lib(path, len, b"libnss3.so", &[10])
+}
+
+/// Does the path end in `/` + `name` + a suffix, the whole tail (name and
+/// suffix) being one of `tails` bytes long?
+#[inline(always)]
+fn ends_with_lib<const N: usize>(
+    path: &[u8; PATH_MAX_CAPTURE],
+    len: usize,
+    name: &[u8; N],
+    tails: &[usize],
+) -> bool {
+    for &tail in tails {
         if len < tail + 1 {
             continue;
         }
@@ -152,13 +173,13 @@ fn is_tls_library(path: &[u8; PATH_MAX_CAPTURE], len: usize) -> bool {
             continue;
         }
         let mut ok = true;
-        for (j, c) in NAME.iter().enumerate() {
+        for (j, c) in name.iter().enumerate() {
             if path[(start + j) & (PATH_MAX_CAPTURE - 1)] != *c {
                 ok = false;
                 break;
             }
         }
-        if ok {
+        if ok && (tail == N || path[(start + N) & (PATH_MAX_CAPTURE - 1)] == b'.') {
             return true;
         }
     }

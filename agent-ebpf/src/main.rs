@@ -6,15 +6,22 @@
 //! buffer, sized to the data they carry; whatever cannot be sent is counted in
 //! per-CPU counters that userspace reports.
 //!
-//! One file per probe family: `tls_openssl` (uprobes), `proc` (exec, fork,
-//! exit), `file` (openat/openat2), `net` (connect).
+//! One file per probe family: `tls` (what the TLS uprobes of every stack
+//! share) and `tls_openssl`, `tls_gnutls`, `tls_nss`, `tls_go`, `tls_rustls`
+//! (one per stack; rustls also two BTF tracepoints on socket I/O), `proc`
+//! (exec, fork, exit), `file` (openat/openat2), `net` (connect).
 #![no_std]
 #![no_main]
 
 mod file;
 mod net;
 mod proc;
+mod tls;
+mod tls_gnutls;
+mod tls_go;
+mod tls_nss;
 mod tls_openssl;
+mod tls_rustls;
 
 use agent_common::{counter, scope_flags, CgroupScope, KernelOffsets, RecordHeader, MAX_CGROUPS};
 use aya_ebpf::{

@@ -100,6 +100,8 @@ pub fn proc_exec(ctx: BtfTracePointContext) -> i32 {
     if !in_scope(tgid) {
         return 0;
     }
+    // A new program: the SSL layer identity of the old one means nothing.
+    let _ = crate::tls_nss::NSS_SSL_ID.remove(&tgid);
     let off = offsets();
     let task: u64 = ctx.arg(0);
     let old_pid: u32 = ctx.arg(1);
@@ -200,5 +202,6 @@ pub fn proc_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = SCOPE.remove(&tgid);
     let _ = WATCHED.remove(&tgid);
     let _ = HINTED.remove(&tgid);
+    let _ = crate::tls_nss::NSS_SSL_ID.remove(&tgid);
     0
 }

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::{
-    blindspot::BlindSpotConfig, detect::DetectConfig, opinion::OpinionConfig, redact::RedactConfig,
-    route::RouteConfig, ship::CollectorSection, sinks::SinkSpec,
+    blindspot::BlindSpotConfig, detect::DetectConfig, metrics::MetricsSection,
+    opinion::OpinionConfig, redact::RedactConfig, route::RouteConfig, ship::CollectorSection,
+    sinks::SinkSpec,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,7 @@ pub struct ScopeSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureSection {
-    /// Plaintext bytes copied from one SSL call at most (default 256 KiB).
+    /// Plaintext bytes copied from one TLS read or write call at most (default 256 KiB).
     pub tls_cap_bytes: u32,
     /// Kernel → userspace ring buffer (default 4 MiB; a power of two). Its
     /// pages are mapped twice, so it counts double in the daemon's RSS.
@@ -59,6 +60,10 @@ pub struct CaptureSection {
     pub watch_exe: Vec<PathBuf>,
     /// Watch every process in scope (tests, small scopes).
     pub watch_all_in_scope: bool,
+    /// Where hook offsets found by code signature (stripped programs such
+    /// as Codex CLI, Bun, Claude Code) are kept per build, so a restart or a new process of a
+    /// known build does not search again. Empty: in memory only.
+    pub hook_cache_dir: PathBuf,
 }
 
 impl Default for CaptureSection {
@@ -69,6 +74,7 @@ impl Default for CaptureSection {
             watch_comm: Vec::new(),
             watch_exe: Vec::new(),
             watch_all_in_scope: false,
+            hook_cache_dir: PathBuf::from("/var/cache/aitrail/hooks"),
         }
     }
 }
@@ -131,6 +137,9 @@ pub struct FileConfig {
     /// Settings of every `collector:` sink (see `ship`).
     #[serde(default)]
     pub collector: CollectorSection,
+    /// The `/metrics` listener (see `metrics`).
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 /// The validated configuration the daemon runs with.
@@ -147,6 +156,8 @@ pub struct Config {
     pub second_opinion: OpinionConfig,
     pub routes: Vec<RouteConfig>,
     pub collector: CollectorSection,
+    /// Where `/metrics` listens (loopback only); `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -252,6 +263,10 @@ impl FileConfig {
                 problem: format!("more than {} distinct sinks", crate::route::MAX_SINKS),
             });
         }
+        let metrics_listen = self.metrics.validate().map_err(|e| ConfigError::Invalid {
+            field: "metrics.listen",
+            problem: e.to_string(),
+        })?;
         if let Some(r) = route.iter().find(|r| r.sinks.is_empty()) {
             return Err(ConfigError::Invalid {
                 field: "route",
@@ -269,6 +284,7 @@ impl FileConfig {
             second_opinion: self.second_opinion,
             routes: route,
             collector: self.collector,
+            metrics_listen,
         })
     }
 }
@@ -294,5 +310,23 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = FileConfig::parse("sinks = [\"ftp:x\"]\n", "x").unwrap();
         assert!(bad.validate().is_err());
+        assert_eq!(c.metrics_listen, None, "no /metrics unless asked");
+        let on = FileConfig::parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n", "x").unwrap();
+        assert_eq!(
+            on.validate().unwrap().metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let v6 = FileConfig::parse("[metrics]\nlisten = \"[::1]:9464\"\n", "x").unwrap();
+        assert!(v6.validate().is_ok());
+        for bad in [
+            "0.0.0.0:9464",
+            "10.1.2.3:9464",
+            "[::]:9464",
+            "localhost:9464",
+            "9464",
+        ] {
+            let c = FileConfig::parse(&format!("[metrics]\nlisten = \"{bad}\"\n"), "x").unwrap();
+            assert!(c.validate().is_err(), "{bad} accepted");
+        }
     }
 }

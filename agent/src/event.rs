@@ -167,10 +167,11 @@ pub struct Usage {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LlmCall {
     /// Who serves the call: `openai`, `azure.openai`, `anthropic`,
-    /// `gemini`, `vertex_ai`, `ollama`, `groq`, `openrouter`, `deepseek`,
+    /// `gemini`, `vertex_ai`, `aws.bedrock`, `ollama`, `groq`, `openrouter`, `deepseek`,
     /// `mistral`, `xai`, …
     pub provider: String,
     /// The API: `chat`, `messages`, `responses`, `generate_content`,
+    /// `converse`, `invoke_model` (Bedrock),
     /// `generate`, `embeddings`.
     pub operation: String,
     pub role: Role,

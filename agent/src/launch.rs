@@ -8,7 +8,10 @@
 use std::{
     ffi::CString,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
     process::ExitStatus,
 };
 
@@ -23,6 +26,8 @@ use nix::{
 /// A command forked and waiting at the gate.
 pub struct Gated {
     pid: Pid,
+    /// The program it will exec, resolved on PATH.
+    program: std::path::PathBuf,
     gate: Option<OwnedFd>,
     reaped: bool,
 }
@@ -93,6 +98,7 @@ pub fn spawn_gated(argv: &[String]) -> io::Result<Gated> {
     drop(read_end);
     Ok(Gated {
         pid: Pid::from_raw(pid),
+        program: std::path::PathBuf::from(std::ffi::OsStr::from_bytes(program.as_bytes())),
         gate: Some(write_end),
         reaped: false,
     })
@@ -136,6 +142,11 @@ fn sudo_ids() -> Option<(libc::uid_t, libc::gid_t)> {
 impl Gated {
     pub fn pid(&self) -> u32 {
         u32::try_from(self.pid.as_raw()).unwrap_or(0)
+    }
+
+    /// The program the command will exec.
+    pub fn program(&self) -> &std::path::Path {
+        &self.program
     }
 
     /// Lets the command run.

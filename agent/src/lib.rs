@@ -11,10 +11,13 @@ pub mod correlate;
 pub mod detect;
 pub mod eval;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod launch;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod opinion;
 pub mod pipeline;
 pub mod procs;

@@ -12,6 +12,7 @@ use aitrail::{
     capture::{Capture, CaptureConfig},
     config::{Config, FileConfig},
     detect::Detector,
+    metrics::{AgentMetrics, MetricsServer},
     opinion::Opinion,
     pipeline::{Pipeline, Stages},
     redact::Redactor,
@@ -107,7 +108,7 @@ struct AgentArgs {
     /// Capture only this cgroup v2 subtree (repeatable).
     #[arg(long = "cgroup")]
     cgroups: Vec<PathBuf>,
-    /// Plaintext bytes copied from one SSL call at most.
+    /// Plaintext bytes copied from one TLS read or write call at most.
     #[arg(long)]
     tls_cap: Option<u32>,
     /// Watch processes with this name from their exec on (repeatable).
@@ -259,6 +260,20 @@ fn stages(cfg: &Config, env: Envelope) -> anyhow::Result<(Sinks, Stages)> {
     Ok((sinks, stages))
 }
 
+/// The `/metrics` server when `[metrics] listen` asks for one: it reads the
+/// sinks' counters and what the pipeline publishes (`publish_to`).
+fn metrics(
+    cfg: &Config,
+    sinks: &Sinks,
+) -> anyhow::Result<Option<(Arc<AgentMetrics>, MetricsServer)>> {
+    let Some(addr) = cfg.metrics_listen else {
+        return Ok(None);
+    };
+    let m = AgentMetrics::new(sinks.stats_handle());
+    let server = MetricsServer::start(addr, m.registry())?;
+    Ok(Some((m, server)))
+}
+
 /// What the kernel side is told.
 fn capture_config(cfg: &Config) -> CaptureConfig {
     CaptureConfig {
@@ -269,6 +284,8 @@ fn capture_config(cfg: &Config) -> CaptureConfig {
         watch_all: cfg.capture.watch_all_in_scope,
         watch_comm: cfg.capture.watch_comm.clone(),
         watch_exe: cfg.capture.watch_exe.clone(),
+        hook_cache_dir: cfg.capture.hook_cache_dir.clone(),
+        preattach: Vec::new(),
     }
 }
 
@@ -282,6 +299,23 @@ fn recorder(path: &std::path::Path) -> anyhow::Result<Recorder> {
         "recording every kernel record, plaintext included, unredacted"
     );
     Ok(r)
+}
+
+/// The flag SIGTERM sets to stop the daemon, and SIGINT too unless a
+/// command runs in scope: then Ctrl-C belongs to it (an interactive shell
+/// ignores it at its prompt) and the daemon stops when the command exits.
+fn stop_flag(with_command: bool) -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("signal handler")?;
+    if with_command {
+        // SAFETY: ignoring a signal has no preconditions.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    } else {
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+            .context("signal handler")?;
+    }
+    Ok(stop)
 }
 
 #[expect(
@@ -299,6 +333,10 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         file.scope.pids.push(g.pid());
         Some(g)
     };
+    let preattach: Vec<(u32, std::path::PathBuf)> = gated
+        .iter()
+        .map(|g| (g.pid(), g.program().to_path_buf()))
+        .collect();
     let mut cfg = file.validate()?;
     cfg.add_sinks(&args.sinks);
     if cfg.sinks.is_empty() && cfg.routes.is_empty() {
@@ -311,20 +349,10 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         tracing::warn!("no --pid or --cgroup: capturing the whole host");
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
-        .context("signal handler")?;
-    // With a command, Ctrl-C belongs to it (an interactive shell ignores it
-    // at its prompt); the daemon stops when the command exits.
-    if gated.is_none() {
-        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
-            .context("signal handler")?;
-    } else {
-        // SAFETY: ignoring a signal has no preconditions.
-        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    }
+    let stop = stop_flag(gated.is_some())?;
 
-    let capture_cfg = capture_config(&cfg);
+    let mut capture_cfg = capture_config(&cfg);
+    capture_cfg.preattach = preattach;
     // Batches of up to 1024 records.
     let (rec_tx, rec_rx) = flume::bounded(64);
     let (cmd_tx, cmd_rx) = flume::unbounded();
@@ -361,7 +389,9 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     // compiling the rules are the two peaks of the daemon's memory, and
     // one after the other they do not add up. A refused config still stops
     // the daemon before anything is captured or written.
-    let (sinks, stages) = match stages(&cfg, Envelope::new()) {
+    let started = stages(&cfg, Envelope::new())
+        .and_then(|(sinks, stages)| Ok((metrics(&cfg, &sinks)?, sinks, stages)));
+    let (metrics, sinks, stages) = match started {
         Ok(s) => s,
         Err(e) => {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -373,6 +403,9 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     trim_heap();
     let mut pipeline = Pipeline::new(&cfg, stages, sinks, cmd_tx);
     pipeline.seed(&aitrail::capture::descendants(&cfg.scope.pids));
+    if let Some((m, _)) = &metrics {
+        pipeline.publish_to(Arc::clone(m));
+    }
     tracing::info!("probes attached; capturing");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     // The command's end stops the daemon, which then drains.
@@ -386,6 +419,7 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     });
     let result = pipeline.run(&rec_rx, &kc_rx);
     let _ = capture.join();
+    drop(metrics);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result?;
     tracing::info!("stopped");

@@ -29,6 +29,8 @@ pub enum ConfigError {
         field: &'static str,
         problem: String,
     },
+    #[error("collector config")]
+    Forward(#[from] crate::forward::ForwardConfigError),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -47,6 +49,11 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// Forwarders (`[[forward]]`), see docs/shipping.md.
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardSection>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -125,6 +132,46 @@ pub struct ApiSection {
     pub tokens: Vec<String>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Tokens allowed to read `GET /metrics` (Prometheus; neither agent nor
+    /// query tokens). Empty: `/metrics` is off.
+    pub tokens: Vec<String>,
+}
+
+/// Query and metrics tokens: long enough, and each kind its own (a token
+/// that ingests cannot query, one that scrapes can do nothing else).
+fn check_reader_tokens(
+    agent_tokens: &BTreeMap<String, String>,
+    api: &[String],
+    metrics: &[String],
+) -> Result<(), ConfigError> {
+    let invalid = |field, problem: &str| ConfigError::Invalid {
+        field,
+        problem: problem.to_owned(),
+    };
+    if api.iter().any(|t| t.len() < 16) {
+        return Err(invalid("api", "token shorter than 16 characters"));
+    }
+    if api.iter().any(|t| agent_tokens.contains_key(t)) {
+        return Err(invalid("api", "an API token is also an agent token"));
+    }
+    if metrics.iter().any(|t| t.len() < 16) {
+        return Err(invalid("metrics", "token shorter than 16 characters"));
+    }
+    if metrics
+        .iter()
+        .any(|t| agent_tokens.contains_key(t) || api.contains(t))
+    {
+        return Err(invalid(
+            "metrics",
+            "a metrics token is also an agent or API token: give the scraper its own",
+        ));
+    }
+    Ok(())
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -139,6 +186,9 @@ pub struct Config {
     pub retention: Option<Duration>,
     pub retention_interval: Duration,
     pub api_tokens: Vec<String>,
+    /// Bearer tokens of `/metrics`; empty: off.
+    pub metrics_tokens: Vec<String>,
+    pub forward: Vec<crate::forward::ForwardSpec>,
 }
 
 impl FileConfig {
@@ -212,11 +262,21 @@ impl FileConfig {
                 "rate_per_sec, rate_burst and max_connections must be > 0",
             ));
         }
-        if self.api.tokens.iter().any(|t| t.len() < 16) {
-            return Err(invalid("api", "token shorter than 16 characters"));
-        }
-        if self.api.tokens.iter().any(|t| agent_tokens.contains_key(t)) {
-            return Err(invalid("api", "an API token is also an agent token"));
+        check_reader_tokens(&agent_tokens, &self.api.tokens, &self.metrics.tokens)?;
+        let mut forward = Vec::with_capacity(self.forward.len());
+        for section in self.forward {
+            let mut spec = section.validate()?;
+            crate::forward::prepare(&mut spec)?;
+            if forward
+                .iter()
+                .any(|f: &crate::forward::ForwardSpec| f.name == spec.name)
+            {
+                return Err(invalid(
+                    "forward",
+                    &format!("{}: name used twice", spec.name),
+                ));
+            }
+            forward.push(spec);
         }
         Ok(Config {
             listen: self.listen,
@@ -230,6 +290,8 @@ impl FileConfig {
                 .then(|| Duration::from_secs(u64::from(self.store.retention_days) * 86400)),
             retention_interval: Duration::from_secs(self.store.retention_interval_secs.max(1)),
             api_tokens: self.api.tokens,
+            metrics_tokens: self.metrics.tokens,
+            forward,
         })
     }
 }
@@ -273,5 +335,23 @@ mod tests {
             "an agent token cannot query"
         );
         assert!(toml::from_str::<FileConfig>(&format!("{base}bogus = 1")).is_err());
+        let agent = "[agents.a]\ntoken = \"0123456789abcdef\"\n";
+        assert!(
+            parse(&format!(
+                "{agent}[metrics]\ntokens = [\"0123456789abcdef\"]"
+            ))
+            .validate()
+            .is_err(),
+            "an agent token cannot scrape"
+        );
+        assert!(parse(&format!("{agent}[metrics]\ntokens = [\"short\"]"))
+            .validate()
+            .is_err());
+        let ok = parse(&format!(
+            "{agent}[metrics]\ntokens = [\"metrics-0123456789\"]"
+        ))
+        .validate()
+        .unwrap();
+        assert_eq!(ok.metrics_tokens, ["metrics-0123456789"]);
     }
 }

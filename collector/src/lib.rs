@@ -6,12 +6,18 @@
 //! - [`ingest`]: bounded zstd decompression, NDJSON parsing;
 //! - [`store`]: `SQLite` + FTS5 in one directory; dedupe by event `id`; an
 //!   ingest is acked only after its transaction is durable;
-//! - [`api`]: `/api/search`, `/api/trace/ID`.
+//! - [`api`]: `/api/search`, `/api/trace/ID`;
+//! - [`metrics`]: `/metrics` (Prometheus), for a `[metrics]` token.
+//! - [`forward`]: forwarders to SIEMs and search engines (Splunk HEC,
+//!   Elasticsearch/OpenSearch bulk, NDJSON over HTTPS; native, OCSF or
+//!   ECS), each reading the store from its own durable cursor.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod forward;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -40,6 +46,8 @@ pub enum CollectorError {
     },
     #[error("cannot start the collector's runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardConfigError),
 }
 
 /// A collector bound to its address, ready to run.
@@ -47,6 +55,8 @@ pub struct Collector {
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     state: Arc<State>,
+    /// Each forwarder's cursor as the store had it at bind.
+    cursors: Vec<store::forward::CursorState>,
 }
 
 impl Collector {
@@ -54,6 +64,13 @@ impl Collector {
     pub async fn bind(cfg: Config) -> Result<Self, CollectorError> {
         let tls = tls::server_config(&cfg.tls_cert, &cfg.tls_key, cfg.client_ca.as_deref())?;
         let store = Arc::new(Store::open(&cfg.store_dir)?);
+        let forwarders = forward::build_all(&cfg.forward)?;
+        let registrations: Vec<_> = cfg
+            .forward
+            .iter()
+            .map(forward::ForwardSpec::registration)
+            .collect();
+        let cursors = store.forward_register(&registrations)?;
         let listener =
             TcpListener::bind(cfg.listen)
                 .await
@@ -61,16 +78,33 @@ impl Collector {
                     addr: cfg.listen,
                     source,
                 })?;
+        let counters = Arc::new(server::Counters::default());
+        let requests = Arc::new(metrics::Requests::default());
+        let metrics = Arc::new(metrics::CollectorMetrics::new(
+            Arc::clone(&counters),
+            Arc::clone(&requests),
+        ));
         let state = Arc::new(State {
             rate: auth::RateLimiter::new(cfg.limits.rate_per_sec, cfg.limits.rate_burst),
             store,
             cfg,
-            counters: server::Counters::default(),
+            counters,
+            requests,
+            registry: metrics.registry(),
+            metrics,
+            forwarders,
+            stored: tokio::sync::watch::Sender::new(0),
         });
+        for f in &state.forwarders {
+            state
+                .metrics
+                .register_forwarder(Arc::clone(f) as Arc<dyn metrics::ForwarderMetrics>);
+        }
         Ok(Self {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             state,
+            cursors,
         })
     }
 
@@ -86,14 +120,22 @@ impl Collector {
         Arc::clone(&self.state)
     }
 
+    /// What `/metrics` shows; forwarders add their counters here
+    /// ([`metrics::CollectorMetrics::register_forwarder`]).
+    pub fn metrics(&self) -> Arc<metrics::CollectorMetrics> {
+        Arc::clone(&self.state.metrics)
+    }
+
     /// Serves until `shutdown` completes; runs retention periodically.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
             acceptor,
             state,
+            cursors,
         } = self;
         let retention = tokio::spawn(retention_loop(Arc::clone(&state)));
+        let forwarders = Forwarders::start(&state, cursors);
         let slots = Arc::new(Semaphore::new(state.cfg.limits.max_connections as usize));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(addr = %listener.local_addr().map_or(state.cfg.listen, |a| a), "collector listening");
@@ -112,9 +154,17 @@ impl Collector {
                 },
             };
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                state
+                    .counters
+                    .connections_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%peer, "connection refused: max_connections reached");
                 continue;
             };
+            state
+                .counters
+                .connections_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let acceptor = acceptor.clone();
             let state = Arc::clone(&state);
             let mut stop = stop_rx.clone();
@@ -133,7 +183,14 @@ impl Collector {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            state
+                                .counters
+                                .tls_timeouts
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     };
                 let cert: Option<Arc<str>> = tls
                     .get_ref()
@@ -163,6 +220,7 @@ impl Collector {
         }
         let _ = stop_tx.send(true);
         retention.abort();
+        forwarders.stop(&state).await;
         tracing::info!("collector stopped");
     }
 
@@ -195,6 +253,56 @@ impl Collector {
     }
 }
 
+/// The forwarders' tasks.
+struct Forwarders {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Forwarders {
+    fn start(state: &Arc<State>, cursors: Vec<store::forward::CursorState>) -> Self {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = state
+            .forwarders
+            .iter()
+            .zip(cursors)
+            .map(|(f, start)| {
+                tokio::spawn(forward::runner::run(
+                    Arc::clone(f),
+                    start,
+                    forward::runner::Context {
+                        store: Arc::clone(&state.store),
+                        wake: state.stored.subscribe(),
+                        stop: stop_rx.clone(),
+                    },
+                ))
+            })
+            .collect();
+        Self { tasks, stop }
+    }
+
+    /// Each forwarder finishes the attempt in flight (bounded by its
+    /// timeout) and commits its cursor.
+    async fn stop(self, state: &State) {
+        let _ = self.stop.send(true);
+        let grace = state
+            .cfg
+            .forward
+            .iter()
+            .map(|f| f.timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(2);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+                tracing::warn!("a forwarder did not stop in time; its batch in flight is sent again at the next start");
+            }
+        }
+    }
+}
+
 async fn retention_loop(state: Arc<State>) {
     let Some(keep) = state.cfg.retention else {
         return;
@@ -206,7 +314,13 @@ async fn retention_loop(state: Arc<State>) {
             - i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
         let store = Arc::clone(&state.store);
         match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "retention: old events deleted"),
+            Ok(Ok(n)) if n > 0 => {
+                state
+                    .counters
+                    .retention_deleted
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(deleted = n, "retention: old events deleted");
+            }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::error!(%error, "retention failed"),
             Err(_) => tracing::error!("retention task panicked"),
@@ -229,6 +343,11 @@ impl Running {
 
     pub fn counters(&self) -> &server::Counters {
         &self.state.counters
+    }
+
+    /// The forwarders, with their counters.
+    pub fn forwarders(&self) -> &[Arc<forward::Forwarder>] {
+        &self.state.forwarders
     }
 
     /// Stops accepting, lets requests in flight finish, and joins.

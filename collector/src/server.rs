@@ -34,19 +34,93 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_mins(1);
 const MAX_BATCH_ID: usize = 128;
 
-/// Counters of the collector since start.
+/// Why an ingest request was refused (a label of
+/// `aitrail_collector_ingest_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseCause {
+    /// No token, or not an agent's (401).
+    Unauthorized,
+    /// The agent's rate was exceeded (429).
+    RateLimited,
+    /// Not `Content-Encoding: zstd` (415).
+    UnsupportedEncoding,
+    /// No usable `Idempotency-Key` (400).
+    NoBatchId,
+    /// Body over `max_body_bytes`, declared or read (413).
+    BodyTooLarge,
+    /// Decompressed batch over `max_decompressed_bytes` (413).
+    DecompressedTooLarge,
+    /// The body could not be read whole in time (400).
+    BodyUnread,
+    /// The body is not a zstd frame (400).
+    NotZstd,
+}
+
+impl RefuseCause {
+    pub const ALL: [Self; 8] = [
+        Self::Unauthorized,
+        Self::RateLimited,
+        Self::UnsupportedEncoding,
+        Self::NoBatchId,
+        Self::BodyTooLarge,
+        Self::DecompressedTooLarge,
+        Self::BodyUnread,
+        Self::NotZstd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimited => "rate_limited",
+            Self::UnsupportedEncoding => "unsupported_encoding",
+            Self::NoBatchId => "no_batch_id",
+            Self::BodyTooLarge => "body_too_large",
+            Self::DecompressedTooLarge => "decompressed_too_large",
+            Self::BodyUnread => "body_unread",
+            Self::NotZstd => "not_zstd",
+        }
+    }
+
+    /// The coarse counter of [`Counters`] this cause also counts in.
+    fn coarse(self, c: &Counters) -> &AtomicU64 {
+        match self {
+            Self::Unauthorized => &c.refused_unauthorized,
+            Self::RateLimited => &c.refused_rate,
+            Self::BodyTooLarge | Self::DecompressedTooLarge => &c.refused_too_large,
+            Self::UnsupportedEncoding | Self::NoBatchId | Self::BodyUnread | Self::NotZstd => {
+                &c.refused_bad_request
+            }
+        }
+    }
+}
+
+/// Counters of the collector since start (read by `/metrics`).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub batches_acked: AtomicU64,
     pub events_accepted: AtomicU64,
     pub events_duplicate: AtomicU64,
     pub events_invalid: AtomicU64,
+    /// Refusals by [`RefuseCause`] (indexed by `cause as usize`)…
+    pub refused: [AtomicU64; RefuseCause::ALL.len()],
+    /// … and the same, coarser, by status family.
     pub refused_unauthorized: AtomicU64,
     pub refused_rate: AtomicU64,
     pub refused_too_large: AtomicU64,
     pub refused_bad_request: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Compressed body bytes of batches read whole.
+    pub bytes_compressed: AtomicU64,
+    /// Decompressed bytes of batches that decompressed within the limit.
+    pub bytes_decompressed: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// Handshakes that did not finish within [`HANDSHAKE_TIMEOUT`].
+    pub tls_timeouts: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    /// Connections closed at once: `max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Events deleted by retention.
+    pub retention_deleted: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -57,7 +131,17 @@ pub struct State {
     pub cfg: Config,
     pub store: Arc<Store>,
     pub rate: auth::RateLimiter,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
+    /// HTTP answers by route and status.
+    pub requests: Arc<crate::metrics::Requests>,
+    /// What `/metrics` shows (forwarders register here).
+    pub metrics: Arc<crate::metrics::CollectorMetrics>,
+    pub registry: prometheus_client::registry::Registry,
+    /// The forwarders and their counters.
+    pub forwarders: Vec<Arc<crate::forward::Forwarder>>,
+    /// Bumped after each ingest commit that stored events: wakes the
+    /// forwarders.
+    pub stored: tokio::sync::watch::Sender<u64>,
 }
 
 pub type Resp = Response<Full<Bytes>>;
@@ -85,17 +169,56 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path();
-    let resp = match (req.method(), path) {
-        (&Method::POST, "/v1/ingest") => ingest(&state, peer_cert.as_deref(), peer, req).await,
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
-        (&Method::GET, p) if p.starts_with("/api/") => crate::api::handle(&state, &req).await,
-        _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+    let (route, resp) = match (req.method(), path) {
+        (&Method::POST, "/v1/ingest") => (
+            "ingest",
+            ingest(&state, peer_cert.as_deref(), peer, req).await,
+        ),
+        (&Method::GET, "/healthz") => ("healthz", reply(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/metrics") => ("metrics", metrics(&state, &req)),
+        (&Method::GET, p) if p.starts_with("/api/") => {
+            ("api", crate::api::handle(&state, &req).await)
+        }
+        _ => ("other", reply(StatusCode::NOT_FOUND, "not found\n")),
     };
+    state.requests.count(route, resp.status().as_u16());
     Ok(resp)
 }
 
-fn refuse(counter: &AtomicU64, status: StatusCode, why: &'static str) -> Resp {
-    add(counter, 1);
+/// `GET /metrics`: the Prometheus exposition, for a `[metrics]` token.
+fn metrics(state: &State, req: &Request<Incoming>) -> Resp {
+    if state.cfg.metrics_tokens.is_empty() {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "metrics are off (no [metrics] tokens)\n",
+        );
+    }
+    let authorized = auth::bearer(req.headers().get(header::AUTHORIZATION))
+        .is_some_and(|t| auth::any_matches(&state.cfg.metrics_tokens, t));
+    if !authorized {
+        let mut r = reply(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let (content_type, body) = crate::metrics::render(&state.registry, accept);
+    let mut r = reply(StatusCode::OK, body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn refuse(c: &Counters, cause: RefuseCause, status: StatusCode, why: &'static str) -> Resp {
+    add(&c.refused[cause as usize], 1);
+    add(cause.coarse(c), 1);
     reply(status, why)
 }
 
@@ -123,6 +246,10 @@ async fn refuse_unread(req: Request<Incoming>, resp: Resp) -> Resp {
     resp
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the checks, cheapest first, read best in order in one place"
+)]
 async fn ingest(
     state: &State,
     peer_cert: Option<&str>,
@@ -142,7 +269,8 @@ async fn ingest(
     let Some(agent) = agent else {
         tracing::warn!(%peer, "ingest refused: no or unknown token");
         let mut r = refuse(
-            &c.refused_unauthorized,
+            c,
+            RefuseCause::Unauthorized,
             StatusCode::UNAUTHORIZED,
             "unauthorized\n",
         );
@@ -154,7 +282,8 @@ async fn ingest(
     };
     if !state.rate.allow(&agent) {
         let mut r = refuse(
-            &c.refused_rate,
+            c,
+            RefuseCause::RateLimited,
             StatusCode::TOO_MANY_REQUESTS,
             "slow down\n",
         );
@@ -168,7 +297,8 @@ async fn ingest(
         != Some("zstd")
     {
         let r = refuse(
-            &c.refused_bad_request,
+            c,
+            RefuseCause::UnsupportedEncoding,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Encoding: zstd expected\n",
         );
@@ -181,7 +311,8 @@ async fn ingest(
         .map(str::to_owned)
     else {
         let r = refuse(
-            &c.refused_bad_request,
+            c,
+            RefuseCause::NoBatchId,
             StatusCode::BAD_REQUEST,
             "Idempotency-Key expected\n",
         );
@@ -195,7 +326,8 @@ async fn ingest(
     if declared.is_some_and(|n| n > max_body) {
         tracing::warn!(%agent, declared, max_body, "ingest refused: body too large");
         let r = refuse(
-            &c.refused_too_large,
+            c,
+            RefuseCause::BodyTooLarge,
             StatusCode::PAYLOAD_TOO_LARGE,
             "body too large\n",
         );
@@ -206,17 +338,23 @@ async fn ingest(
         match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), limit).collect())
             .await
         {
-            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Ok(b)) => {
+                let b = b.to_bytes();
+                add(&c.bytes_compressed, b.len() as u64);
+                b
+            }
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 return refuse(
-                    &c.refused_too_large,
+                    c,
+                    RefuseCause::BodyTooLarge,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body too large\n",
                 );
             }
             Ok(Err(_)) | Err(_) => {
                 return refuse(
-                    &c.refused_bad_request,
+                    c,
+                    RefuseCause::BodyUnread,
                     StatusCode::BAD_REQUEST,
                     "body not read\n",
                 );
@@ -240,9 +378,11 @@ async fn store_batch(state: &State, agent: String, batch: String, body: Bytes) -
     let max_raw = state.cfg.limits.max_decompressed_bytes;
     let store = Arc::clone(&state.store);
     let agent2 = agent.clone();
+    let counters = Arc::clone(&state.counters);
     // Decompression, parsing and the fsynced commit are blocking work.
     let done = tokio::task::spawn_blocking(move || {
         let raw = ingest::decompress_bounded(&body, max_raw)?;
+        add(&counters.bytes_decompressed, raw.len() as u64);
         let parsed = ingest::parse_batch(&raw);
         let received = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let ins = store.insert(&agent2, received, &parsed.rows);
@@ -255,6 +395,9 @@ async fn store_batch(state: &State, agent: String, batch: String, body: Bytes) -
             add(&c.events_accepted, ins.accepted);
             add(&c.events_duplicate, ins.duplicates);
             add(&c.events_invalid, invalid);
+            if ins.accepted > 0 {
+                state.stored.send_modify(|n| *n = n.wrapping_add(1));
+            }
             if invalid > 0 {
                 tracing::warn!(%agent, %batch, invalid, "ingest: lines skipped (not events)");
             }
@@ -275,13 +418,15 @@ async fn store_batch(state: &State, agent: String, batch: String, body: Bytes) -
         Ok(Err(ingest::IngestError::TooLarge { limit })) => {
             tracing::warn!(%agent, %batch, limit, "ingest refused: decompressed batch too large");
             refuse(
-                &c.refused_too_large,
+                c,
+                RefuseCause::DecompressedTooLarge,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "decompressed batch too large\n",
             )
         }
         Ok(Err(ingest::IngestError::Decompress(_))) => refuse(
-            &c.refused_bad_request,
+            c,
+            RefuseCause::NotZstd,
             StatusCode::BAD_REQUEST,
             "not a zstd body\n",
         ),

@@ -69,6 +69,7 @@ import time
 import urllib.parse
 
 import mock_apis
+import mock_bedrock
 
 MAX_BODY = 64 * 1024 * 1024  # refuse bodies above this (413)
 SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization",
@@ -481,8 +482,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def send_eventstream(self, messages: list[bytes], extra=None) -> None:
+        """AWS event-stream messages, one chunk (one TLS record) each."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("Transfer-Encoding", "chunked")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        for m in messages:
+            self.wfile.write(b"%x\r\n" % len(m) + m + b"\r\n")
+            self.wfile.flush()
+            if self.server.sse_delay:
+                time.sleep(self.server.sse_delay)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def error_json(self, provider: str, status: int, msg: str) -> None:
-        if provider == "gemini":
+        if provider == "bedrock":
+            kind = {400: "ValidationException", 403: "AccessDeniedException",
+                    404: "ResourceNotFoundException",
+                    429: "ThrottlingException"}.get(status, "InternalServerException")
+            self.send_json(status, {"message": msg},
+                           {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                            "x-amzn-RequestId": "00000000-0000-4000-8000-000000000000"})
+        elif provider == "gemini":
             self.send_json(status, mock_apis.gemini_error(status, msg))
         elif provider == "anthropic":
             kind = {400: "invalid_request_error", 401: "authentication_error",
@@ -533,9 +557,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         path, _, query = self.path.partition("?")
         gemini = mock_apis.GEMINI_PATH.match(path)
+        bedrock = mock_bedrock.BEDROCK_PATH.match(path)
         provider = {"/v1/messages": "anthropic", "/v1/messages/count_tokens": "anthropic",
                     "/v1/responses": "responses"}.get(
-            path, "gemini" if gemini else "openai")
+            path, "gemini" if gemini else "bedrock" if bedrock else "openai")
         try:
             raw = self.read_body()
         except BodyError as e:
@@ -560,6 +585,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if gemini or provider == "responses":
             self.answer_new_api(provider, raw, gemini, urllib.parse.parse_qs(query))
+            return
+        if bedrock:
+            self.answer_bedrock(bedrock, raw)
             return
         if path not in ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"):
             self.note("404", len(raw))
@@ -625,6 +653,55 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self.send_json(200, anthropic_reply(req, d), extra)
 
+
+    def answer_bedrock(self, m, raw: bytes) -> None:
+        """Bedrock runtime: Converse(Stream) and InvokeModel(WithResponseStream)
+        with an Anthropic model (wire formats: see mock_bedrock.py)."""
+        model, action = mock_bedrock.model_of(m), m.group(2)
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("AWS4-HMAC-SHA256 Credential="):
+            self.note("403 not signed", len(raw))
+            self.record({"status": 403})
+            self.error_json("bedrock", 403, "Missing Authentication Token")
+            return
+        try:
+            req = json.loads(raw)
+            if not isinstance(req, dict):
+                raise ValueError("body is not a JSON object")
+            invoke = action.startswith("invoke")
+            problem = (None if not invoke or isinstance(req.get("messages"), list)
+                       else "messages is required") if invoke \
+                else mock_bedrock.validate_converse(req)
+            if problem:
+                raise ValueError(problem)
+        except (ValueError, UnicodeDecodeError) as e:
+            self.note(f"400 invalid request ({e})", len(raw))
+            self.record({"status": 400, "body_len": len(raw)})
+            self.error_json("bedrock", 400, f"invalid request body: {e}"[:200])
+            return
+        stream = action in ("converse-stream", "invoke-with-response-stream")
+        if invoke:
+            d = anthropic_decision(req)
+        else:
+            d = Decision("bedrock", *mock_bedrock.converse_context(req))
+            if d.call_id:
+                d.call_id = "tooluse_" + d.call_id.removeprefix("call_")
+        what = f"tool_call {d.tool[0]}" if d.tool else "text"
+        self.note(f"200 bedrock {action} model={model} step={d.step} -> {what}", len(raw))
+        self.record({"status": 200, "provider": "bedrock", "model": model, "stream": stream,
+                     "step": d.step, "tool": d.tool[0] if d.tool else None,
+                     "call_id": d.call_id, "arguments": d.arguments,
+                     "usage": [d.input_tokens, d.output_tokens], "body": req})
+        extra = {"x-amzn-RequestId": stable_hex("bedrock", d.msg_id, n=32)}
+        if action == "converse":
+            self.send_json(200, mock_bedrock.converse_reply(d), extra)
+        elif action == "converse-stream":
+            self.send_eventstream(mock_bedrock.converse_stream(d), extra)
+        elif action == "invoke":
+            self.send_json(200, anthropic_reply(dict(req, model=model), d), extra)
+        else:
+            events = anthropic_stream_events(dict(req, model=model), d)
+            self.send_eventstream(mock_bedrock.invoke_chunks(events, d), extra)
 
     def answer_new_api(self, provider: str, raw: bytes, gemini, query: dict) -> None:
         """POST /v1/responses and Gemini's generateContent methods."""

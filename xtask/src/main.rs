@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask <setup|build|test|bench|package|detect-eval>`.
+//! Project tasks: `cargo xtask <setup|build|test|bench|fuzz|package|detect-eval>`.
 //!
 //! Every task prints what it runs, and fails with the step that failed.
 
 mod bench;
 mod detect_eval;
+mod fuzz;
 mod package;
 mod setup;
 mod test;
@@ -36,6 +37,9 @@ enum Cmd {
     /// Measure the daemon's cost on watched and unwatched workloads; writes
     /// docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// Run every cargo-fuzz target (fuzz/) for a bounded time on the corpus
+    /// under tests/fuzz-corpus; crashes become tests/fuzz-regressions files.
+    Fuzz(fuzz::FuzzArgs),
     /// Build target/package/aitrail_<version>_<arch>.{tar.gz,deb}.
     Package(package::PackageArgs),
     /// Score detection on the labelled corpus (tests/corpus) with the release
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Build { args } => util::build_release(&args),
         Cmd::Test(args) => test::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Package(args) => package::run(&args),
         Cmd::DetectEval(args) => detect_eval::run(&args),
     };

@@ -4,7 +4,9 @@
 //!    (the test clients' apt and pip packages) if present;
 //! 2. `cargo test --workspace --exclude agent-ebpf` (the eBPF crate is never
 //!    built for the host);
-//! 3. as root, the privileged end-to-end tests, which plain `cargo test`
+//! 3. `cargo xtask fuzz` with `--fuzz-secs` per target (default 20; 0
+//!    skips it);
+//! 4. as root, the privileged end-to-end tests, which plain `cargo test`
 //!    skips (`#[ignore]`): `cargo test -p aitrail --test e2e --
 //!    --include-ignored --test-threads=1`.
 //!
@@ -29,6 +31,9 @@ pub struct TestArgs {
     /// Skip `cargo xtask setup` and tests/setup-test-deps.sh.
     #[arg(long)]
     no_setup: bool,
+    /// Seconds each fuzz target runs (`cargo xtask fuzz`); 0 skips fuzzing.
+    #[arg(long, default_value_t = 20)]
+    fuzz_secs: u32,
     /// Passed to the test binaries (e.g. a test name filter, `--nocapture`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -88,6 +93,26 @@ impl Tally {
     }
 }
 
+/// Runs every fuzz target for `secs` seconds (0: not at all).
+fn fuzz(secs: u32, tally: &mut Tally) {
+    if secs == 0 {
+        eprintln!("xtask: --fuzz-secs 0: fuzzing skipped");
+        return;
+    }
+    let args = crate::fuzz::FuzzArgs {
+        secs,
+        keep: false,
+        targets: Vec::new(),
+    };
+    match crate::fuzz::run(&args) {
+        Ok(()) => eprintln!(
+            "xtask: fuzzing: {} targets, {secs} s each, no crash",
+            crate::fuzz::TARGETS.len()
+        ),
+        Err(e) => tally.failed_steps.push(format!("fuzzing: {e:#}")),
+    }
+}
+
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let root = util::root();
     let privileged = util::is_root() && !args.unprivileged;
@@ -143,6 +168,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         ]);
         tally.cargo_test("long reliability tests", &mut cmd)?;
     }
+
+    fuzz(args.fuzz_secs, &mut tally);
 
     let mut not_run = None;
     if privileged {

@@ -1,5 +1,5 @@
 //! Blind spots: a process that opens a TLS connection to a known LLM API
-//! and yields no plaintext. Its TLS stack is one we do not hook (`GnuTLS`,
+//! and yields no plaintext. Its TLS stack is one we do not hook (Java's JSSE,
 //! a stripped `BoringSSL`, rustls, Go): capture is missing there, and the
 //! analyst is told exactly where — process, executable and build-id.
 //!
@@ -140,6 +140,9 @@ impl BlindSpots {
         let Ok(ip) = net.address.parse::<IpAddr>() else {
             return;
         };
+        // A dual-stack socket (Java's, any AF_INET6 socket that is not
+        // V6ONLY) reaches an IPv4 host at `::ffff:a.b.c.d`.
+        let ip = ip.to_canonical();
         let dest = self
             .dests
             .read()
@@ -215,12 +218,12 @@ impl BlindSpots {
             .net
             .as_ref()
             .map_or_else(String::new, |n| format!("{}:{}", n.address, n.port));
-        // What capture concluded about this executable's TLS library, when
-        // it is a stripped BoringSSL (located, or refused and why).
+        // What capture concluded about this executable's own TLS stack
+        // (hooked, or refused and why), when a resolver recognised one.
         let why = open
             .build_id
             .as_deref()
-            .and_then(crate::capture::boringssl::status_for_build_id)
+            .and_then(crate::capture::stacks::outcome_for_build_id)
             .unwrap_or_else(|| "its TLS library is not hooked".into());
         f.finding = Some(FindingInfo {
             rule: "capture.blind_spot".into(),

@@ -12,43 +12,38 @@ use std::{
 
 use agent_common::CgroupScope;
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData, ProgramArray},
     programs::{
         uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
-        UProbe,
+        BtfTracePoint, ProgramError, UProbe,
     },
-    Ebpf,
+    sys::SyscallError,
+    Btf, Ebpf,
 };
 
 use super::{
-    nonzero,
-    targets::{Targets, TlsTarget, FUNCTIONS},
+    nonzero, stacks,
+    targets::{Targets, TlsTarget},
     CaptureError,
 };
 
-/// (function index in `FUNCTIONS`, entry program, return program).
-const TLS_PROGRAMS: [(usize, &str, Option<&str>); 5] = [
-    (
-        0,
-        "tls_openssl_ssl_write",
-        Some("tls_openssl_ssl_write_ret"),
-    ),
-    (
-        1,
-        "tls_openssl_ssl_write_ex",
-        Some("tls_openssl_ssl_write_ex_ret"),
-    ),
-    (2, "tls_openssl_ssl_read", Some("tls_openssl_ssl_read_ret")),
-    (
-        3,
-        "tls_openssl_ssl_read_ex",
-        Some("tls_openssl_ssl_read_ex_ret"),
-    ),
-    (4, "tls_openssl_ssl_free", None),
-];
-
 /// The links of one (process, target) pair: program name and link id.
 type Links = Vec<(&'static str, UProbeLinkId)>;
+
+/// The rustls programs that tie records to sockets, and their kernel
+/// functions (agent-ebpf/src/tls_rustls.rs).
+const RUSTLS_SOCKET_PROGRAMS: [(&str, &str); 2] = [
+    ("tls_rustls_sock_recv", "sock_recv_length"),
+    ("tls_rustls_sock_send", "sock_send_length"),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SocketPrograms {
+    NotLoaded,
+    Loaded,
+    Attached,
+    Unavailable,
+}
 
 pub struct Attacher {
     scope: BpfHashMap<MapData, u32, u8>,
@@ -57,8 +52,19 @@ pub struct Attacher {
     /// pid → target id → links.
     links: HashMap<u32, HashMap<(u64, u64), Links>>,
     scope_pids: HashSet<u32>,
+    /// rustls: processes registered in the kernel's `RUSTLS_PROCS`, and
+    /// whether the socket programs that pair its records' directions are
+    /// loaded (at start) and attached (with the first such process).
+    rustls_pids: HashSet<u32>,
+    rustls_sockets: SocketPrograms,
     attached: u64,
     attach_failed: u64,
+    /// Attaches given up because the process had already exited (a short
+    /// child is often gone by the time its fork record is read).
+    attach_exited: u64,
+    /// Processes found gone at attach, until their exit record is read:
+    /// their later fork, exec and library records attach nothing.
+    gone: HashSet<u32>,
     detached: u64,
     /// Links of exited processes go to a thread that drops them: closing a
     /// uprobe's perf event waits for the kernel to unregister it (about
@@ -85,34 +91,140 @@ impl Attacher {
             targets: Targets::default(),
             links: HashMap::new(),
             scope_pids: HashSet::new(),
+            rustls_pids: HashSet::new(),
+            rustls_sockets: SocketPrograms::NotLoaded,
             attached: 0,
             attach_failed: 0,
+            attach_exited: 0,
+            gone: HashSet::new(),
             detached: 0,
             janitor,
         }
     }
 
-    /// Loads the eight TLS programs (attached later, per process).
+    /// Loads the TLS programs of every stack (attached later, per process),
+    /// and the copy program their return probes tail-call (never attached:
+    /// it sits in slot 0 of `TLS_COPY`).
     pub fn load_tls(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-        for (_, entry, ret) in TLS_PROGRAMS {
-            for name in std::iter::once(entry).chain(ret) {
-                let p: &mut UProbe = ebpf
-                    .program_mut(name)
-                    .ok_or(CaptureError::Map { name, source: None })?
-                    .try_into()
-                    .map_err(|e| CaptureError::Program {
-                        name,
-                        action: "lookup",
-                        source: Box::new(e),
-                    })?;
-                p.load().map_err(|e| CaptureError::Program {
+        for &name in
+            std::iter::once(&stacks::COPY_PROGRAM).chain(stacks::PROGRAMS.iter().copied().flatten())
+        {
+            let p: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::Map { name, source: None })?
+                .try_into()
+                .map_err(|e| CaptureError::Program {
                     name,
-                    action: "load",
+                    action: "lookup",
                     source: Box::new(e),
                 })?;
+            let started = std::time::Instant::now();
+            p.load().map_err(|e| CaptureError::Program {
+                name,
+                action: "load",
+                source: Box::new(e),
+            })?;
+            tracing::debug!(program = name, took = ?started.elapsed(), "TLS program loaded");
+        }
+        let copy_fd = ebpf
+            .program(stacks::COPY_PROGRAM)
+            .ok_or(CaptureError::Map {
+                name: stacks::COPY_PROGRAM,
+                source: None,
+            })?
+            .fd()
+            .map_err(|e| CaptureError::Program {
+                name: stacks::COPY_PROGRAM,
+                action: "fd",
+                source: Box::new(e),
+            })?
+            .try_clone()
+            .map_err(|e| CaptureError::Program {
+                name: stacks::COPY_PROGRAM,
+                action: "fd",
+                source: Box::new(e.into()),
+            })?;
+        let map_err = |e| CaptureError::Map {
+            name: "TLS_COPY",
+            source: Some(e),
+        };
+        let mut slots: ProgramArray<_> = ebpf
+            .map_mut("TLS_COPY")
+            .ok_or(CaptureError::Map {
+                name: "TLS_COPY",
+                source: None,
+            })?
+            .try_into()
+            .map_err(map_err)?;
+        slots.set(0, &copy_fd, 0).map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Loads the rustls socket programs (BTF tracepoints `sock_recv_length`
+    /// and `sock_send_length`; attached later, with the first rustls
+    /// process). A
+    /// kernel that cannot load them leaves rustls programs unattached
+    /// (logged, counted) rather than capturing half-paired connections.
+    pub fn load_rustls_sockets(&mut self, ebpf: &mut Ebpf, btf: &Btf) {
+        let mut ok = true;
+        for (name, function) in RUSTLS_SOCKET_PROGRAMS {
+            let loaded = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::InvalidName {
+                    name: name.to_string(),
+                })
+                .and_then(<&mut BtfTracePoint>::try_from)
+                .and_then(|p| p.load(function, btf));
+            if let Err(e) = loaded {
+                tracing::warn!(program = name, error = %e, "rustls socket program not loaded: rustls capture is off");
+                ok = false;
             }
         }
-        Ok(())
+        self.rustls_sockets = if ok {
+            SocketPrograms::Loaded
+        } else {
+            SocketPrograms::Unavailable
+        };
+    }
+
+    /// Attaches the socket programs once; false when they cannot be.
+    fn rustls_sockets_ready(&mut self, ebpf: &mut Ebpf) -> bool {
+        match self.rustls_sockets {
+            SocketPrograms::Attached => return true,
+            SocketPrograms::Loaded => {}
+            SocketPrograms::NotLoaded | SocketPrograms::Unavailable => return false,
+        }
+        for (name, _) in RUSTLS_SOCKET_PROGRAMS {
+            let attached = ebpf
+                .program_mut(name)
+                .ok_or(aya::programs::ProgramError::InvalidName {
+                    name: name.to_string(),
+                })
+                .and_then(<&mut BtfTracePoint>::try_from)
+                .and_then(BtfTracePoint::attach);
+            if let Err(e) = attached {
+                tracing::warn!(program = name, error = %e, "rustls socket program not attached: rustls capture is off");
+                self.rustls_sockets = SocketPrograms::Unavailable;
+                return false;
+            }
+        }
+        tracing::info!("rustls socket programs attached (sock_recv_length, sock_send_length)");
+        self.rustls_sockets = SocketPrograms::Attached;
+        true
+    }
+
+    fn set_rustls_pid(ebpf: &mut Ebpf, pid: u32, on: bool) -> bool {
+        let Some(map) = ebpf.map_mut("RUSTLS_PROCS") else {
+            return false;
+        };
+        let Ok(mut procs) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map) else {
+            return false;
+        };
+        if on {
+            procs.insert(pid, 1, 0).is_ok()
+        } else {
+            procs.remove(&pid).is_ok()
+        }
     }
 
     pub fn targets(&self) -> &Targets {
@@ -149,11 +261,13 @@ impl Attacher {
         let mut c = vec![
             ("tls_attach_links", self.attached),
             ("tls_attach_failed", self.attach_failed),
+            ("tls_attach_exited", self.attach_exited),
             ("tls_detach_links", self.detached),
             ("tls_targets", self.targets.len() as u64),
+            ("tls_targets_refused", self.targets.refused()),
             ("tls_attached_processes", self.links.len() as u64),
         ];
-        c.extend(super::boringssl::counters());
+        c.extend(stacks::boringssl::counters());
         c
     }
 
@@ -165,7 +279,9 @@ impl Attacher {
     pub fn attach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let libraries: Vec<TlsTarget> = self.targets.all().filter(|t| t.library).cloned().collect();
         for t in &libraries {
-            self.attach_target(ebpf, pid, t);
+            if !self.attach_target(ebpf, pid, t) {
+                return;
+            }
         }
         self.attach_exe(ebpf, pid);
     }
@@ -179,7 +295,10 @@ impl Attacher {
     /// Attaches the executable of `pid` if it embeds OpenSSL.
     pub fn attach_exe(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let exe = format!("/proc/{pid}/exe");
-        if let Some(t) = self.targets.learn(Path::new(&exe)) {
+        if let Some(mut t) = self.targets.learn(Path::new(&exe)) {
+            // A program is known by identity: it may have been learned
+            // through another process's /proc path, gone since.
+            t.path = exe.into();
             self.attach_target(ebpf, pid, &t);
         }
     }
@@ -197,47 +316,77 @@ impl Attacher {
         }
     }
 
-    fn attach_target(&mut self, ebpf: &mut Ebpf, pid: u32, t: &TlsTarget) {
-        if self.links.get(&pid).is_some_and(|m| m.contains_key(&t.id)) {
-            return;
+    /// Attaches `t`'s hooks to `pid`; false when the process is gone.
+    fn attach_target(&mut self, ebpf: &mut Ebpf, pid: u32, t: &TlsTarget) -> bool {
+        if self.gone.contains(&pid) {
+            return false;
         }
-        let Some(nz) = nonzero(pid) else { return };
+        if self.links.get(&pid).is_some_and(|m| m.contains_key(&t.id)) {
+            return true;
+        }
+        let Some(nz) = nonzero(pid) else { return true };
+        if t.stack == stacks::Stack::Rustls {
+            // Without the socket programs its records cannot be paired
+            // into connections: better no probes than misleading ones.
+            if !self.rustls_sockets_ready(ebpf) || !Self::set_rustls_pid(ebpf, pid, true) {
+                self.attach_failed += 1;
+                tracing::warn!(pid, path = %t.path.display(), "rustls probes not attached");
+                return true;
+            }
+            self.rustls_pids.insert(pid);
+        }
         let started = std::time::Instant::now();
         let mut made = Vec::new();
-        for (i, entry, ret) in TLS_PROGRAMS {
-            let Some(off) = t.offsets[i] else { continue };
-            for name in std::iter::once(entry).chain(ret) {
-                let Some(prog) = ebpf.program_mut(name) else {
-                    continue;
-                };
-                let Ok(p): Result<&mut UProbe, _> = prog.try_into() else {
-                    continue;
-                };
-                match p.attach(off, &t.path, UProbeScope::OneProcess(nz)) {
-                    Ok(id) => {
-                        self.attached += 1;
-                        made.push((name, id));
+        let mut alive = true;
+        for hook in &t.hooks {
+            let Some(prog) = ebpf.program_mut(hook.program) else {
+                self.attach_failed += 1;
+                continue;
+            };
+            let Ok(p): Result<&mut UProbe, _> = prog.try_into() else {
+                self.attach_failed += 1;
+                continue;
+            };
+            match p.attach(hook.offset, &t.path, UProbeScope::OneProcess(nz)) {
+                Ok(id) => {
+                    self.attached += 1;
+                    made.push((hook.program, id));
+                }
+                Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                    if io_error.raw_os_error() == Some(libc::ESRCH) =>
+                {
+                    // Gone already: its exit record follows, nothing to do.
+                    self.attach_exited += 1;
+                    if self.gone.len() < 65536 {
+                        self.gone.insert(pid);
                     }
-                    Err(e) => {
-                        self.attach_failed += 1;
-                        tracing::debug!(
-                            pid, path = %t.path.display(), function = FUNCTIONS[i], error = ?e,
-                            "TLS probe attach failed"
-                        );
-                    }
+                    alive = false;
+                    break;
+                }
+                Err(e) => {
+                    self.attach_failed += 1;
+                    tracing::debug!(
+                        pid, path = %t.path.display(), function = hook.function, error = ?e,
+                        "TLS probe attach failed"
+                    );
                 }
             }
         }
         tracing::debug!(
-            pid, path = %t.path.display(), links = made.len(), took = ?started.elapsed(),
-            "TLS probes attached"
+            pid, path = %t.path.display(), stack = %t.stack, method = %t.method,
+            links = made.len(), took = ?started.elapsed(), "TLS probes attached"
         );
         self.links.entry(pid).or_default().insert(t.id, made);
+        alive
     }
 
     /// Drops the links of a process that ended.
     pub fn detach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.scope_pids.remove(&pid);
+        self.gone.remove(&pid);
+        if self.rustls_pids.remove(&pid) {
+            Self::set_rustls_pid(ebpf, pid, false);
+        }
         let Some(by_target) = self.links.remove(&pid) else {
             return;
         };

@@ -20,10 +20,10 @@
 //! silent.
 
 mod attach;
-pub mod boringssl;
 pub mod btf;
 pub mod records;
 pub mod running;
+pub mod stacks;
 pub mod targets;
 
 use std::{
@@ -109,6 +109,14 @@ pub struct CaptureConfig {
     pub watch_comm: Vec<String>,
     /// Executable paths watched from their exec on.
     pub watch_exe: Vec<PathBuf>,
+    /// Per-build cache of hooks found by signature (empty: memory only).
+    pub hook_cache_dir: PathBuf,
+    /// Processes held before they exec a known program (`aitrail agent --
+    /// COMMAND`): the program's own TLS stack (Go, a static OpenSSL) is
+    /// attached to the process before it runs. Attached at exec instead,
+    /// a fast starter (a Go client) sends its first request before the
+    /// probes are in.
+    pub preattach: Vec<(u32, PathBuf)>,
 }
 
 impl CaptureConfig {
@@ -147,6 +155,7 @@ impl Capture {
             return Err(CaptureError::NoObject);
         }
         mount_tracefs();
+        stacks::set_hook_cache_dir(&cfg.hook_cache_dir);
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
         // Parsing the kernel's BTF takes tens of MB for a moment: give it
         // back before the next phase, so the peaks do not add up.
@@ -180,9 +189,10 @@ impl Capture {
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
         // Until the scope is seeded the programs see nothing in it.
         attach_kernel_programs(&mut ebpf, &kernel_btf)?;
+        let mut cap = Self::from_loaded(ebpf, cfg)?;
+        cap.attacher.load_rustls_sockets(&mut cap.ebpf, &kernel_btf);
         drop(kernel_btf);
         release_heap();
-        let mut cap = Self::from_loaded(ebpf, cfg)?;
         cap.seed_scope()?;
         cap.attach_tls()?;
         Ok(cap)
@@ -274,6 +284,10 @@ impl Capture {
             }
             for pid in cgroup_pids(&self.cfg.scope_cgroups) {
                 self.attacher.discover_and_attach(&mut self.ebpf, pid);
+            }
+            for (pid, program) in self.cfg.preattach.clone() {
+                self.attacher
+                    .learn_and_attach(&mut self.ebpf, pid, &program.to_string_lossy());
             }
         }
         tracing::info!(
@@ -416,7 +430,7 @@ impl Capture {
             }
             Record::Exit(_) => self.attacher.detach_process(&mut self.ebpf, rec.tgid()),
             Record::LibOpen(f) | Record::FileOpen(f) => {
-                if f.ret >= 0 && targets::is_libssl_name(Path::new(&f.path)) {
+                if f.ret >= 0 && targets::is_tls_library_name(Path::new(&f.path)) {
                     let pid = rec.tgid();
                     self.attacher.learn_and_attach(&mut self.ebpf, pid, &f.path);
                 }

@@ -85,6 +85,20 @@ pub enum Record {
 }
 
 impl Record {
+    /// The record's kind as metrics label it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Tls(_) => "tls_chunk",
+            Self::Exec(_) => "exec",
+            Self::Fork(_) => "fork",
+            Self::Exit(_) => "exit",
+            Self::FileOpen(_) => "file_open",
+            Self::LibOpen(_) => "lib_open",
+            Self::Connect(_) => "connect",
+            Self::ConnectHint(_) => "connect_hint",
+        }
+    }
+
     pub fn header(&self) -> &RecordHeader {
         match self {
             Self::Tls(r) => &r.hdr,

@@ -1,11 +1,12 @@
-//! Where OpenSSL lives on this host: shared libraries (`libssl.so.*`, in the
-//! system, venvs, conda, /opt) and executables that link it statically and
-//! export its symbols (node).
+//! Where TLS libraries live on this host: shared libraries (`libssl.so.*`,
+//! `libgnutls.so.*`, NSS's `libssl3.so` and `libnspr4.so`, in the system,
+//! venvs, conda, /opt) and executables that link a TLS stack in (node, Bun,
+//! Claude Code, Go programs, Codex). Which stacks are recognised, and how
+//! their hook points are found, is in [`super::stacks`].
 //!
-//! A target is resolved once: the file offsets of the four hooked functions
-//! are read from its ELF symbol tables, so attaching to one more process costs
-//! no ELF parsing (node is ~100 MB). Executables that embed `BoringSSL` with its
-//! symbols stripped (Bun, Claude Code) are located by `boringssl` instead.
+//! A target is resolved once: the file offsets of its hooks are computed
+//! when the file is first seen, so attaching to one more process costs no
+//! ELF parsing (node is ~100 MB).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,27 +15,29 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use object::{Object, ObjectSection, ObjectSymbol};
-
-/// The hooked functions, in the order of [`TlsTarget::offsets`].
-pub const FUNCTIONS: [&str; 5] = [
-    "SSL_write",
-    "SSL_write_ex",
-    "SSL_read",
-    "SSL_read_ex",
-    "SSL_free",
-];
+use super::stacks::{self, Elf, Hook, Method, Stack};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsTarget {
     pub path: PathBuf,
     /// (device, inode): one file reached by several paths is one target.
     pub id: (u64, u64),
-    /// File offsets of [`FUNCTIONS`], where present.
-    pub offsets: [Option<u64>; 5],
+    pub stack: Stack,
+    /// How the hooks were found.
+    pub method: Method,
+    pub hooks: Vec<Hook>,
     /// A shared library (any process may map it), as opposed to a program
-    /// that embeds OpenSSL (node), which only its own processes run.
+    /// that embeds its TLS stack (node), which only its own processes run.
     pub library: bool,
+}
+
+impl TlsTarget {
+    /// The hooked functions, once each, for logs.
+    pub fn functions(&self) -> Vec<&'static str> {
+        let mut f: Vec<&'static str> = self.hooks.iter().map(|h| h.function).collect();
+        f.dedup();
+        f
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,20 +54,18 @@ pub enum TargetError {
         #[source]
         source: object::Error,
     },
-    #[error("{path} exports no SSL_write/SSL_read")]
-    NoSymbols { path: String },
-    /// Stripped `BoringSSL` whose functions were not proven: nothing is
-    /// attached (see `boringssl`).
-    #[error("{path}: BoringSSL offsets refused")]
-    BoringSslRefused {
+    #[error("{path} holds no TLS stack we hook")]
+    NoStack { path: String },
+    #[error("{path} holds {stack}, but its hooks cannot be placed safely: {reason}")]
+    Refused {
         path: String,
-        #[source]
-        source: super::boringssl::LocateError,
+        stack: Stack,
+        reason: String,
     },
 }
 
-/// Reads `path` and returns it as a target if it exports OpenSSL's I/O
-/// functions (dynamic symbols first, then the full symbol table).
+/// Reads `path` and returns it as a target if a resolver recognises its TLS
+/// stack.
 pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
     let read_err = |source| TargetError::Read {
         path: path.display().to_string(),
@@ -79,75 +80,76 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
         path: path.display().to_string(),
         source,
     })?;
-    let mut offsets = [None; 5];
-    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
-        let Ok(name) = sym.name() else { continue };
-        let Some(i) = FUNCTIONS.iter().position(|f| *f == name) else {
-            continue;
-        };
-        if offsets[i].is_some() || sym.address() == 0 || !sym.is_definition() {
-            continue;
+    let elf = Elf {
+        path,
+        data: &map,
+        obj: &obj,
+    };
+    let library = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(".so"));
+    let mut result = Err(TargetError::NoStack {
+        path: path.display().to_string(),
+    });
+    for (stack, resolver) in stacks::RESOLVERS {
+        match resolver(&elf) {
+            Ok(None) => continue,
+            Ok(Some(r)) => {
+                result = Ok(TlsTarget {
+                    path: path.to_path_buf(),
+                    id: (meta.dev(), meta.ino()),
+                    stack: r.stack,
+                    method: r.method,
+                    hooks: r.hooks,
+                    library,
+                });
+            }
+            Err(reason) => {
+                result = Err(TargetError::Refused {
+                    path: path.display().to_string(),
+                    stack: *stack,
+                    reason,
+                });
+            }
         }
-        let Some(section) = sym
-            .section_index()
-            .and_then(|i| obj.section_by_index(i).ok())
-        else {
-            continue;
-        };
-        let Some((file_off, _)) = section.file_range() else {
-            continue;
-        };
-        offsets[i] = Some(sym.address() - section.address() + file_off);
-        // The dynamic symbols come first and usually have them all: stop
-        // before the full symbol table (megabytes in node) is touched.
-        if offsets.iter().all(Option::is_some) {
-            break;
+        break;
+    }
+    // Programs (not libraries) are what `blind_spot` findings name by
+    // build-id: remember what became of their TLS stack.
+    if !library {
+        use object::Object as _;
+        if let Ok(Some(id)) = obj.build_id() {
+            if let Some(outcome) = outcome(&result) {
+                stacks::note_outcome(&hex::encode(id), outcome);
+            }
         }
     }
-    if offsets[0].is_none() && offsets[2].is_none() {
-        return boringssl_target(path, (meta.dev(), meta.ino()), &map);
-    }
-    Ok(TlsTarget {
-        path: path.to_path_buf(),
-        id: (meta.dev(), meta.ino()),
-        offsets,
-        library: path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.contains(".so")),
-    })
+    result
 }
 
-/// An executable without OpenSSL symbols: stripped `BoringSSL`, when its
-/// `SSL_write`/`SSL_read` can be proven. `SSL_shutdown` takes the slot of
-/// `SSL_free` (the connection-end marker): `BoringSSL`'s `SSL_free` cannot be
-/// recognised soundly, and no plaintext moves after `SSL_shutdown`.
-fn boringssl_target(path: &Path, id: (u64, u64), map: &[u8]) -> Result<TlsTarget, TargetError> {
-    use super::boringssl::{locate, LocateError};
-    match locate(path, map) {
-        Ok(b) => {
-            tracing::info!(
-                path = %path.display(),
-                method = b.method.as_str(),
-                build_id = b.build_id.as_deref().unwrap_or("-"),
-                took_ms = b.took.as_millis(),
-                evidence = ?b.evidence,
-                "BoringSSL located in a stripped executable"
-            );
-            Ok(TlsTarget {
-                path: path.to_path_buf(),
-                id,
-                offsets: [Some(b.write), None, Some(b.read), None, b.shutdown],
-                library: false,
-            })
+/// A resolver's verdict on a program, as a `blind_spot` finding cites it.
+pub fn outcome(r: &Result<TlsTarget, TargetError>) -> Option<String> {
+    match r {
+        Ok(t) => {
+            let mut at: Vec<String> = Vec::new();
+            for h in &t.hooks {
+                let s = format!("{} at file offset {:#x}", h.function, h.offset);
+                if !at.contains(&s) {
+                    at.push(s);
+                }
+            }
+            Some(format!(
+                "its TLS stack ({}) was found by {} and hooked ({})",
+                t.stack,
+                t.method,
+                at.join(", ")
+            ))
         }
-        Err(LocateError::NotBoringSsl { .. }) => Err(TargetError::NoSymbols {
-            path: path.display().to_string(),
-        }),
-        Err(source) => Err(TargetError::BoringSslRefused {
-            path: path.display().to_string(),
-            source,
-        }),
+        Err(TargetError::Refused { stack, reason, .. }) => Some(format!(
+            "its TLS stack ({stack}) was found but no probe was attached: {reason}"
+        )),
+        Err(_) => None,
     }
 }
 
@@ -203,11 +205,9 @@ unsafe fn memmap_ro(file: &fs::File) -> std::io::Result<Mapped> {
     Ok(Mapped { ptr, len })
 }
 
-/// Does this file name look like an OpenSSL `libssl`?
-pub fn is_libssl_name(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("libssl") && n.contains(".so"))
+/// Is this the file name of a shared TLS library we hook?
+pub fn is_tls_library_name(path: &Path) -> bool {
+    stacks::is_library_name(path)
 }
 
 /// The set of known targets, by file identity.
@@ -218,6 +218,9 @@ pub struct Targets {
     /// every exec looks at `/proc/PID/exe`, a new path each time for the
     /// same few binaries.
     rejected: HashSet<(u64, u64)>,
+    /// Files whose stack was recognised but whose hooks could not be
+    /// placed safely.
+    refused: u64,
 }
 
 impl Targets {
@@ -233,6 +236,11 @@ impl Targets {
         self.by_id.is_empty()
     }
 
+    /// Files whose TLS stack was recognised but not attached (unsafe).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
     /// Resolves `path` if it is new; returns the target when it is one.
     pub fn learn(&mut self, path: &Path) -> Option<TlsTarget> {
         let meta = fs::metadata(path).ok()?;
@@ -243,20 +251,20 @@ impl Targets {
         if self.rejected.contains(&id) {
             return None;
         }
+        let started = std::time::Instant::now();
         match resolve(path) {
             Ok(t) => {
-                tracing::info!(path = %path.display(), functions = ?present(&t), "TLS library found");
+                tracing::info!(
+                    path = %path.display(), stack = %t.stack, method = %t.method,
+                    functions = ?t.functions(), probes = t.hooks.len(),
+                    took = ?started.elapsed(), "TLS library found"
+                );
                 self.by_id.insert(id, t.clone());
                 Some(t)
             }
-            Err(e @ TargetError::BoringSslRefused { .. }) => {
-                // Never probed: a wrong offset would corrupt the program.
-                // (Counted by `boringssl`, cited by blind_spot findings.)
-                tracing::warn!(
-                    path = %path.display(),
-                    error = %DisplayChain(&e),
-                    "no TLS probes for this executable: its BoringSSL could not be located soundly"
-                );
+            Err(e @ TargetError::Refused { .. }) => {
+                tracing::warn!(error = %e, "TLS stack found, not attached");
+                self.refused += 1;
                 if self.rejected.len() < 65536 {
                     self.rejected.insert(id);
                 }
@@ -273,7 +281,7 @@ impl Targets {
     }
 
     /// Seeds the set from the usual library directories and from the
-    /// executables of well-known runtimes that link a TLS library statically.
+    /// executables of well-known runtimes that link a TLS stack statically.
     pub fn discover_host(&mut self) {
         for dir in [
             "/usr/lib/x86_64-linux-gnu",
@@ -290,7 +298,7 @@ impl Targets {
             };
             for e in entries.flatten() {
                 let p = e.path();
-                if is_libssl_name(&p) {
+                if is_tls_library_name(&p) {
                     self.learn(&p);
                 }
             }
@@ -300,8 +308,8 @@ impl Targets {
             .chain(["/usr/bin", "/usr/local/bin"].iter().map(PathBuf::from))
         {
             // node exports OpenSSL; bun and claude (Claude Code) embed a
-            // stripped BoringSSL, located once here rather than at their
-            // first exec, where a short client would outrun the analysis.
+            // stripped BoringSSL, searched once here rather than at their
+            // first exec, where a short client would outrun the search.
             for exe in ["node", "nodejs", "bun", "claude"] {
                 let p = dir.join(exe);
                 if p.is_file() {
@@ -311,8 +319,8 @@ impl Targets {
         }
     }
 
-    /// Learns the TLS files a process has mapped (libssl copies) and its
-    /// executable when it exports OpenSSL.
+    /// Learns the TLS libraries a process has mapped and its executable
+    /// when it links a TLS stack in.
     pub fn discover_process(&mut self, pid: u32) -> Vec<TlsTarget> {
         let mut found = Vec::new();
         if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
@@ -321,7 +329,7 @@ impl Targets {
                     continue;
                 };
                 let p = Path::new(path);
-                if path.starts_with('/') && is_libssl_name(p) {
+                if path.starts_with('/') && is_tls_library_name(p) {
                     // Through the process's root, so containers work too.
                     let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
                     let p = if via_root.exists() {
@@ -344,30 +352,6 @@ impl Targets {
     }
 }
 
-/// An error and its sources, on one line.
-struct DisplayChain<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut src = self.0.source();
-        while let Some(s) = src {
-            write!(f, ": {s}")?;
-            src = s.source();
-        }
-        Ok(())
-    }
-}
-
-fn present(t: &TlsTarget) -> Vec<&'static str> {
-    FUNCTIONS
-        .iter()
-        .zip(t.offsets)
-        .filter(|(_, o)| o.is_some())
-        .map(|(f, _)| *f)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,19 +368,30 @@ mod tests {
     }
 
     #[test]
-    fn libssl_names() {
-        assert!(is_libssl_name(Path::new(
+    fn library_names() {
+        assert!(is_tls_library_name(Path::new(
             "/usr/lib/x86_64-linux-gnu/libssl.so.3"
         )));
-        assert!(is_libssl_name(Path::new("/opt/venv/lib/libssl.so.1.1")));
-        assert!(!is_libssl_name(Path::new("/usr/lib/libssl.a")));
-        assert!(!is_libssl_name(Path::new("/usr/lib/libcrypto.so.3")));
+        assert!(is_tls_library_name(Path::new(
+            "/opt/venv/lib/libssl.so.1.1"
+        )));
+        assert!(!is_tls_library_name(Path::new("/usr/lib/libssl.a")));
+        assert!(!is_tls_library_name(Path::new("/usr/lib/libcrypto.so.3")));
+        assert!(is_tls_library_name(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libgnutls.so.30"
+        )));
+        assert!(is_tls_library_name(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libgnutls.so.30.34.3"
+        )));
+        assert!(is_tls_library_name(Path::new("/lib64/libssl3.so")));
+        assert!(is_tls_library_name(Path::new("/lib64/libnspr4.so")));
+        assert!(!is_tls_library_name(Path::new("/lib64/libnssutil3.so")));
     }
 
     #[test]
     fn a_file_without_openssl_is_no_target() {
         let exe = std::env::current_exe().unwrap();
-        assert!(matches!(resolve(&exe), Err(TargetError::NoSymbols { .. })));
+        assert!(matches!(resolve(&exe), Err(TargetError::NoStack { .. })));
         assert!(matches!(
             resolve(Path::new("/proc/self/status")),
             Err(TargetError::Parse { .. } | TargetError::Read { .. })
@@ -412,6 +407,137 @@ mod tests {
             .all()
             .find(|t| t.path.to_string_lossy().contains("libssl.so"))
             .expect("the system libssl is found");
-        assert!(lib.offsets.iter().all(Option::is_some), "{lib:?}");
+        assert_eq!(lib.stack, Stack::OpenSsl);
+        assert_eq!(lib.method, Method::Symbol);
+        // Four I/O functions with entry and return, and SSL_free.
+        assert_eq!(lib.hooks.len(), 9, "{lib:?}");
+        assert_eq!(
+            lib.functions(),
+            [
+                "SSL_write",
+                "SSL_write_ex",
+                "SSL_read",
+                "SSL_read_ex",
+                "SSL_free"
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod system_stacks {
+    //! The resolvers against the real Debian libraries (libgnutls30,
+    //! libnss3 and libnspr4: tests/setup-test-deps.sh installs them).
+
+    use super::*;
+
+    const LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
+
+    fn host_target(name: &str) -> TlsTarget {
+        let mut t = Targets::default();
+        t.discover_host();
+        let want = fs::metadata(Path::new(LIB_DIR).join(name))
+            .unwrap_or_else(|e| panic!("{LIB_DIR}/{name}: {e} (run tests/setup-test-deps.sh)"));
+        let found = t.all().find(|t| t.id == (want.dev(), want.ino())).cloned();
+        found.unwrap_or_else(|| panic!("discover_host did not find {name}"))
+    }
+
+    /// Every hook sits on a distinct function inside the file, at the
+    /// offset of its exported symbol.
+    fn check_offsets(t: &TlsTarget) {
+        use object::{Object, ObjectSymbol};
+        let data = fs::read(&t.path).expect("read library");
+        let obj = object::File::parse(&*data).expect("parse library");
+        for h in &t.hooks {
+            let sym = obj
+                .dynamic_symbols()
+                .find(|s| s.name() == Ok(h.function))
+                .unwrap_or_else(|| panic!("{} not exported", h.function));
+            assert_eq!(
+                Some(h.offset),
+                stacks::symbol_file_offset(&obj, &sym),
+                "{}",
+                h.function
+            );
+            assert!(h.offset < data.len() as u64);
+        }
+        let mut offsets: Vec<u64> = t.hooks.iter().map(|h| h.offset).collect();
+        offsets.dedup();
+        assert_eq!(offsets.len(), t.functions().len(), "{t:?}");
+    }
+
+    #[test]
+    fn system_gnutls_resolves() {
+        let t = host_target("libgnutls.so.30");
+        assert_eq!(t.stack, Stack::GnuTls);
+        assert_eq!(t.method, Method::Symbol);
+        assert!(t.library);
+        assert_eq!(
+            t.functions(),
+            [
+                "gnutls_record_send",
+                "gnutls_record_send2",
+                "gnutls_record_recv",
+                "gnutls_record_recv_seq",
+                "gnutls_deinit"
+            ]
+        );
+        // Four I/O functions with entry and return, and gnutls_deinit.
+        assert_eq!(t.hooks.len(), 9, "{t:?}");
+        assert!(t
+            .hooks
+            .iter()
+            .filter(|h| h.function.starts_with("gnutls_record_send"))
+            .all(|h| h.program.starts_with("tls_gnutls_send")));
+        check_offsets(&t);
+    }
+
+    #[test]
+    fn system_nspr_resolves() {
+        let t = host_target("libnspr4.so");
+        assert_eq!(t.stack, Stack::Nss);
+        assert_eq!(
+            t.functions(),
+            ["PR_Write", "PR_Send", "PR_Read", "PR_Recv", "PR_Close"]
+        );
+        assert_eq!(t.hooks.len(), 9, "{t:?}");
+        let recv: Vec<_> = t.hooks.iter().filter(|h| h.function == "PR_Recv").collect();
+        assert_eq!(recv[0].program, "tls_nss_recv", "PR_Recv skips peeks");
+        check_offsets(&t);
+    }
+
+    #[test]
+    fn system_libssl3_gives_the_ssl_layer_identity() {
+        let t = host_target("libssl3.so");
+        assert_eq!(t.stack, Stack::Nss);
+        assert_eq!(t.functions(), ["SSL_ImportFD"]);
+        assert_eq!(t.hooks.len(), 1);
+        assert_eq!(t.hooks[0].program, "tls_nss_import_fd_ret");
+        check_offsets(&t);
+    }
+
+    #[test]
+    fn debian_libnss3_is_no_target() {
+        // The name is watched for Mozilla's folded builds; Debian's libnss3
+        // is NSS proper, with neither NSPR's I/O nor SSL_ImportFD.
+        let p = Path::new(LIB_DIR).join("libnss3.so");
+        assert!(matches!(resolve(&p), Err(TargetError::NoStack { .. })));
+    }
+
+    #[test]
+    fn every_hook_names_a_program_of_its_stack() {
+        let mut t = Targets::default();
+        t.discover_host();
+        for target in t.all() {
+            for h in &target.hooks {
+                assert!(
+                    stacks::programs_of(target.stack).contains(&h.program),
+                    "{} → {} is not among the {} programs",
+                    h.function,
+                    h.program,
+                    target.stack
+                );
+            }
+        }
     }
 }

@@ -39,13 +39,17 @@ pub struct ReplayArgs {
     synth: bool,
     #[arg(long, default_value_t = 1000, requires = "synth")]
     calls: usize,
+    /// With `--synth`: every N-th file a tool reads is a private key
+    /// (a `sensitive_file` finding); 0: never.
+    #[arg(long, default_value_t = 0, requires = "synth")]
+    sensitive_every: usize,
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     if args.synth {
         let mut header = RecordingHeader::this_host(&Envelope::new());
         header.synthetic = true;
-        let recs = synth::records(args.calls);
+        let recs = synth::records_with(args.calls, args.sensitive_every);
         let n = recording::write_all(&args.file, &header, recs.iter().map(records::encode))?;
         eprintln!(
             "aitrail: wrote {n} synthesised records ({} llm calls) to {}",
@@ -75,7 +79,15 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         if cfg.sinks.is_empty() && cfg.routes.is_empty() {
             cfg.sinks.push(SinkSpec::Stdout);
         }
-        let s = replay::run(pipeline(&cfg, &loaded.header)?, &loaded.records)?;
+        let env = loaded.header.envelope();
+        let (sinks, stages) = crate::stages(&cfg, env.clone())?;
+        let metrics = crate::metrics(&cfg, &sinks)?;
+        let mut p = Pipeline::replaying(&cfg, stages, sinks, env, &loaded.header.boot_id);
+        if let Some((m, _)) = &metrics {
+            p.publish_to(std::sync::Arc::clone(m));
+        }
+        let s = replay::run(p, &loaded.records)?;
+        drop(metrics);
         eprintln!(
             "aitrail: replayed {} records: {} events, {} llm calls{}",
             s.pipeline.records,

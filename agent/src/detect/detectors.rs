@@ -328,10 +328,30 @@ fn refusal_rate(
     Some(found(i, r, evidence, detail))
 }
 
+/// Finish reasons that mean the provider's filter, not the model, ended
+/// the answer: `OpenAI` and Azure (`content_filter`), Bedrock guardrails and
+/// filters, Gemini's safety stops.
+const FILTER_FINISH_REASONS: &[&str] = &[
+    "content_filter",
+    "guardrail_intervened",
+    "content_filtered",
+    "CONTENT_FILTERED",
+    "SAFETY",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "IMAGE_SAFETY",
+    "MODEL_ARMOR",
+];
+
 fn content_filter(i: usize, r: &Rule, llm: &LlmCall) -> Option<Found> {
     let o = &llm.output;
     let error = llm.error.as_deref().unwrap_or("").to_ascii_lowercase();
-    let detail = if o.finish_reason.as_deref() == Some("content_filter") {
+    let detail = if o
+        .finish_reason
+        .as_deref()
+        .is_some_and(|f| FILTER_FINISH_REASONS.contains(&f))
+    {
         "the provider's content filter stopped the answer"
     } else if [
         "content_filter",

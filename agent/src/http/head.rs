@@ -278,9 +278,11 @@ pub(crate) fn parse_head(buf: &[u8], kind: Kind) -> Result<Head, HttpError> {
         let value = if redact::is_secret_header(&name) {
             let raw = String::from_utf8_lossy(h.value);
             let fp = redact::fingerprint_key(redact::credential_of(&raw));
-            // The proxy's credential is not the API key; use it only when
-            // nothing else identifies the caller.
-            if name.eq_ignore_ascii_case("proxy-authorization") {
+            // The proxy's credential and an AWS session token are not the
+            // API key; use them only when nothing else identifies the caller.
+            if name.eq_ignore_ascii_case("proxy-authorization")
+                || name.eq_ignore_ascii_case("x-amz-security-token")
+            {
                 proxy_key_id.get_or_insert_with(|| fp.clone());
             } else {
                 api_key_id.get_or_insert_with(|| fp.clone());

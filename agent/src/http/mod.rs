@@ -32,6 +32,7 @@
 //! requests are emitted without a response.
 
 mod body;
+pub mod eventstream;
 mod framer;
 pub mod h2;
 mod head;

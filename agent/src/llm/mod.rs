@@ -15,6 +15,7 @@
 //! | `gemini.rs` | Gemini `generateContent` / `streamGenerateContent` |
 //! | `ollama.rs` | Ollama `/api/chat`, `/api/generate` |
 //! | `embeddings.rs` | OpenAI, Gemini and Ollama embeddings |
+//! | `bedrock.rs` | Amazon Bedrock Converse and InvokeModel (event-stream framing) |
 //!
 //! What we do not understand is kept rather than guessed: unknown content
 //! parts are skipped, fields of an unexpected type are left empty, and a
@@ -30,6 +31,7 @@
 )]
 
 mod anthropic;
+mod bedrock;
 mod embeddings;
 mod gemini;
 mod ollama;
@@ -49,6 +51,7 @@ use sha2::{Digest, Sha256};
 
 use self::route::Api;
 use crate::event::{LlmCall, SystemPrompt, ToolCallSpec};
+use crate::http::eventstream;
 use crate::http::sse::{self, SseEvent};
 use crate::http::{Exchange, Response};
 
@@ -56,7 +59,7 @@ use crate::http::{Exchange, Response};
 /// answer, its reasoning, one tool call's arguments).
 pub(crate) const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
 /// Most tool calls kept from one answer.
-pub(crate) const MAX_TOOL_CALLS: usize = 256;
+pub const MAX_TOOL_CALLS: usize = 256;
 /// How much of an error message (or of a non-JSON error body) goes into
 /// `error`.
 const ERROR_TEXT_CHARS: usize = 300;
@@ -141,11 +144,18 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     }
     let by_path = route::by_path(&req.path);
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
-    let api = match (by_path, &parsed) {
+    let mut api = match (by_path, &parsed) {
         (Some(a), _) => a,
         (None, Ok(v)) => route::by_shape(req, v)?,
         (None, Err(_)) => return None,
     };
+    if let (Api::BedrockInvoke { stream, .. }, Ok(v)) = (api, &parsed) {
+        let model = route::model_from_path(&req.path);
+        api = Api::BedrockInvoke {
+            stream,
+            vendor: bedrock::vendor(model.as_deref(), v),
+        };
+    }
 
     let server = route::server_of(req);
     let mut call = LlmCall {
@@ -163,6 +173,10 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
         call.latency_ms = Some(ms(end.saturating_sub(ex.t_request_start)));
     }
 
+    if matches!(api, Api::BedrockConverse { .. } | Api::BedrockInvoke { .. }) {
+        // The body names no model: the path does.
+        call.model = route::model_from_path(&req.path);
+    }
     match parsed {
         Ok(v) if v.is_object() => fill_request(api, &v, &mut call),
         // A cut body does not parse; that is truncation, already marked.
@@ -181,9 +195,12 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
             return None;
         }
     }
-    if let Api::Gemini { stream } = api {
-        // Gemini says it in the method, not in the body.
-        call.stream = stream;
+    match api {
+        // Gemini and Bedrock say it in the method, not in the body.
+        Api::Gemini { stream }
+        | Api::BedrockConverse { stream }
+        | Api::BedrockInvoke { stream, .. } => call.stream = stream,
+        _ => {}
     }
     if call.model.is_none() {
         call.model = route::model_from_path(&req.path);
@@ -204,6 +221,8 @@ fn fill_request(api: Api, v: &Value, call: &mut LlmCall) {
         Api::OllamaChat => ollama::fill_chat_request(v, call),
         Api::OllamaGenerate => ollama::fill_generate_request(v, call),
         Api::Embeddings(e) => embeddings::fill_request(e, v, call),
+        Api::BedrockConverse { .. } => bedrock::fill_converse_request(v, call),
+        Api::BedrockInvoke { vendor, .. } => bedrock::fill_invoke_request(vendor, v, call),
     }
 }
 
@@ -219,6 +238,8 @@ fn fill_response(api: Api, v: &Value, call: &mut LlmCall) {
             call.truncated |= end.capped;
         }
         Api::Embeddings(e) => embeddings::fill_response(e, v, call),
+        Api::BedrockConverse { .. } => bedrock::fill_converse_response(v, call),
+        Api::BedrockInvoke { vendor, .. } => bedrock::fill_invoke_response(vendor, v, call),
     }
 }
 
@@ -228,6 +249,8 @@ enum Framing {
     Sse,
     /// One JSON object per line: Ollama's streams.
     Ndjson,
+    /// AWS event-stream binary messages: Bedrock's streams.
+    EventStream,
     Json,
     Other,
 }
@@ -237,6 +260,11 @@ fn framing(api: Api, resp: &Response) -> Framing {
         .header("content-type")
         .unwrap_or_default()
         .to_ascii_lowercase();
+    if content_type.starts_with("application/vnd.amazon.eventstream")
+        || (content_type.is_empty() && eventstream::looks_like(&resp.body))
+    {
+        return Framing::EventStream;
+    }
     let body = resp.body.trim_ascii_start();
     if content_type.starts_with("text/event-stream")
         || (content_type.is_empty() && (body.starts_with(b"data:") || body.starts_with(b"event:")))
@@ -266,6 +294,20 @@ fn decode_response(
     call.status = Some(resp.status);
     call.truncated |= resp.body_truncated;
     let framing = framing(api, resp);
+    if framing == Framing::EventStream && resp.status < 400 {
+        call.stream = true;
+        if let (Some(first), Some(_)) = (ex.t_first_body, ex.t_response_end) {
+            call.ttft_ms = Some(ms(first.saturating_sub(ex.t_request_end)));
+        }
+        let end = match api {
+            Api::BedrockInvoke { vendor, .. } => {
+                bedrock::fill_invoke_stream(vendor, &resp.body, call)
+            }
+            _ => bedrock::fill_converse_stream(&resp.body, call),
+        };
+        finish_stream(end, api, resp, ex, call, problems);
+        return;
+    }
     if matches!(framing, Framing::Sse | Framing::Ndjson) {
         call.stream = true;
         if let (Some(first), Some(_)) = (ex.t_first_body, ex.t_response_end) {
@@ -279,7 +321,11 @@ fn decode_response(
                 Api::Responses => responses_stream::fill_stream(&events, call),
                 Api::Gemini { .. } => gemini::fill_stream(&events, call),
                 // Not a format these APIs stream in: read what parses.
-                Api::OllamaChat | Api::OllamaGenerate | Api::Embeddings(_) => {
+                Api::OllamaChat
+                | Api::OllamaGenerate
+                | Api::Embeddings(_)
+                | Api::BedrockConverse { .. }
+                | Api::BedrockInvoke { .. } => {
                     let values = json_events(&events);
                     ollama::fill_ndjson(&values, call)
                 }
@@ -298,7 +344,12 @@ fn decode_response(
     }
     match serde_json::from_slice::<Value>(&resp.body) {
         Ok(v) => {
-            if let Some(msg) = error_message(&v) {
+            let aws = matches!(api, Api::BedrockConverse { .. } | Api::BedrockInvoke { .. });
+            if let Some(msg) = aws
+                .then(|| aws_error(resp, &v))
+                .flatten()
+                .or_else(|| error_message(&v))
+            {
                 call.error = Some(msg);
             } else if resp.status >= 400 {
                 call.error = Some(format!("HTTP {}", resp.status));
@@ -405,6 +456,28 @@ fn error_message(v: &Value) -> Option<String> {
             }
         }
         other => compact(other),
+    };
+    Some(cap_chars(&text))
+}
+
+/// An AWS error answer: the type from `x-amzn-ErrorType` (`Throttling
+/// Exception:http://…`, the part before `:`) or the body's `__type`, and
+/// the body's `message`.
+fn aws_error(resp: &Response, v: &Value) -> Option<String> {
+    if resp.status < 400 {
+        return None;
+    }
+    let kind = resp
+        .header("x-amzn-errortype")
+        .or_else(|| str_at(v, "__type"))
+        .map(|t| t.split(':').next().unwrap_or(t))
+        .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned());
+    let message = str_at(v, "message").or_else(|| str_at(v, "Message"));
+    let text = match (kind, message) {
+        (Some(k), Some(m)) => format!("{k}: {m}"),
+        (Some(k), None) => k,
+        (None, Some(m)) => m.to_owned(),
+        (None, None) => return None,
     };
     Some(cap_chars(&text))
 }

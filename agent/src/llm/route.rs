@@ -15,6 +15,7 @@
 
 use serde_json::Value;
 
+use super::bedrock::Vendor;
 use super::str_at;
 use crate::event::Server;
 use crate::http::Request;
@@ -40,6 +41,16 @@ pub(super) enum Api {
     OllamaChat,
     OllamaGenerate,
     Embeddings(Embed),
+    /// Amazon Bedrock `Converse` / `ConverseStream`.
+    BedrockConverse {
+        stream: bool,
+    },
+    /// Amazon Bedrock `InvokeModel` / `InvokeModelWithResponseStream`;
+    /// the body is the vendor's format (known once the body is read).
+    BedrockInvoke {
+        stream: bool,
+        vendor: Vendor,
+    },
 }
 
 /// Whose embeddings format.
@@ -59,6 +70,7 @@ impl Api {
             Api::Anthropic => "anthropic",
             Api::Gemini { .. } | Api::Embeddings(Embed::Gemini) => "gemini",
             Api::OllamaChat | Api::OllamaGenerate | Api::Embeddings(Embed::Ollama) => "ollama",
+            Api::BedrockConverse { .. } | Api::BedrockInvoke { .. } => "aws.bedrock",
         }
     }
 
@@ -70,6 +82,8 @@ impl Api {
             Api::Gemini { .. } => "generate_content",
             Api::OllamaGenerate => "generate",
             Api::Embeddings(_) => "embeddings",
+            Api::BedrockConverse { .. } => "converse",
+            Api::BedrockInvoke { .. } => "invoke_model",
         }
     }
 }
@@ -85,6 +99,23 @@ fn bare_path(target: &str) -> &str {
 
 pub(super) fn by_path(target: &str) -> Option<Api> {
     let path = bare_path(target);
+    // Bedrock runtime: `/model/{modelId}/{action}`.
+    if let Some(rest) = path.strip_prefix("/model/") {
+        let (_, action) = rest.rsplit_once('/')?;
+        return match action {
+            "converse" => Some(Api::BedrockConverse { stream: false }),
+            "converse-stream" => Some(Api::BedrockConverse { stream: true }),
+            "invoke" => Some(Api::BedrockInvoke {
+                stream: false,
+                vendor: Vendor::Unknown,
+            }),
+            "invoke-with-response-stream" => Some(Api::BedrockInvoke {
+                stream: true,
+                vendor: Vendor::Unknown,
+            }),
+            _ => None,
+        };
+    }
     // Gemini and Vertex AI: `…/models/{model}:{method}`.
     let last = path.rsplit('/').next().unwrap_or_default();
     if let Some((_, method)) = last.split_once(':') {
@@ -245,6 +276,9 @@ pub(super) fn provider(api: Api, server: &Server) -> String {
 /// body may have none).
 pub(super) fn model_from_path(target: &str) -> Option<String> {
     let path = bare_path(target);
+    if path.starts_with("/model/") {
+        return super::bedrock::model_from_path(path);
+    }
     let last = path.rsplit('/').next().unwrap_or_default();
     if let Some((model, _)) = last.split_once(':') {
         return (!model.is_empty()).then(|| model.to_owned());

@@ -652,6 +652,7 @@ fn openai_reasoning_content_and_legacy_function_call() {
     assert_eq!(c.output.tool_calls, [spec("", "f", "{}")]);
 }
 
+mod bedrock;
 mod compat;
 mod gemini;
 mod ollama;

@@ -10,6 +10,7 @@ mod convert;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -21,6 +22,7 @@ use crate::{
     detect::Detector,
     event::{kind, Event, ExecInfo, Health, ToolCall},
     http::{HttpOutput, Limits},
+    metrics::{AgentMetrics, PipelineFigures},
     opinion::{field_text, Opinion},
     procs::ProcTable,
     redact::{RedactStats, Redactor},
@@ -78,6 +80,11 @@ pub struct Pipeline {
     health_every_ns: u64,
     /// TLS plaintext bytes received.
     tls_bytes: u64,
+    /// Records received by kind, events delivered by kind (for metrics).
+    records_by_kind: BTreeMap<&'static str, u64>,
+    events_by_kind: BTreeMap<String, u64>,
+    /// Where the figures go for `/metrics`, and when they last went.
+    metrics: Option<(Arc<AgentMetrics>, Instant)>,
 }
 
 /// What one run of the pipeline saw and did.
@@ -146,7 +153,49 @@ impl Pipeline {
                 .max(1)
                 .saturating_mul(1_000_000_000),
             tls_bytes: 0,
+            records_by_kind: BTreeMap::new(),
+            events_by_kind: BTreeMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Publishes the pipeline's figures to `metrics` (at most every
+    /// [`crate::metrics::PUBLISH_EVERY`], and once more when drained).
+    pub fn publish_to(&mut self, metrics: Arc<AgentMetrics>) {
+        self.metrics = Some((metrics, Instant::now()));
+        self.publish(true);
+    }
+
+    fn publish(&mut self, now: bool) {
+        let due = match &self.metrics {
+            Some((_, last)) => now || last.elapsed() >= crate::metrics::PUBLISH_EVERY,
+            None => false,
+        };
+        if !due {
+            return;
+        }
+        let f = self.figures();
+        let mut dropped = f.dropped;
+        dropped.remove(SINK_LINES_DROPPED);
+        let figures = PipelineFigures {
+            records: self.records_by_kind.clone(),
+            events: self.events_by_kind.clone(),
+            dropped,
+            findings: self.findings_by_class(),
+            counters: f.counters,
+            gauges: f.gauges,
+        };
+        if let Some((m, last)) = &mut self.metrics {
+            m.publish(figures);
+            *last = Instant::now();
+        }
+    }
+
+    fn findings_by_class(&self) -> BTreeMap<String, u64> {
+        self.findings
+            .iter()
+            .map(|(k, v)| (k.strip_prefix("findings_").unwrap_or(k).to_owned(), *v))
+            .collect()
     }
 
     /// A pipeline for a recording: events carry the recorded host and its
@@ -202,6 +251,7 @@ impl Pipeline {
                     for r in batch {
                         self.on_record(r);
                     }
+                    self.publish(false);
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {}
                 Err(flume::RecvTimeoutError::Disconnected) => break,
@@ -217,6 +267,7 @@ impl Pipeline {
             if self.now().saturating_sub(self.last_tick_ns) >= TICK_NS {
                 self.tick();
             }
+            self.publish(false);
         }
         while let Ok(k) = kernel.try_recv() {
             self.kernel = k;
@@ -240,6 +291,7 @@ impl Pipeline {
         }
         let health = self.health_event();
         self.emit(health);
+        self.publish(true);
         let stats = self.sinks.shutdown()?;
         tracing::info!(events = self.events_emitted, ?stats, "pipeline drained");
         Ok(RunSummary {
@@ -339,6 +391,12 @@ impl Pipeline {
     /// text: health).
     fn deliver(&mut self, ev: Event) {
         self.events_emitted += 1;
+        match self.events_by_kind.get_mut(&ev.kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.events_by_kind.insert(ev.kind.clone(), 1);
+            }
+        }
         if ev.kind == kind::FINDING {
             let class = ev.finding.as_ref().map_or("", |f| f.class.as_str());
             *self
@@ -352,6 +410,7 @@ impl Pipeline {
 
     fn on_record(&mut self, r: Record) {
         self.records_received += 1;
+        *self.records_by_kind.entry(r.kind_name()).or_default() += 1;
         let h = *r.header();
         if let Some(now) = self.replay_now {
             if now == 0 {
@@ -594,10 +653,12 @@ impl Pipeline {
         }
     }
 
-    fn health_event(&mut self) -> Event {
+    /// What `agent.health` and `/metrics` report, computed once for both.
+    fn figures(&self) -> Figures {
         let stats = self.sinks.stats();
         let mut dropped = self.dropped.clone();
         let mut counters = self.counters.clone();
+        let mut gauges = BTreeMap::new();
         for (name, v) in &self.kernel {
             let key = format!("kernel_{name}");
             if matches!(
@@ -607,30 +668,39 @@ impl Pipeline {
                     | "read_failed"
                     | "tls_no_entry"
                     | "tls_args_full"
+                    | "tls_tail_call_failed"
                     | "scope_full"
+                    | "rustls_padding_lost"
             ) || name.starts_with("record_")
             {
                 dropped.insert(key, *v);
+            } else if matches!(*name, "tls_targets" | "tls_attached_processes") {
+                gauges.insert(key, *v);
             } else {
                 counters.insert(key, *v);
             }
         }
         dropped.insert("stream_gap_bytes".into(), self.streams.gap_bytes);
         dropped.insert("streams_evicted".into(), self.streams.evicted);
+        // rustls records parsed without their other direction.
+        dropped.insert(
+            "rustls_unlinked_chunks".into(),
+            self.streams.links.released_unlinked,
+        );
+        counters.insert("rustls_links_unused".into(), self.streams.links.unused);
         dropped.insert(
             "streams_evicted_memory".into(),
             self.streams.evicted_for_memory,
         );
-        counters.insert(
+        gauges.insert(
             "http_buffered_bytes".into(),
             self.streams.held_bytes() as u64,
         );
         dropped.insert("tool_calls_dropped".into(), self.corr.dropped_pending);
         dropped.insert("procs_evicted".into(), self.procs.evicted());
-        dropped.insert("sink_lines_dropped".into(), stats.lines_dropped());
+        dropped.insert(SINK_LINES_DROPPED.into(), stats.lines_dropped());
         counters.insert("tls_chunks_not_http".into(), self.streams.skipped_not_http);
-        counters.insert("open_connections".into(), self.streams.len() as u64);
-        counters.extend(self.findings.clone());
+        gauges.insert("open_connections".into(), self.streams.len() as u64);
         counters.extend(self.redacted.counters());
         for (name, v) in self.detector.counters() {
             counters.insert(format!("detect_{name}"), v);
@@ -645,16 +715,50 @@ impl Pipeline {
                 counters.insert(name.to_owned(), v);
             }
         }
+        Figures {
+            dropped,
+            counters,
+            gauges,
+            bytes_shipped: stats.sinks.iter().map(|s| s.bytes_written).sum(),
+            spool_depth: stats
+                .sinks
+                .iter()
+                .filter_map(|s| s.ship.as_ref())
+                .map(|sh| sh.spool.segments_now)
+                .sum(),
+        }
+    }
+
+    fn health_event(&mut self) -> Event {
+        let f = self.figures();
+        // agent.health keeps one `counters` map: findings and gauges in it.
+        let mut counters = f.counters;
+        counters.extend(f.gauges);
+        counters.extend(self.findings.clone());
         let mut ev = self.env.event(kind::AGENT_HEALTH, self.now(), None);
         ev.health = Some(Health {
             uptime_s: self.started.elapsed().as_secs(),
             events_emitted: self.events_emitted,
             records_received: self.records_received,
-            dropped,
+            dropped: f.dropped,
             counters,
-            bytes_shipped: stats.sinks.iter().map(|s| s.bytes_written).sum(),
-            spool_depth: 0,
+            bytes_shipped: f.bytes_shipped,
+            spool_depth: f.spool_depth,
         });
         ev
     }
+}
+
+/// The `agent.health` drop entry that sums every sink's losses.
+const SINK_LINES_DROPPED: &str = "sink_lines_dropped";
+
+/// The pipeline's counters, split for `agent.health` and `/metrics`.
+struct Figures {
+    dropped: BTreeMap<String, u64>,
+    /// Monotonic, findings apart.
+    counters: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, u64>,
+    bytes_shipped: u64,
+    /// Segments waiting in the collector sinks' spools.
+    spool_depth: u64,
 }

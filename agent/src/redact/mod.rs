@@ -45,6 +45,9 @@ const SECRET_HEADERS: &[&str] = &[
     "x-api-key",
     "api-key",
     "x-goog-api-key",
+    // AWS temporary credentials: secret, but the access key id in the
+    // SigV4 `authorization` names the caller.
+    "x-amz-security-token",
 ];
 
 /// Headers whose values are session secrets but not keys worth a fingerprint.
@@ -83,6 +86,17 @@ pub fn is_cookie_header(name: &str) -> bool {
 /// auth scheme such as `Bearer ` or `Basic `, else the whole value.
 pub fn credential_of(value: &str) -> &str {
     let value = value.trim();
+    // AWS SigV4: `AWS4-HMAC-SHA256 Credential=AKID/date/region/service/
+    // aws4_request, SignedHeaders=…, Signature=…`: the access key id is the
+    // stable identity (the signature changes with every request).
+    if let Some(rest) = value.strip_prefix("AWS4-HMAC-SHA256 ") {
+        if let Some(cred) = rest
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("Credential="))
+        {
+            return cred.split('/').next().unwrap_or(cred);
+        }
+    }
     for scheme in ["bearer ", "basic "] {
         if let Some(head) = value.get(..scheme.len()) {
             if head.eq_ignore_ascii_case(scheme) {
@@ -194,6 +208,13 @@ mod tests {
         assert_eq!(credential_of("Basic dXNlcjpwYXNz"), "dXNlcjpwYXNz");
         assert_eq!(credential_of("sk-ant-xyz"), "sk-ant-xyz");
         assert_eq!(credential_of("Bé"), "Bé");
+        assert_eq!(
+            credential_of(
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250820/us-east-1/bedrock/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=0f1e2d3c"
+            ),
+            "AKIAIOSFODNN7EXAMPLE"
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //! ## What still varies between two replays
 //!
 //! Event ids, trace ids and span ids are random; `agent.health`'s
-//! `uptime_s` is this run's; a configured second opinion answers when it
+//! `uptime_s` is this run's, and its `bytes_shipped` and `spool_depth` are
+//! how far the sinks' threads had got at that instant; a configured second opinion answers when it
 //! answers. Everything else (kinds, times, processes, content, findings) is
 //! a function of the recording and the config. The process table starts
 //! empty (no /proc of this host) and knows no user names (no /etc/passwd);

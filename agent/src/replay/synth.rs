@@ -129,6 +129,17 @@ impl Gen {
 
 /// The records of `calls` LLM calls (and the processes around them).
 pub fn records(calls: usize) -> Vec<Record> {
+    records_with(calls, 0)
+}
+
+/// A private key every `sensitive_every`-th file read opens instead of
+/// `/etc/hosts` (a `sensitive_file` finding each).
+pub const SENSITIVE_PATH: &str = "/home/agent/.ssh/id_ed25519";
+
+/// Like [`records`]; with `sensitive_every` > 0, every `sensitive_every`-th
+/// file read (one call in two reads a file) opens [`SENSITIVE_PATH`], so
+/// the events hold findings too.
+pub fn records_with(calls: usize, sensitive_every: usize) -> Vec<Record> {
     let mut g = Gen {
         out: Vec::new(),
         t: 1_000_000_000_000,
@@ -171,7 +182,12 @@ pub fn records(calls: usize) -> Vec<Record> {
             } else {
                 anthropic_call(&mut g, agent, call, &history, &user);
                 g.advance_ms(3);
-                g.open(agent, "/etc/hosts");
+                let read = call / 2;
+                if sensitive_every > 0 && read % sensitive_every == sensitive_every - 1 {
+                    g.open(agent, SENSITIVE_PATH);
+                } else {
+                    g.open(agent, "/etc/hosts");
+                }
                 history.push((user, tool_output("/etc/hosts", k)));
             }
             g.advance_ms(200);

@@ -29,6 +29,10 @@ pub struct CollectorSection {
     pub batch_max_bytes: u32,
     /// … or this long after its first event.
     pub batch_max_wait_ms: u64,
+    /// A batch holding a finding closes at most this long after the
+    /// finding joined it (so an alert is searchable at the collector within
+    /// about a second, while a burst of findings still shares batches).
+    pub finding_max_wait_ms: u64,
     /// Segments waiting for the collector's ack.
     pub spool_dir: PathBuf,
     /// Bound of the spool (see `ship::spool` for the full policy).
@@ -58,6 +62,7 @@ impl Default for CollectorSection {
             batch_max_events: 5000,
             batch_max_bytes: 4 * 1024 * 1024,
             batch_max_wait_ms: 2000,
+            finding_max_wait_ms: 100,
             spool_dir: PathBuf::from("/var/lib/aitrail/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_max_age_secs: 7 * 24 * 3600,

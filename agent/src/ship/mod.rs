@@ -188,10 +188,15 @@ impl Shipper {
         let events = u32::try_from(events).map_err(|_| ShipError::BatchTooLarge)?;
         let findings = u32::try_from(findings).map_err(|_| ShipError::BatchTooLarge)?;
         let id = uuid::Uuid::now_v7().into_bytes();
-        self.handle
+        // `None`: dropped by the full policy, and counted there.
+        if self
+            .handle
             .spool
-            .append(id, &payload, raw_len, events, findings)?;
-        let _ = self.wake.try_send(());
+            .append(id, &payload, raw_len, events, findings)?
+            .is_some()
+        {
+            let _ = self.wake.try_send(());
+        }
         Ok(())
     }
 

@@ -26,6 +26,7 @@ impl CollectorOutput {
                 max_bytes: s.batch_max_bytes as usize,
                 max_lines: u64::from(s.batch_max_events),
                 max_wait: Duration::from_millis(s.batch_max_wait_ms),
+                finding_max_wait: Some(Duration::from_millis(s.finding_max_wait_ms)),
                 when_idle: false,
             },
         })

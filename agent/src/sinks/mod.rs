@@ -263,18 +263,50 @@ struct SinkHandle {
     ship: Option<ShipHandle>,
 }
 
+fn stat(name: &str, c: &Counters, ship: Option<&ShipHandle>) -> SinkStat {
+    SinkStat {
+        sink: name.to_owned(),
+        lines_queued: c.lines_queued.load(Ordering::Relaxed),
+        lines_written: c.lines_written.load(Ordering::Relaxed),
+        bytes_written: c.bytes_written.load(Ordering::Relaxed),
+        write_errors: c.write_errors.load(Ordering::Relaxed),
+        lines_dropped: c.lines_dropped.load(Ordering::Relaxed),
+        ship: ship.map(ShipHandle::stats),
+    }
+}
+
+/// Reads the sinks' counters from another thread (the `/metrics` server)
+/// while the pipeline owns [`Sinks`].
+#[derive(Clone)]
+pub struct StatsHandle {
+    sinks: Vec<(String, Arc<Counters>, Option<ShipHandle>)>,
+    serialize_errors: Arc<AtomicU64>,
+}
+
+impl StatsHandle {
+    pub fn stats(&self) -> SinkStats {
+        SinkStats {
+            sinks: self
+                .sinks
+                .iter()
+                .map(|(name, c, ship)| stat(name, c, ship.as_ref()))
+                .collect(),
+            serialize_errors: self.serialize_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatsHandle")
+            .field("sinks", &self.sinks.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SinkHandle {
     fn stat(&self) -> SinkStat {
-        let c = &self.counters;
-        SinkStat {
-            sink: self.name.clone(),
-            lines_queued: c.lines_queued.load(Ordering::Relaxed),
-            lines_written: c.lines_written.load(Ordering::Relaxed),
-            bytes_written: c.bytes_written.load(Ordering::Relaxed),
-            write_errors: c.write_errors.load(Ordering::Relaxed),
-            lines_dropped: c.lines_dropped.load(Ordering::Relaxed),
-            ship: self.ship.as_ref().map(ShipHandle::stats),
-        }
+        stat(&self.name, &self.counters, self.ship.as_ref())
     }
 
     /// Closes the queue, waits for the writer to drain it, and returns the
@@ -311,7 +343,7 @@ impl SinkHandle {
 /// The running sinks. `send` may be called from several threads at once.
 pub struct Sinks {
     sinks: Vec<SinkHandle>,
-    serialize_errors: AtomicU64,
+    serialize_errors: Arc<AtomicU64>,
 }
 
 impl Sinks {
@@ -367,7 +399,7 @@ impl Sinks {
     ) -> Result<Sinks, SinkError> {
         let mut sinks = Sinks {
             sinks: Vec::with_capacity(outputs.len()),
-            serialize_errors: AtomicU64::new(0),
+            serialize_errors: Arc::new(AtomicU64::new(0)),
         };
         for (name, output, ship) in outputs {
             let (tx, rx) = flume::bounded::<Line>(QUEUE_CAPACITY);
@@ -450,6 +482,18 @@ impl Sinks {
                     tracing::error!(sink = %sink.name, "sink writer is gone; its lines are dropped and counted");
                 }
             }
+        }
+    }
+
+    /// A handle that reads the counters from any thread.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            sinks: self
+                .sinks
+                .iter()
+                .map(|s| (s.name.clone(), Arc::clone(&s.counters), s.ship.clone()))
+                .collect(),
+            serialize_errors: Arc::clone(&self.serialize_errors),
         }
     }
 

@@ -50,6 +50,8 @@ struct Memory {
     fail: Arc<Mutex<bool>>,
     fail_finish: bool,
     panic: bool,
+    /// A collector-like policy instead of the local one.
+    policy: Option<super::writer::BatchPolicy>,
 }
 
 impl Output for Memory {
@@ -71,6 +73,37 @@ impl Output for Memory {
             Ok(())
         }
     }
+
+    fn policy(&self) -> super::writer::BatchPolicy {
+        self.policy.unwrap_or_default()
+    }
+}
+
+#[test]
+fn a_finding_closes_its_batch_early() {
+    let m = Memory {
+        policy: Some(super::writer::BatchPolicy {
+            max_bytes: 1 << 20,
+            max_lines: 10_000,
+            max_wait: Duration::from_secs(30),
+            finding_max_wait: Some(Duration::from_millis(50)),
+            when_idle: false,
+        }),
+        ..Memory::default()
+    };
+    let sinks = start_memory(&m);
+    sinks.send(&event(1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(*m.batches.lock().unwrap(), 0, "no finding: the batch waits");
+    let mut f = event(2);
+    f.kind = kind::FINDING.into();
+    let t = Instant::now();
+    sinks.send(&f);
+    wait_until("the finding's batch", || *m.batches.lock().unwrap() == 1);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let text = String::from_utf8(m.buf.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 2, "the event before it went along");
+    drop(sinks);
 }
 
 fn start_memory(m: &Memory) -> Sinks {

@@ -16,6 +16,8 @@ pub(super) struct BatchPolicy {
     pub max_lines: u64,
     /// Longest time the first line of a batch waits.
     pub max_wait: Duration,
+    /// Longest time a `finding` line waits (when shorter than `max_wait`).
+    pub finding_max_wait: Option<Duration>,
     /// Also close the batch whenever the queue is empty (low latency for
     /// local outputs; a collector wants full batches instead).
     pub when_idle: bool,
@@ -27,6 +29,7 @@ impl Default for BatchPolicy {
             max_bytes: BATCH_BYTES,
             max_lines: u64::MAX,
             max_wait: FLUSH_INTERVAL,
+            finding_max_wait: None,
             when_idle: true,
         }
     }
@@ -81,6 +84,10 @@ pub(super) fn run(
             Ok(line) => {
                 if batch.lines == 0 {
                     deadline = Some(Instant::now() + policy.max_wait);
+                }
+                if let (true, Some(wait)) = (line.finding, policy.finding_max_wait) {
+                    let at = Instant::now() + wait;
+                    deadline = Some(deadline.map_or(at, |d| d.min(at)));
                 }
                 batch.buf.extend_from_slice(&line.bytes);
                 batch.lines += 1;

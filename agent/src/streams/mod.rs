@@ -1,6 +1,7 @@
 //! Per-connection, per-direction byte streams from TLS chunks.
 //!
-//! A connection is (tgid, `SSL *`). Chunks of one SSL call arrive in order
+//! A connection is (tgid, the TLS stack's connection object: `SSL *`, `GnuTLS`
+//! session, NSPR descriptor). Chunks of one TLS call arrive in order
 //! (one CPU, one ring buffer); a call whose chunks are missing, or whose tail
 //! was cut at the capture cap, becomes an explicit gap for the HTTP parser,
 //! which marks the message truncated. The table is bounded: idle connections
@@ -9,6 +10,12 @@
 //! Memory is bounded in all, not only per connection: when the bytes held by
 //! every parser pass a budget, the connection holding the most is finished
 //! (its exchange marked truncated) and counted.
+//!
+//! rustls connections are named by the kernel's socket cookie instead of an
+//! `SSL *`; their first records may come before that name is known and are
+//! held by [`link::Links`] until it is.
+
+mod link;
 
 use std::collections::HashMap;
 
@@ -60,6 +67,8 @@ pub struct Streams {
     /// Connections finished early because all parsers together held more
     /// than the memory budget.
     pub evicted_for_memory: u64,
+    /// rustls records waiting for their connection.
+    pub links: link::Links,
 }
 
 impl Streams {
@@ -74,6 +83,7 @@ impl Streams {
             gap_bytes: 0,
             evicted: 0,
             skipped_not_http: 0,
+            links: link::Links::new(max_held / 4),
         }
     }
 
@@ -86,6 +96,16 @@ impl Streams {
     }
 
     pub fn on_chunk(&mut self, c: &TlsChunk, out: &mut Vec<StreamOutput>) {
+        if c.flags & (tls_flags::LINK | tls_flags::UNLINKED) != 0 {
+            for c in self.links.route(c) {
+                self.feed(&c, out);
+            }
+            return;
+        }
+        self.feed(c, out);
+    }
+
+    fn feed(&mut self, c: &TlsChunk, out: &mut Vec<StreamOutput>) {
         let key = ConnKey {
             tgid: (c.hdr.pid_tgid >> 32) as u32,
             ssl: c.conn,
@@ -210,6 +230,9 @@ impl Streams {
 
     /// Finishes connections idle for longer than `idle_ns`.
     pub fn expire(&mut self, now_ns: u64, idle_ns: u64, out: &mut Vec<StreamOutput>) {
+        for c in self.links.expire(now_ns) {
+            self.feed(&c, out);
+        }
         let idle: Vec<ConnKey> = self
             .conns
             .iter()
@@ -223,6 +246,9 @@ impl Streams {
 
     /// Finishes every connection of a process that exited.
     pub fn close_process(&mut self, tgid: u32, now_ns: u64, out: &mut Vec<StreamOutput>) {
+        for c in self.links.release_process(Some(tgid)) {
+            self.feed(&c, out);
+        }
         let keys: Vec<ConnKey> = self
             .conns
             .keys()
@@ -235,6 +261,9 @@ impl Streams {
     }
 
     pub fn finish_all(&mut self, now_ns: u64, out: &mut Vec<StreamOutput>) {
+        for c in self.links.release_process(None) {
+            self.feed(&c, out);
+        }
         let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
         for k in keys {
             self.finish(k, now_ns, out);
@@ -313,5 +342,148 @@ mod tests {
         assert!(out
             .iter()
             .any(|(_, o)| matches!(o, HttpOutput::Exchange(e) if e.response.is_none())));
+    }
+
+    fn rustls_chunk(tgid: u32, conn: u64, dir: u8, t: u64, flags: u8, data: &[u8]) -> TlsChunk {
+        TlsChunk {
+            flags: flags | tls_flags::LAST,
+            ..chunk(tgid, conn, dir, t, data)
+        }
+    }
+
+    fn link(tgid: u32, key: u64, conn: u64, t: u64) -> TlsChunk {
+        rustls_chunk(
+            tgid,
+            conn,
+            dir::WRITE,
+            t,
+            tls_flags::LINK,
+            &key.to_ne_bytes(),
+        )
+    }
+
+    fn exchanges(out: &[StreamOutput]) -> Vec<(u64, u16, usize)> {
+        out.iter()
+            .filter_map(|(k, o)| match o {
+                HttpOutput::Exchange(e) => e
+                    .response
+                    .as_ref()
+                    .map(|r| (k.ssl, r.status, e.request.body.len())),
+                HttpOutput::Error(_) => None,
+            })
+            .collect()
+    }
+
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn rustls_records_written_before_their_link_join_the_connection() {
+        // The request goes out in two records under the write key 0x7f10
+        // before the kernel knew the socket (cookie 42); the LINK follows,
+        // then the answer is read on the socket.
+        let mut s = Streams::new(Limits::default(), 16, 1 << 20);
+        let mut out = Vec::new();
+        let mut req = request_head(4);
+        let body = req.split_off(10);
+        s.on_chunk(
+            &rustls_chunk(7, 0x7f10, dir::WRITE, 1, tls_flags::UNLINKED, &req),
+            &mut out,
+        );
+        let mut rest = body;
+        rest.extend_from_slice(b"abcd");
+        s.on_chunk(
+            &rustls_chunk(7, 0x7f10, dir::WRITE, 2, tls_flags::UNLINKED, &rest),
+            &mut out,
+        );
+        assert!(s.is_empty(), "held, not parsed under the key");
+        assert_eq!(s.links.held_bytes(), req.len() + rest.len());
+        s.on_chunk(&link(7, 0x7f10, 42, 3), &mut out);
+        assert_eq!(s.links.held_bytes(), 0);
+        s.on_chunk(&rustls_chunk(7, 42, dir::READ, 4, 0, RESPONSE), &mut out);
+        assert_eq!(exchanges(&out), vec![(42, 200, 4)]);
+        assert_eq!(s.links.released_unlinked, 0);
+        assert_eq!(s.links.unused, 0);
+    }
+
+    #[test]
+    fn a_link_names_the_key_of_its_own_process_only() {
+        let mut s = Streams::new(Limits::default(), 16, 1 << 20);
+        let mut out = Vec::new();
+        let req = request_head(0);
+        s.on_chunk(
+            &rustls_chunk(7, 0x7f10, dir::WRITE, 1, tls_flags::UNLINKED, &req),
+            &mut out,
+        );
+        // Same key value in another process: nothing of process 7 moves.
+        s.on_chunk(&link(8, 0x7f10, 42, 2), &mut out);
+        assert_eq!(s.links.unused, 1);
+        assert_eq!(s.links.held_bytes(), req.len());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn records_whose_link_never_comes_are_parsed_alone_and_counted() {
+        let mut s = Streams::new(Limits::default(), 16, 1 << 20);
+        let mut out = Vec::new();
+        let req = request_head(0);
+        s.on_chunk(
+            &rustls_chunk(7, 0x7f10, dir::WRITE, 1, tls_flags::UNLINKED, &req),
+            &mut out,
+        );
+        // Not yet: the wait has not passed.
+        s.expire(link::LINK_WAIT_NS, u64::MAX, &mut out);
+        assert!(s.is_empty());
+        s.expire(link::LINK_WAIT_NS + 2, u64::MAX, &mut out);
+        assert_eq!(s.links.released_unlinked, 1);
+        assert_eq!(s.links.held_bytes(), 0);
+        // Parsed under the key: the request is there, without an answer.
+        assert_eq!(s.len(), 1);
+        s.finish_all(10, &mut out);
+        let reqs: Vec<u64> = out
+            .iter()
+            .filter_map(|(k, o)| matches!(o, HttpOutput::Exchange(_)).then_some(k.ssl))
+            .collect();
+        assert_eq!(reqs, vec![0x7f10]);
+    }
+
+    #[test]
+    fn held_records_are_bounded_oldest_released_first() {
+        // Budget 4 * 1000 / 4 = 1000 bytes held.
+        let mut s = Streams::new(Limits::default(), 16, 4000);
+        let mut out = Vec::new();
+        let a = vec![b'a'; 600];
+        let b = vec![b'b'; 600];
+        s.on_chunk(
+            &rustls_chunk(7, 0xa, dir::WRITE, 1, tls_flags::UNLINKED, &a),
+            &mut out,
+        );
+        s.on_chunk(
+            &rustls_chunk(7, 0xb, dir::WRITE, 2, tls_flags::UNLINKED, &b),
+            &mut out,
+        );
+        assert_eq!(s.links.released_unlinked, 1, "0xa made room for 0xb");
+        assert_eq!(s.links.held_bytes(), 600);
+        // The released one went to its own (non-HTTP) stream.
+        assert_eq!(s.skipped_not_http + u64::try_from(s.len()).unwrap(), 1);
+        s.on_chunk(&link(7, 0xb, 42, 3), &mut out);
+        assert_eq!(s.links.held_bytes(), 0);
+    }
+
+    #[test]
+    fn an_exiting_process_releases_what_it_held() {
+        let mut s = Streams::new(Limits::default(), 16, 1 << 20);
+        let mut out = Vec::new();
+        let req = request_head(0);
+        s.on_chunk(
+            &rustls_chunk(7, 0x7f10, dir::WRITE, 1, tls_flags::UNLINKED, &req),
+            &mut out,
+        );
+        s.on_chunk(
+            &rustls_chunk(9, 0x7f20, dir::WRITE, 1, tls_flags::UNLINKED, &req),
+            &mut out,
+        );
+        s.close_process(7, 5, &mut out);
+        assert_eq!(s.links.released_unlinked, 1);
+        assert_eq!(s.links.held_bytes(), req.len());
     }
 }

@@ -89,7 +89,11 @@ pub fn check_conversation(run: &Run) {
             client.provider(),
             l.provider.as_str(),
         );
-        c.eq(&format!("{w}.path"), client.path(), l.path.as_str());
+        c.eq(
+            &format!("{w}.path"),
+            client.path(run.stream).as_str(),
+            l.path.as_str(),
+        );
         c.eq(
             &format!("{w}.model"),
             Some(client.model()),
@@ -243,7 +247,7 @@ pub fn check_conversation(run: &Run) {
                     )
                 });
             }
-            let text = if client == Client::AnthropicPy {
+            let text = if client.lead_text() {
                 format!("I will use the {name} tool.")
             } else {
                 String::new()

@@ -48,13 +48,25 @@ pub const OPENAI_KEY: &str = "sk-test-AITRAIL-SECRET-0123456789abcdef";
 pub const ANTHROPIC_KEY: &str = "sk-ant-test-AITRAIL-SECRET-0123456789abcdef";
 /// Searched for in every file the daemon wrote: the keys, and their middle
 /// (a partial leak is a leak).
-pub const SECRET_MARKERS: &[&str] = &[OPENAI_KEY, ANTHROPIC_KEY, "AITRAIL-SECRET-0123456789"];
+pub const SECRET_MARKERS: &[&str] = &[
+    OPENAI_KEY,
+    ANTHROPIC_KEY,
+    AWS_ACCESS_KEY_ID,
+    "AITRAIL-SECRET-0123456789",
+];
 
 /// The clients' system prompt (tests/clients/agentlib.py, agent_node.js).
 pub const SYSTEM_PROMPT: &str = "You are the aitrail test agent. Use the tools you are given.";
 pub const TOOL_NAMES: [&str; 2] = ["read_file", "run_command"];
 pub const OPENAI_MODEL: &str = "gpt-4o-mini";
 pub const ANTHROPIC_MODEL: &str = "claude-sonnet-4-6";
+pub const BEDROCK_MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+/// How botocore writes the model id into the path.
+pub const BEDROCK_MODEL_PATH: &str = "anthropic.claude-3-5-sonnet-20240620-v1%3A0";
+/// Sent (SigV4 `Credential=`), so it must appear only as a fingerprint.
+pub const AWS_ACCESS_KEY_ID: &str = "AKIAZ7AITRAIL0SECRET";
+/// Never sent: SigV4 signs with it.
+pub const AWS_SECRET_ACCESS_KEY: &str = "aitrail/AITRAIL-SECRET-0123456789/bedrockKey";
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -255,10 +267,14 @@ pub fn make_cert(dir: &TestDir) -> Pki {
 
 mod conversation;
 mod events;
+mod goclient;
 mod procs;
+mod realbin;
 mod scenario;
 
 pub use conversation::*;
 pub use events::*;
+pub use goclient::*;
 pub use procs::*;
+pub use realbin::*;
 pub use scenario::*;

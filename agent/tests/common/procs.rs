@@ -34,7 +34,28 @@ impl MockServer {
         Self::start_script(dir, pki, &node(), "tests/mock/mock_h2.js")
     }
 
+    /// mock_h2.js that negotiates at most TLS 1.2.
+    pub fn start_h2_tls12(dir: &TestDir, pki: &Pki) -> Self {
+        Self::start_script_with(
+            dir,
+            pki,
+            &node(),
+            "tests/mock/mock_h2.js",
+            &["--tls-max", "1.2"],
+        )
+    }
+
     fn start_script(dir: &TestDir, pki: &Pki, interpreter: &str, script: &str) -> Self {
+        Self::start_script_with(dir, pki, interpreter, script, &[])
+    }
+
+    fn start_script_with(
+        dir: &TestDir,
+        pki: &Pki,
+        interpreter: &str,
+        script: &str,
+        extra: &[&str],
+    ) -> Self {
         let record = dir.join("mock/requests.jsonl");
         let log = dir.join("mock/mock.log");
         let script = repo_root().join(script);
@@ -47,6 +68,7 @@ impl MockServer {
             .arg(&pki.key)
             .arg("--record")
             .arg(&record)
+            .args(extra)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -257,6 +279,19 @@ impl Daemon {
     /// Starts `aitrail <command> <args> --sink file:…` (command `agent` or
     /// `run`) and waits for `READY=1`.
     pub fn start_command(dir: &TestDir, command: &str, scope: &[String]) -> Self {
+        Self::start_with_env(dir, command, scope, &[])
+    }
+
+    /// Like [`Daemon::start_command`], with `scope` placed before `--sink`
+    /// unless it holds `--` (then the sink goes first: what follows `--` is
+    /// the command the daemon runs) and extra environment for the daemon
+    /// (and so for a command it runs).
+    pub fn start_with_env(
+        dir: &TestDir,
+        command: &str,
+        scope: &[String],
+        env: &[(&str, String)],
+    ) -> Self {
         let ddir = dir.join("daemon");
         let events = ddir.join("events.ndjson");
         let stdout = ddir.join("daemon.stdout.log");
@@ -271,11 +306,13 @@ impl Daemon {
         let exe_owned = env_or("AITRAIL_E2E_DAEMON_BIN", env!("CARGO_BIN_EXE_aitrail"));
         let exe = exe_owned.as_str();
         let mut args: Vec<String> = vec![command.into()];
-        args.extend(scope.iter().cloned());
+        let split = scope.iter().position(|a| a == "--").unwrap_or(scope.len());
+        args.extend(scope[..split].iter().cloned());
         args.extend(["--sink".into(), format!("file:{}", events.display())]);
         if let Ok(extra) = std::env::var("AITRAIL_E2E_DAEMON_ARGS") {
             args.extend(extra.split_whitespace().map(str::to_string));
         }
+        args.extend(scope[split..].iter().cloned());
         let cmdline = format!(
             "NOTIFY_SOCKET={} {exe} {}",
             sock_path.display(),
@@ -287,6 +324,7 @@ impl Daemon {
             .env("NOTIFY_SOCKET", &sock_path)
             .env("RUST_LOG", env_or("RUST_LOG", "info"))
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("create daemon stdout"))
             .stderr(File::create(&stderr).expect("create daemon stderr"))
@@ -382,6 +420,36 @@ impl Daemon {
             "daemon exited with {status} after SIGTERM (expected 0)\ncommand: {}\nstderr:\n{}",
             self.cmdline,
             excerpt(&self.stderr, 5000, 3000)
+        );
+    }
+
+    /// Waits for a daemon that runs a command (`agent -- COMMAND`) to exit
+    /// by itself when the command ends; its status must be success.
+    pub fn wait_exit(&mut self, timeout: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait daemon") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "daemon and its command did not end within {timeout:?}\nstderr:\n{}",
+                    excerpt(&self.stderr, 5000, 3000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "daemon exited with {status} (its command failed?)\ncommand: {}\nstderr:\n{}\nstdout:\n{}",
+            self.cmdline,
+            excerpt(&self.stderr, 5000, 3000),
+            tail(&self.stdout, 2000)
         );
     }
 

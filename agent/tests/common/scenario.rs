@@ -19,35 +19,61 @@ pub enum Client {
     Node,
     /// one plain `curl` POST to /v1/chat/completions (no loop)
     Curl,
+    /// tests/clients/agent_bedrock.py (official `boto3`): Bedrock Converse
+    BedrockPy,
+    /// tests/clients/agent_bedrock.py --invoke: Bedrock InvokeModel with an
+    /// Anthropic Messages body
+    BedrockInvokePy,
+    /// tests/clients/agent_go.go (Go's net/http and crypto/tls), against
+    /// the HTTP/1.1 mock or, with `h2`, the HTTP/2 one; run by e2e/go.rs
+    Go { build: GoBuild, h2: bool },
 }
 
 impl Client {
     pub fn provider(self) -> &'static str {
         match self {
             Client::AnthropicPy => "anthropic",
+            Client::BedrockPy | Client::BedrockInvokePy => "aws.bedrock",
             _ => "openai",
         }
     }
 
-    pub fn path(self) -> &'static str {
-        match self {
-            Client::AnthropicPy => "/v1/messages",
-            _ => "/v1/chat/completions",
+    pub fn path(self, stream: bool) -> String {
+        let bedrock = |action: &str| format!("/model/{BEDROCK_MODEL_PATH}/{action}");
+        match (self, stream) {
+            (Client::AnthropicPy, _) => "/v1/messages".into(),
+            (Client::BedrockPy, false) => bedrock("converse"),
+            (Client::BedrockPy, true) => bedrock("converse-stream"),
+            (Client::BedrockInvokePy, false) => bedrock("invoke"),
+            (Client::BedrockInvokePy, true) => bedrock("invoke-with-response-stream"),
+            _ => "/v1/chat/completions".into(),
         }
     }
 
     pub fn model(self) -> &'static str {
         match self {
             Client::AnthropicPy => ANTHROPIC_MODEL,
+            Client::BedrockPy | Client::BedrockInvokePy => BEDROCK_MODEL,
             _ => OPENAI_MODEL,
         }
     }
 
+    /// The credential whose fingerprint is the call's `api_key_id`.
     pub fn key(self) -> &'static str {
         match self {
             Client::AnthropicPy => ANTHROPIC_KEY,
+            Client::BedrockPy | Client::BedrockInvokePy => AWS_ACCESS_KEY_ID,
             _ => OPENAI_KEY,
         }
+    }
+
+    /// Does the model write a lead text before its tool call (the mock's
+    /// Anthropic-shaped answers)?
+    pub fn lead_text(self) -> bool {
+        matches!(
+            self,
+            Client::AnthropicPy | Client::BedrockPy | Client::BedrockInvokePy
+        )
     }
 
     /// How many model calls the client makes.
@@ -60,17 +86,29 @@ impl Client {
 
     pub fn tool_finish(self) -> &'static str {
         match self {
-            Client::AnthropicPy => "tool_use",
+            Client::AnthropicPy | Client::BedrockPy | Client::BedrockInvokePy => "tool_use",
             _ => "tool_calls",
         }
     }
 
     pub fn stop_finish(self) -> &'static str {
         match self {
-            Client::AnthropicPy => "end_turn",
+            Client::AnthropicPy | Client::BedrockPy | Client::BedrockInvokePy => "end_turn",
             _ => "stop",
         }
     }
+}
+
+/// The AWS credentials of the Bedrock client: the secret key signs and
+/// never travels; no config file or IMDS lookup.
+pub fn bedrock_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY_ID.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", AWS_SECRET_ACCESS_KEY.to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ("AWS_CONFIG_FILE", "/dev/null".to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_string()),
+    ]
 }
 
 /// Everything a finished run left behind.
@@ -168,11 +206,23 @@ fn client_command(
                 vec![("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_string()), ssl_env],
             )
         }
+        Client::BedrockPy | Client::BedrockInvokePy => {
+            let mut a = vec![clients.join("agent_bedrock.py").display().to_string()];
+            a.extend(common);
+            if client == Client::BedrockInvokePy {
+                a.push("--invoke".into());
+            }
+            (python(), a, bedrock_env())
+        }
         Client::Node => {
             let mut a = vec![clients.join("agent_node.js").display().to_string()];
             a.extend(common);
             (node(), a, vec![("OPENAI_API_KEY", OPENAI_KEY.to_string())])
         }
+        Client::Go { .. } => unreachable!(
+            "a Go client starts too fast to be attached at its exec: e2e/go.rs runs it as the \
+             daemon's command"
+        ),
         Client::Curl => {
             assert!(!stream, "the curl scenario is a single plain POST");
             let body = serde_json::json!({

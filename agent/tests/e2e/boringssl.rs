@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use aitrail::{capture::boringssl, event::Event};
+use aitrail::{capture::stacks::boringssl, event::Event};
 
 use super::*;
 use common::{check_effect, cut, ANTHROPIC_KEY};
@@ -60,7 +60,7 @@ fn stripped_boringssl_of_the_pinned_bun_and_claude_code_is_located() {
         eprintln!(
             "{}: {} in {:?}\n  {}",
             path.display(),
-            o.method.as_str(),
+            o.source.as_str(),
             o.took,
             o.evidence.join("\n  ")
         );
@@ -70,11 +70,32 @@ fn stripped_boringssl_of_the_pinned_bun_and_claude_code_is_located() {
             "{}: {o:#?}",
             path.display()
         );
-        assert_eq!(o.method, boringssl::Method::Signature);
+        assert_eq!(o.source, boringssl::Source::Analysis);
         // The same build-id again: from the cache, checked against the bytes.
         let again = locate(&path);
-        assert_eq!(again.method, boringssl::Method::BuildIdCache);
+        assert_eq!(again.source, boringssl::Source::MemoryCache);
         assert_eq!((again.write, again.read), (o.write, o.read));
+        // What the disk cache keeps, proven again on the file as a
+        // restarted daemon does before use.
+        let bytes = std::fs::read(&path).expect("read the binary");
+        let proven = boringssl::reprove(&path, &bytes, o.entries)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        eprintln!(
+            "  proven again from the cached entries in {:?}",
+            proven.took
+        );
+        assert_eq!(proven.source, boringssl::Source::DiskCache);
+        assert_eq!(
+            (proven.write, proven.read, proven.shutdown),
+            (o.write, o.read, o.shutdown)
+        );
+        // Entries that name other functions are refused.
+        let swapped = boringssl::Entries {
+            write: o.entries.read,
+            read: o.entries.write,
+            ..o.entries
+        };
+        assert!(boringssl::reprove(&path, &bytes, swapped).is_err());
     }
 }
 

@@ -200,8 +200,9 @@ fn a_hostile_session_raises_findings_and_leaks_nothing() {
 #[test]
 #[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
 fn an_unhooked_tls_client_is_reported_as_a_blind_spot() {
-    // wget links GnuTLS, which we do not hook (yet): its call to the LLM
-    // API must show up as a blind spot naming it, not as silence.
+    // Java speaks TLS with its own code (JSSE), no native library: a stack
+    // we do not hook. Its call to the LLM API must show up as a blind spot
+    // naming it, not as silence.
     common::require_root();
     let _serial = common::serial();
     let dir = TestDir::new("blind-spot");
@@ -218,16 +219,16 @@ fn an_unhooked_tls_client_is_reported_as_a_blind_spot() {
     .expect("write config");
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     let args = vec![
-        "-q".to_string(),
-        "-O".into(),
-        "-".into(),
-        format!("--ca-certificate={}", pki.ca.display()),
-        format!("--header=Authorization: Bearer {OPENAI_KEY}"),
-        "--header=Content-Type: application/json".into(),
-        format!("--post-data={body}"),
+        common::repo_root()
+            .join("tests/clients/JavaPost.java")
+            .display()
+            .to_string(),
         format!("{}/v1/chat/completions", mock.base_url),
+        pki.ca.display().to_string(),
+        body.to_string(),
     ];
-    let mut client = Launched::spawn(&dir, "wget", &common::which("wget"), &args, &[]);
+    let env = [("OPENAI_API_KEY", OPENAI_KEY.to_string())];
+    let mut client = Launched::spawn(&dir, "java", &common::which("java"), &args, &env);
     let mut daemon = Daemon::start_scoped(
         &dir,
         &[
@@ -240,7 +241,7 @@ fn an_unhooked_tls_client_is_reported_as_a_blind_spot() {
     );
     client.release();
     let out = client.wait_success(CLIENT_TIMEOUT);
-    assert!(out.contains("chat.completion"), "wget output: {out}");
+    assert!(out.contains("chat.completion"), "java output: {out}");
     common::grace();
     daemon.stop();
     mock.stop();
@@ -248,7 +249,11 @@ fn an_unhooked_tls_client_is_reported_as_a_blind_spot() {
 
     let ev = Events::read(&daemon.events);
     let mut c = Checker::default();
-    c.eq("llm.calls (GnuTLS is not hooked)", 0, ev.llm_calls().len());
+    c.eq(
+        "llm.calls (Java's own TLS is not hooked)",
+        0,
+        ev.llm_calls().len(),
+    );
     let spots: Vec<_> = ev
         .of_kind(kind::FINDING)
         .into_iter()
@@ -260,10 +265,10 @@ fn an_unhooked_tls_client_is_reported_as_a_blind_spot() {
         c.check(
             info.detail
                 .as_deref()
-                .is_some_and(|d| d.contains("wget") && d.contains("build-id")),
+                .is_some_and(|d| d.contains("java") && d.contains("build-id")),
             || {
                 format!(
-                    "detail does not name wget and its build-id: {:?}",
+                    "detail does not name java and its build-id: {:?}",
                     info.detail
                 )
             },

@@ -29,11 +29,15 @@
 )]
 
 mod boringssl;
+mod codex;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
+mod go;
 mod onehost;
 mod protocols;
+mod spool;
+mod stacks;
 
 use std::time::Duration;
 
@@ -69,6 +73,38 @@ fn anthropic_python_sdk_stream() {
     check_conversation(&run_scenario(
         "anthropic-py-stream",
         Client::AnthropicPy,
+        true,
+    ));
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn bedrock_boto3_converse() {
+    check_conversation(&run_scenario("bedrock", Client::BedrockPy, false));
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn bedrock_boto3_converse_stream() {
+    check_conversation(&run_scenario("bedrock-stream", Client::BedrockPy, true));
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn bedrock_boto3_invoke_model() {
+    check_conversation(&run_scenario(
+        "bedrock-invoke",
+        Client::BedrockInvokePy,
+        false,
+    ));
+}
+
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn bedrock_boto3_invoke_model_stream() {
+    check_conversation(&run_scenario(
+        "bedrock-invoke-stream",
+        Client::BedrockInvokePy,
         true,
     ));
 }
@@ -361,26 +397,28 @@ fn harness_run(name: &str, client: Client, stream: bool) {
     let mut mock = MockServer::start(&dir, &pki);
     let w = make_work(&dir, name);
     let clients = common::repo_root().join("tests/clients");
-    let (program, script, key_env, key) = match client {
+    let key = |name: &'static str, value: &str| vec![(name, value.to_string())];
+    let (program, script, env) = match client {
         Client::OpenAiPy => (
             python(),
             "agent_openai.py",
-            "OPENAI_API_KEY",
-            common::OPENAI_KEY,
+            key("OPENAI_API_KEY", common::OPENAI_KEY),
         ),
         Client::AnthropicPy => (
             python(),
             "agent_anthropic.py",
-            "ANTHROPIC_API_KEY",
-            common::ANTHROPIC_KEY,
+            key("ANTHROPIC_API_KEY", common::ANTHROPIC_KEY),
         ),
         Client::Node => (
             common::node(),
             "agent_node.js",
-            "OPENAI_API_KEY",
-            common::OPENAI_KEY,
+            key("OPENAI_API_KEY", common::OPENAI_KEY),
         ),
+        Client::BedrockPy | Client::BedrockInvokePy => {
+            (python(), "agent_bedrock.py", common::bedrock_env())
+        }
         Client::Curl => unreachable!("curl has no loop"),
+        Client::Go { .. } => unreachable!("the Go client's harness is in e2e/go.rs"),
     };
     let mut args = vec![
         clients.join(script).display().to_string(),
@@ -396,7 +434,10 @@ fn harness_run(name: &str, client: Client, stream: bool) {
     if stream {
         args.push("--stream".into());
     }
-    let mut l = Launched::spawn(&dir, name, &program, &args, &[(key_env, key.to_string())]);
+    if client == Client::BedrockInvokePy {
+        args.push("--invoke".into());
+    }
+    let mut l = Launched::spawn(&dir, name, &program, &args, &env);
     l.release();
     let out = l.wait_success(Duration::from_secs(60));
     mock.stop();
@@ -436,6 +477,10 @@ fn harness_clients_against_mock() {
     harness_run("h-anthropic-stream", Client::AnthropicPy, true);
     harness_run("h-node", Client::Node, false);
     harness_run("h-node-stream", Client::Node, true);
+    harness_run("h-bedrock", Client::BedrockPy, false);
+    harness_run("h-bedrock-stream", Client::BedrockPy, true);
+    harness_run("h-bedrock-invoke", Client::BedrockInvokePy, false);
+    harness_run("h-bedrock-invoke-stream", Client::BedrockInvokePy, true);
 }
 
 #[test]

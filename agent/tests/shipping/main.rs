@@ -24,6 +24,7 @@ use aitrail_collector::{config::LimitsSection, Collector, Config, Running, Store
 
 pub const TOKEN: &str = "agent-1-token-0123456789";
 pub const API_TOKEN: &str = "api-token-0123456789abcdef";
+pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 pub fn collector_config(pki: &pki::Pki, store: &Path, listen: SocketAddr) -> Config {
     Config {
@@ -37,6 +38,8 @@ pub fn collector_config(pki: &pki::Pki, store: &Path, listen: SocketAddr) -> Con
         retention: None,
         retention_interval: Duration::from_hours(1),
         api_tokens: vec![API_TOKEN.to_owned()],
+        forward: Vec::new(),
+        metrics_tokens: vec![METRICS_TOKEN.to_owned()],
     }
 }
 

@@ -20,6 +20,7 @@
 //! rowid = `events.seq`) indexes the text; `evidence` lists the event ids
 //! each finding cites, for retention.
 
+pub mod forward;
 pub mod query;
 #[cfg(test)]
 mod tests;
@@ -105,6 +106,16 @@ CREATE TABLE IF NOT EXISTS evidence (
 CREATE INDEX IF NOT EXISTS evidence_event ON evidence(event_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts
     USING fts5(text, content='', contentless_delete=1);
+CREATE TABLE IF NOT EXISTS forward_cursor (
+    name TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    hold_ns INTEGER NOT NULL DEFAULT 0,
+    kinds TEXT,
+    min_severity INTEGER NOT NULL DEFAULT 0,
+    expired INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL DEFAULT 0
+);
 CREATE TRIGGER IF NOT EXISTS events_ad AFTER DELETE ON events BEGIN
     DELETE FROM events_fts WHERE rowid = old.seq;
     DELETE FROM evidence WHERE finding_seq = old.seq;
@@ -280,17 +291,51 @@ impl Store {
         }
         let mut deleted = 0u64;
         loop {
-            // One chunk per lock: ingest gets the writer between chunks.
-            let conn = lock(&self.writer);
-            let n = conn.execute(
-                "DELETE FROM events WHERE seq IN (
+            // One chunk per lock and transaction: ingest gets the writer
+            // between chunks. Two more rules than age (see forward.rs):
+            // the newest row is never deleted, so its `seq` is never given
+            // again to a later event (forwarder cursors rely on `seq` only
+            // growing); and an event an active forwarder has not sent yet
+            // is held `hold_ns` longer, after which it is deleted and
+            // counted in that forwarder's `expired`.
+            let mut conn = lock(&self.writer);
+            let tx = conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY);
+                 DELETE FROM doomed;",
+            )?;
+            let n = tx.execute(
+                &format!(
+                    "INSERT INTO doomed
                     SELECT seq FROM events
                     WHERE ts < ?1 AND kind <> 'finding'
                       AND (trace_id IS NULL OR trace_id NOT IN (SELECT trace_id FROM keep_traces))
                       AND id NOT IN (SELECT event_id FROM evidence)
-                    LIMIT ?2)",
+                      AND seq < (SELECT max(seq) FROM events)
+                      AND NOT EXISTS (SELECT 1 FROM forward_cursor f
+                          WHERE {} AND events.ts >= ?1 - f.hold_ns)
+                    LIMIT ?2",
+                    forward::UNSENT_BY_F
+                ),
                 params![before_ns, RETENTION_CHUNK],
             )?;
+            if n > 0 {
+                tx.execute(
+                    &format!(
+                        "UPDATE forward_cursor AS f SET expired = expired + (
+                            SELECT count(*) FROM doomed JOIN events USING (seq)
+                            WHERE {})
+                         WHERE f.active = 1",
+                        forward::UNSENT_BY_F
+                    ),
+                    [],
+                )?;
+                tx.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)",
+                    [],
+                )?;
+            }
+            tx.commit()?;
             deleted += n as u64;
             if n < RETENTION_CHUNK as usize {
                 return Ok(deleted);

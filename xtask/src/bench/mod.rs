@@ -10,14 +10,21 @@
 //! - (c) the daemon's peak RSS (`VmHWM`) during (a).
 //! - (d) `tls`: in-memory TLS (`SSLObject` over `MemoryBIO`), 64-byte writes and
 //!   reads, no syscalls, outside the daemon's scope.
+//! - (e) `gnutls`: calls of `gnutls_record_send` + `gnutls_record_recv` (they
+//!   return at once: no handshake), outside the daemon's scope.
+//! - (f) `nspr`: NSPR `PR_Write` to /dev/null + `PR_Read` from /dev/zero
+//!   (the NSS hooks), outside the daemon's scope.
 //!
 //! Each round runs every workload once without and once with the daemon, the
 //! order alternating between rounds so that drift (thermal, other tenants)
 //! falls on both sides. Ratios are medians of "with" over medians of
 //! "without". The daemon always runs scoped (`--pid`): never host-wide here.
+//!
+//! `cargo xtask bench ship` measures shipping instead (see [`ship`]).
 
 mod procs;
 mod report;
+mod ship;
 
 use std::{
     fs,
@@ -32,7 +39,11 @@ use self::procs::{Daemon, Guards, Load};
 use crate::util;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `ship`: the shipping figures instead (see `cargo xtask bench ship --help`).
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     /// Rounds; each runs every workload with and without the daemon.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -42,10 +53,10 @@ pub struct BenchArgs {
     /// open+close pairs per run of (b).
     #[arg(long, default_value_t = 200_000)]
     opens: usize,
-    /// TLS write+read pairs per run of (d).
+    /// TLS write+read pairs per run of (d), and call pairs of (e) and (f).
     #[arg(long, default_value_t = 200_000)]
     tls_ops: usize,
-    /// Only these workloads (https, open, tls); default all.
+    /// Only these workloads (https, open, tls, gnutls, nspr); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// The python interpreter for the workloads (default /usr/bin/python3,
@@ -64,19 +75,33 @@ pub struct BenchArgs {
     no_write: bool,
 }
 
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// zstd ratio per batch size, collector ingest events/s and CPU, and
+    /// the time from a side effect to its finding being searchable at the
+    /// collector (root); appended to docs/benchmarks.md.
+    Ship(ship::ShipArgs),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Workload {
     Https,
     Open,
     Tls,
+    Gnutls,
+    Nspr,
 }
 
 impl Workload {
+    const ALL: [Self; 5] = [Self::Https, Self::Open, Self::Tls, Self::Gnutls, Self::Nspr];
+
     fn title(self) -> &'static str {
         match self {
             Self::Https => "(a) HTTPS POST loop, watched (in scope)",
             Self::Open => "(b) open+close loop, not watched",
             Self::Tls => "(d) in-memory TLS 64 B write+read, not watched",
+            Self::Gnutls => "(e) gnutls_record_send+recv calls, not watched",
+            Self::Nspr => "(f) NSPR PR_Write+PR_Read 64 B, not watched",
         }
     }
 
@@ -84,7 +109,8 @@ impl Workload {
         match self {
             Self::Https => "request",
             Self::Open => "open+close",
-            Self::Tls => "write+read",
+            Self::Tls | Self::Nspr => "write+read",
+            Self::Gnutls => "send+recv",
         }
     }
 }
@@ -130,6 +156,9 @@ struct Env {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchWhat::Ship(ship)) = &args.what {
+        return ship::run(ship);
+    }
     if !util::is_root() {
         bail!("bench loads eBPF programs: run it as root");
     }
@@ -137,7 +166,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("--rounds must be at least 1");
     }
     let workloads: Vec<Workload> = if args.only.is_empty() {
-        vec![Workload::Https, Workload::Open, Workload::Tls]
+        Workload::ALL.to_vec()
     } else {
         args.only.clone()
     };
@@ -265,12 +294,20 @@ impl Env {
                     .arg(&self.key)
                     .arg(args.tls_ops.to_string());
             }
+            Workload::Gnutls => {
+                cmd.arg(self.script("gnutls_loop.py"))
+                    .arg(args.tls_ops.to_string());
+            }
+            Workload::Nspr => {
+                cmd.arg(self.script("nspr_loop.py"))
+                    .arg(args.tls_ops.to_string());
+            }
         }
         let mut load = Load::start(&mut cmd)?;
         if !with_daemon {
             return Ok((load.go()?, None));
         }
-        // (a) watches the workload itself; (b) and (d) watch an idle process.
+        // (a) watches the workload itself; the others watch an idle process.
         let scope = if w == Workload::Https {
             load.pid()
         } else {

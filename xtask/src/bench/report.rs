@@ -20,7 +20,7 @@ pub(super) fn append_to_doc(report: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn machine() -> String {
+pub(super) fn machine() -> String {
     let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let cpu_model = fs::read_to_string("/proc/cpuinfo")

@@ -170,6 +170,7 @@ impl Decoder {
 
     /// Sets the table size the encoder starts from (tests: RFC 7541 C.5).
     #[cfg(test)]
+    #[must_use]
     pub fn with_max_size(mut self, max: usize) -> Self {
         self.max_size = max;
         self

@@ -24,6 +24,8 @@
 mod conn;
 mod frames;
 mod hpack;
+#[doc(hidden)]
+pub use self::hpack::Decoder as HpackDecoder;
 mod huffman;
 
 #[cfg(test)]

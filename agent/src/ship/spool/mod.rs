@@ -36,8 +36,13 @@
 //! The spool holds at most `max_bytes` (headers included) and segments no
 //! older than `max_age`. Expired segments are dropped first (cause
 //! `expired`). When a new segment does not fit, the oldest segments *without*
-//! findings are dropped first, then the oldest with findings (cause `full`);
-//! the segment being sent is never dropped under the sender's feet. A batch
+//! findings are dropped first (cause `full`); a batch with findings may then
+//! evict the oldest segments with findings, a batch without findings may
+//! not: it is dropped itself (cause `full`), so findings go last. The
+//! segment being sent is never dropped under the sender's feet. The file
+//! system may run out of room before `max_bytes` (ENOSPC or EDQUOT on any
+//! step of a segment write): the same policy then evicts one segment at a
+//! time and tries again (each refusal counted in `no_space`). A batch
 //! larger than the whole spool is refused (the sink counts its lines as
 //! dropped). Every dropped event is counted by cause, and dropped findings
 //! once more on their own.
@@ -67,7 +72,7 @@ use std::{
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Mutex, MutexGuard,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -117,6 +122,14 @@ pub enum SpoolError {
         path: PathBuf,
         problem: &'static str,
     },
+}
+
+impl SpoolError {
+    /// The file system (or a quota) has no room left.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SpoolError + 'a {
@@ -170,6 +183,9 @@ pub struct SpoolStats {
     pub segments_quarantined: u64,
     /// `.tmp` files found at start: batches a crash cut mid-write.
     pub segments_torn: u64,
+    /// Segment writes refused with ENOSPC/EDQUOT (each then made room by
+    /// the full policy, or dropped the batch).
+    pub no_space: u64,
     /// Now: segments and bytes on disk (a gauge, for the spool depth).
     pub segments_now: u64,
     pub bytes_now: u64,
@@ -188,6 +204,7 @@ struct Counters {
     findings_dropped: AtomicU64,
     segments_quarantined: AtomicU64,
     segments_torn: AtomicU64,
+    no_space: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -210,6 +227,8 @@ pub struct Spool {
     cfg: SpoolConfig,
     index: Mutex<Index>,
     counters: Counters,
+    /// Set at the first ENOSPC of a streak, so it is logged once.
+    no_space_logged: AtomicBool,
 }
 
 pub fn now_ms() -> u64 {
@@ -229,6 +248,7 @@ impl Spool {
             cfg,
             index: Mutex::new(Index::default()),
             counters: Counters::default(),
+            no_space_logged: AtomicBool::new(false),
         };
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir, "read_dir"))? {
@@ -286,7 +306,10 @@ impl Spool {
     }
 
     /// Writes a batch as a new segment, making room first (see the module
-    /// doc). `payload` is the zstd frame of `raw_len` NDJSON bytes.
+    /// doc). `payload` is the zstd frame of `raw_len` NDJSON bytes. `None`:
+    /// the full policy dropped this batch itself (counted), because room
+    /// could only be made by evicting findings for a batch without any, or
+    /// the file system is full and nothing is left to evict.
     pub fn append(
         &self,
         batch_id: [u8; 16],
@@ -294,7 +317,7 @@ impl Spool {
         raw_len: u32,
         events: u32,
         findings: u32,
-    ) -> Result<Segment, SpoolError> {
+    ) -> Result<Option<Segment>, SpoolError> {
         let header = Header {
             batch_id,
             created_ms: now_ms(),
@@ -314,8 +337,59 @@ impl Spool {
         }
         let mut index = self.lock();
         self.expire(&mut index, header.created_ms);
-        self.make_room(&mut index, len);
+        let has_findings = findings > 0;
+        while index.bytes + len > self.cfg.max_bytes {
+            let Some(victim) = victim(&index, has_findings) else {
+                self.refuse(events, findings, "the spool is full of findings");
+                return Ok(None);
+            };
+            self.drop_segment(&mut index, victim, DropCause::Full);
+        }
         let seq = index.next_seq;
+        // The byte bound is ours; the file system may run out first (a
+        // small partition, other files): then the same policy makes room.
+        loop {
+            match self.write_segment(seq, &header, payload) {
+                Ok(()) => break,
+                Err(e) if e.is_no_space() => {
+                    add(&self.counters.no_space, 1);
+                    let Some(victim) = victim(&index, has_findings) else {
+                        self.refuse(events, findings, "the file system is full");
+                        return Ok(None);
+                    };
+                    if !self.no_space_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            dir = %self.cfg.dir.display(),
+                            bytes = index.bytes,
+                            "spool: no space left on the file system below spool_max_bytes; \
+                             dropping the oldest segments (counted as full)"
+                        );
+                    }
+                    self.drop_segment(&mut index, victim, DropCause::Full);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.no_space_logged.store(false, Ordering::Relaxed);
+        index.next_seq += 1;
+        index.bytes += len;
+        let segment = Segment { seq, header };
+        index.segments.insert(seq, segment);
+        add(&self.counters.segments_written, 1);
+        add(&self.counters.events_written, u64::from(events));
+        Ok(Some(segment))
+    }
+
+    /// A batch the full policy drops instead of an older one: counted like
+    /// an evicted segment.
+    fn refuse(&self, events: u32, findings: u32, why: &str) {
+        tracing::debug!(events, findings, why, "spool: new batch dropped");
+        self.count_drop(DropCause::Full, u64::from(events), u64::from(findings));
+    }
+
+    /// `{seq}.tmp` written, fsynced, renamed to `{seq}.seg`, the directory
+    /// fsynced (per the policy). On error the temp file is removed.
+    fn write_segment(&self, seq: u64, header: &Header, payload: &[u8]) -> Result<(), SpoolError> {
         let tmp = self.path_of(seq, "tmp");
         let seg = self.path_of(seq, "seg");
         let written = (|| {
@@ -339,17 +413,10 @@ impl Spool {
             }
             Ok(())
         })();
-        if let Err(e) = written {
+        if written.is_err() {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
         }
-        index.next_seq += 1;
-        index.bytes += len;
-        let segment = Segment { seq, header };
-        index.segments.insert(seq, segment);
-        add(&self.counters.segments_written, 1);
-        add(&self.counters.events_written, u64::from(events));
-        Ok(segment)
+        written
     }
 
     /// Drops segments older than `max_age`.
@@ -365,24 +432,6 @@ impl Spool {
             .collect();
         for seq in old {
             self.drop_segment(index, seq, DropCause::Expired);
-        }
-    }
-
-    /// Evicts until `len` more bytes fit: oldest without findings, then
-    /// oldest with findings.
-    fn make_room(&self, index: &mut Index, len: u64) {
-        for with_findings in [false, true] {
-            while index.bytes + len > self.cfg.max_bytes {
-                let victim = index
-                    .segments
-                    .values()
-                    .find(|s| {
-                        Some(s.seq) != index.in_flight && (s.header.findings > 0) == with_findings
-                    })
-                    .map(|s| s.seq);
-                let Some(seq) = victim else { break };
-                self.drop_segment(index, seq, DropCause::Full);
-            }
         }
     }
 
@@ -524,10 +573,28 @@ impl Spool {
             findings_dropped: get(&c.findings_dropped),
             segments_quarantined: get(&c.segments_quarantined),
             segments_torn: get(&c.segments_torn),
+            no_space: get(&c.no_space),
             segments_now,
             bytes_now,
         }
     }
+}
+
+/// The segment the full policy evicts next for a new batch: the oldest
+/// without findings; for a batch with findings, else the oldest with
+/// findings. A batch without findings never pushes a finding out. The
+/// segment being sent is never chosen.
+fn victim(index: &Index, new_has_findings: bool) -> Option<u64> {
+    let evictable = || {
+        index
+            .segments
+            .values()
+            .filter(|s| Some(s.seq) != index.in_flight)
+    };
+    evictable()
+        .find(|s| s.header.findings == 0)
+        .or_else(|| evictable().find(|_| new_has_findings))
+        .map(|s| s.seq)
 }
 
 /// Creates `dir` with mode 0700, or tightens an existing one to 0700: the

@@ -20,6 +20,7 @@ fn put(spool: &Spool, n: usize, fill: u8, findings: u32) -> super::Segment {
     spool
         .append(id(fill), &vec![fill; n], 0, 10, findings)
         .unwrap()
+        .expect("spooled, not dropped by the full policy")
 }
 
 #[test]
@@ -138,7 +139,7 @@ fn corrupt_segments_are_quarantined_at_start_and_at_read() {
 }
 
 #[test]
-fn full_spool_drops_oldest_without_findings_first_then_findings() {
+fn full_spool_drops_oldest_without_findings_first_then_findings_for_findings() {
     let tmp = tempfile::tempdir().unwrap();
     let seg = (HEADER_LEN + 100) as u64;
     let spool = Spool::open(config(tmp.path(), 4 * seg)).unwrap();
@@ -170,10 +171,17 @@ fn full_spool_drops_oldest_without_findings_first_then_findings() {
     let st = spool.stats();
     assert_eq!((st.dropped_full, st.findings_dropped), (50, 2));
     assert_eq!(st.bytes_now, 4 * seg);
+    // A batch without findings never pushes a finding out: with only
+    // findings left, it is the one dropped (and counted).
+    let dropped = spool.append(id(20), &[20; 100], 0, 10, 0).unwrap();
+    assert!(dropped.is_none());
+    assert_eq!(ids(&spool), [3, 7, 8, 9]);
+    let st = spool.stats();
+    assert_eq!((st.dropped_full, st.findings_dropped), (60, 2));
     // The segment in flight is never evicted.
     let oldest = spool.take_oldest().unwrap();
     assert_eq!(oldest.header.batch_id[0], 3);
-    put(&spool, 100, 10, 0);
+    put(&spool, 100, 10, 1);
     assert_eq!(ids(&spool), [3, 8, 9, 10]);
     // Larger than the whole spool: refused, nothing evicted.
     assert!(matches!(
