@@ -674,7 +674,7 @@ fn cached_entries_are_proven_again_before_use() {
     // The same entries on other code (a byte of SSL_write's reason changed).
     let mut t2 = t.clone();
     let w = usize::try_from(at(WRITE) - TEXT).unwrap();
-    let pos = t2[w..w + SLOT as usize]
+    let pos = t2[w..w + usize::try_from(SLOT).unwrap()]
         .windows(5)
         .position(|win| win == [0xba, 111, 0, 0, 0])
         .expect("mov edx, 111 in SSL_write");
