@@ -35,11 +35,18 @@
 #                    $AITRAIL_TEST_CACHE/gemini-cli-VERSION; its optional
 #                    native modules (node-pty, keytar) are left out: the
 #                    shell tool then runs commands with child_process
+#                    Bun and Claude Code, the native x86-64 Linux builds, for
+#                    the BoringSSL capture tests (pinned below), into
+#                    $AITRAIL_TEST_NPM_DIR; npm itself is installed from
+#                    Debian when missing
 #
 # Environment: AITRAIL_TEST_PYTHON (default python3) — the interpreter the
 # tests run the clients with; the packages are installed for it.
 # AITRAIL_TEST_CACHE (default ~/.cache/aitrail-tests) — where downloaded
 # binaries are unpacked.
+# AITRAIL_TEST_NPM_DIR (default /var/cache/aitrail-test/npm) — where the Bun
+# and Claude Code packages go (node_modules/ under it); the tests read the
+# same variable.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -76,6 +83,9 @@ if ! "$py" -m pip --version >/dev/null 2>&1; then
 fi
 if ! command -v node >/dev/null 2>&1; then
     missing+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(npm)
 fi
 # Clients of the other TLS stacks (agent/tests/e2e/stacks.rs).
 for pair in gnutls-cli:gnutls-bin wget:wget tstclnt:libnss3-tools certutil:libnss3-tools \
@@ -246,6 +256,36 @@ else
 fi
 "$mcp_venv/bin/python" -c 'from mcp.client.sse import sse_client; from mcp.server.mcpserver import MCPServer; import uvicorn' \
     || { log "the mcp venv cannot import the SDK's SSE client and server"; exit 1; }
+# Bun and Claude Code, pinned: the BoringSSL locator's unit tests and
+# agent/tests/e2e/boringssl.rs. The platform packages carry the binaries themselves (the `bun` and
+# `@anthropic-ai/claude-code` wrappers only pick one of them at install time),
+# so they are installed directly, without install scripts.
+npm_dir=${AITRAIL_TEST_NPM_DIR:-/var/cache/aitrail-test/npm}
+boring_pkgs=("@oven/bun-linux-x64@1.4.5" "@anthropic-ai/claude-code-linux-x64@2.1.332")
+boring_present() {
+    local spec name want have
+    for spec in "${boring_pkgs[@]}"; do
+        name=${spec%@*}
+        want=${spec##*@}
+        have=$(node -e 'try { console.log(require(process.argv[1]).version) } catch (e) {}' \
+            "$npm_dir/node_modules/$name/package.json" 2>/dev/null || true)
+        if [ "$have" != "$want" ]; then
+            log "$name ${have:-missing} (want $want) in $npm_dir"
+            return 1
+        fi
+    done
+}
+if [ "$(uname -m)" != x86_64 ]; then
+    log "not x86-64: the Bun and Claude Code packages are not installed (the BoringSSL tests are x86-64 only)"
+elif boring_present; then
+    log "npm packages present in $npm_dir (${boring_pkgs[*]})"
+else
+    mkdir -p "$npm_dir"
+    log "npm install --prefix $npm_dir ${boring_pkgs[*]}"
+    npm install --prefix "$npm_dir" --no-audit --no-fund --ignore-scripts --loglevel=error \
+        "${boring_pkgs[@]}"
+    boring_present || { log "npm packages still missing after install"; exit 1; }
+fi
 
 # --- sanity ----------------------------------------------------------------
 "$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }

@@ -66,7 +66,7 @@ pub struct CaptureSection {
     /// Watch every process in scope (tests, small scopes).
     pub watch_all_in_scope: bool,
     /// Where hook offsets found by code signature (stripped programs such
-    /// as Codex CLI) are kept per build, so a restart or a new process of a
+    /// as Codex CLI, Bun, Claude Code) are kept per build, so a restart or a new process of a
     /// known build does not search again. Empty: in memory only.
     pub hook_cache_dir: PathBuf,
     /// Where the daemon writes `agent-PID.json`: its TLS attach decisions

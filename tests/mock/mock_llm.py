@@ -32,6 +32,11 @@ its own line). Step = number of tool results already in the history.
                              a Gemini request declares it and no run_command)
   otherwise / no tools    -> final text "done: <step> tools used"
                              (finish_reason stop / stop_reason end_turn)
+Claude Code (an Anthropic request that declares its `Bash` tool and no
+`run_command`): a prompt line `run: X` (or `CMD: X`) is answered at step 0 by
+a tool_use of Bash {"command": X, "description": ...}, then by the final text.
+  Anthropic  POST /v1/messages/count_tokens   {"input_tokens": n} (n from the
+                                         request's size; what Claude Code may ask)
 Usage is deterministic: input_tokens = 120 + 100*step, output_tokens = 20 + 5*step
 (OpenAI: prompt_tokens / completion_tokens, total = sum). Tool call ids are
 deterministic too: call_/toolu_ + 24 hex of sha256(provider, prompt, step)
@@ -74,6 +79,9 @@ SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "x-goog-api-key", "pr
 
 FILE_RE = re.compile(r"^\s*FILE:\s*(\S+)\s*$", re.MULTILINE)
 CMD_RE = re.compile(r"^\s*CMD:\s*(.+?)\s*$", re.MULTILINE)
+RUN_RE = re.compile(r"^\s*(?:run|CMD):\s*(.+?)\s*$", re.MULTILINE)
+# The description Claude Code's Bash tool requires with every command.
+BASH_DESCRIPTION = "Run the command the user asked for"
 
 LOG_LOCK = threading.Lock()
 
@@ -119,18 +127,25 @@ def text_of(content) -> str:
 class Decision:
     """What the model 'answers' to one request."""
 
-    def __init__(self, provider: str, prompt: str, step: int, tools_declared: bool,
-                 command_tool: str = "run_command"):
+    def __init__(self, provider: str, prompt: str, step: int, tools_declared,
+                 tool_names=frozenset(), command_tool: str = "run_command"):
         self.provider = provider
         self.step = step
         self.prompt = prompt
         file_m = FILE_RE.search(prompt)
         cmd_m = CMD_RE.search(prompt)
         script = []
-        if file_m:
-            script.append(("read_file", {"path": file_m.group(1)}))
-        if cmd_m:
-            script.append((command_tool, {"command": cmd_m.group(1)}))
+        if "Bash" in tool_names and "run_command" not in tool_names:
+            # Claude Code: its own Bash tool runs the command.
+            run_m = RUN_RE.search(prompt)
+            if run_m:
+                script.append(("Bash", {"command": run_m.group(1),
+                                        "description": BASH_DESCRIPTION}))
+        else:
+            if file_m:
+                script.append(("read_file", {"path": file_m.group(1)}))
+            if cmd_m:
+                script.append((command_tool, {"command": cmd_m.group(1)}))
         self.tool = None  # (name, args dict)
         if tools_declared and step < len(script):
             self.tool = script[step]
@@ -178,7 +193,15 @@ def anthropic_decision(req: dict) -> Decision:
             if isinstance(content, list):
                 step += sum(1 for b in content
                             if isinstance(b, dict) and b.get("type") == "tool_result")
-    return Decision("anthropic", prompt, step, bool(req.get("tools")))
+    tools = req.get("tools") or []
+    names = frozenset(t.get("name") for t in tools if isinstance(t, dict))
+    return Decision("anthropic", prompt, step, bool(tools), names)
+
+
+def count_tokens_reply(req: dict) -> dict:
+    """POST /v1/messages/count_tokens: a deterministic count (about one token
+    per four bytes of the request, as the API's estimates go)."""
+    return {"input_tokens": max(1, len(json.dumps(req)) // 4)}
 
 
 def chunks_of(s: str, n: int) -> list[str]:
@@ -537,7 +560,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         gemini = mock_apis.GEMINI_PATH.match(path)
         bedrock = mock_bedrock.BEDROCK_PATH.match(path)
-        provider = {"/v1/messages": "anthropic", "/v1/responses": "responses"}.get(
+        provider = {"/v1/messages": "anthropic", "/v1/messages/count_tokens": "anthropic",
+                    "/v1/responses": "responses"}.get(
             path, "gemini" if gemini else "bedrock" if bedrock else "openai")
         try:
             raw = self.read_body()
@@ -567,7 +591,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if bedrock:
             self.answer_bedrock(bedrock, raw)
             return
-        if path not in ("/v1/chat/completions", "/v1/messages"):
+        if path not in ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"):
             self.note("404", len(raw))
             self.record({"status": 404, "body_len": len(raw)})
             self.error_json(provider, 404, f"unknown path {path}")
@@ -595,6 +619,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.note(f"400 invalid json ({e.__class__.__name__})", len(raw))
             self.record({"status": 400, "body_len": len(raw)})
             self.error_json(provider, 400, f"invalid request body: {e}"[:200])
+            return
+
+        if path == "/v1/messages/count_tokens":
+            reply = count_tokens_reply(req)
+            self.note(f"200 count_tokens {reply['input_tokens']}", len(raw))
+            self.record({"status": 200, "provider": "anthropic", "model": req["model"],
+                         "count_tokens": reply["input_tokens"]})
+            self.send_json(200, reply, {"request-id": "req_count_" + stable_hex(raw)})
             return
 
         stream = bool(req.get("stream"))
@@ -704,7 +736,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if provider == "gemini":
             model, method = gemini.group(1), gemini.group(2)
             stream = method == "streamGenerateContent"
-            d = Decision("gemini", *mock_apis.gemini_context(req))
+            prompt, step, declared, command = mock_apis.gemini_context(req)
+            d = Decision("gemini", prompt, step, declared, command_tool=command)
         else:
             model, stream = req["model"], bool(req.get("stream"))
             d = Decision("responses", *mock_apis.responses_context(req, self.server.responses))

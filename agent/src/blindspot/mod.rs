@@ -219,13 +219,20 @@ impl BlindSpots {
             .net
             .as_ref()
             .map_or_else(String::new, |n| format!("{}:{}", n.address, n.port));
+        // What capture concluded about this executable's own TLS stack
+        // (hooked, or refused and why), when a resolver recognised one.
+        let why = open
+            .build_id
+            .as_deref()
+            .and_then(crate::capture::stacks::outcome_for_build_id)
+            .unwrap_or_else(|| "its TLS library is not hooked".into());
         f.finding = Some(FindingInfo {
             rule: "capture.blind_spot".into(),
             title: "TLS to an LLM API with no plaintext captured: capture is missing here".into(),
             evidence: vec![c.id.clone()],
             class: "blind_spot".into(),
             detail: Some(format!(
-                "{exe}{build_id} connected to {} ({addr}) and no TLS plaintext was captured from it: its TLS library is not hooked",
+                "{exe}{build_id} connected to {} ({addr}) and no TLS plaintext was captured from it: {why}",
                 open.dest
             )),
             ..FindingInfo::default()

@@ -99,6 +99,35 @@ fn build_ids_are_read_from_the_head_of_an_executable() {
 }
 
 #[test]
+fn a_refused_tls_stack_is_cited_by_build_id() {
+    // This test process stands for the client: its build-id is read from
+    // /proc/self/exe, as the daemon reads a client's.
+    use crate::capture::{
+        stacks::{self, boringssl::Refusal, Stack},
+        targets::{outcome, TargetError},
+    };
+    let pid = std::process::id();
+    let id = build_id(pid, None).expect("the test binary has a GNU build-id");
+    let refused = Err(TargetError::Refused {
+        path: "/usr/local/bin/claude".into(),
+        stack: Stack::BoringSsl,
+        reason: Refusal::NoWrite.to_string(),
+    });
+    stacks::note_outcome(&id, outcome(&refused).expect("a refusal is cited"));
+    let mut b = spots(&["127.0.0.1:8443"], 1);
+    b.on_connect(pid, &connect(pid, "127.0.0.1", 8443, 0), 1_000);
+    let found = b.expire(5_000_000_000);
+    assert_eq!(found.len(), 1);
+    let detail = found[0].finding.as_ref().unwrap().detail.clone().unwrap();
+    assert!(detail.contains(&format!("(build-id {id})")), "{detail}");
+    assert!(
+        detail.contains("its TLS stack (boringssl) was found but no probe was attached")
+            && detail.contains("no function matches SSL_write"),
+        "{detail}"
+    );
+}
+
+#[test]
 fn an_ipv4_host_reached_through_a_dual_stack_socket_is_asked_about() {
     // Java connects AF_INET6 sockets to IPv4 hosts at ::ffff:a.b.c.d.
     let mut b = spots(&["127.0.0.1:8443"], 10);

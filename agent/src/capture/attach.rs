@@ -263,7 +263,7 @@ impl Attacher {
     }
 
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![
+        let mut c = vec![
             ("tls_attach_links", self.attached),
             ("tls_attach_failed", self.attach_failed),
             ("tls_attach_exited", self.attach_exited),
@@ -271,7 +271,9 @@ impl Attacher {
             ("tls_targets", self.targets.len() as u64),
             ("tls_targets_refused", self.targets.refused()),
             ("tls_attached_processes", self.links.len() as u64),
-        ]
+        ];
+        c.extend(stacks::boringssl::counters());
+        c
     }
 
     /// Attaches every known library to `pid`, and its executable when that

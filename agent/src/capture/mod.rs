@@ -189,7 +189,7 @@ impl Capture {
             return Err(CaptureError::NoObject);
         }
         mount_tracefs();
-        stacks::rustls::set_cache_dir(&cfg.hook_cache_dir);
+        stacks::set_hook_cache_dir(&cfg.hook_cache_dir);
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
         // Parsing the kernel's BTF takes tens of MB for a moment: give it
         // back before the next phase, so the peaks do not add up.
@@ -291,6 +291,12 @@ impl Capture {
     fn attach_tls(&mut self) -> Result<(), CaptureError> {
         Attacher::load_tls(&mut self.ebpf)?;
         self.attacher.targets_mut().discover_host();
+        // Executables named in the config are resolved now, before READY:
+        // locating a stripped BoringSSL takes up to half a second, which a
+        // client's first request would not wait for at its exec.
+        for exe in &self.cfg.watch_exe {
+            self.attacher.targets_mut().learn(exe);
+        }
         // On a whole host, processes that already hold a connection to an
         // HTTPS port may never connect again: attach them now.
         if !self.cfg.scoped() {

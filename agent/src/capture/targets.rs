@@ -1,7 +1,8 @@
 //! Where TLS libraries live on this host: shared libraries (`libssl.so.*`,
 //! `libgnutls.so.*`, NSS's `libssl3.so` and `libnspr4.so`, in the system,
-//! venvs, conda, /opt) and executables that link a TLS stack in (node). Which stacks are recognised, and how their hook points are
-//! found, is in [`super::stacks`].
+//! venvs, conda, /opt) and executables that link a TLS stack in (node, Bun,
+//! Claude Code, Go programs, Codex). Which stacks are recognised, and how
+//! their hook points are found, is in [`super::stacks`].
 //!
 //! A target is resolved once: the file offsets of its hooks are computed
 //! when the file is first seen, so attaching to one more process costs no
@@ -87,34 +88,72 @@ pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
         data: &map,
         obj: &obj,
     };
+    let library = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(".so"));
+    let mut result = Err(TargetError::NoStack {
+        path: path.display().to_string(),
+    });
     for (stack, resolver) in stacks::RESOLVERS {
         match resolver(&elf) {
-            Ok(None) => {}
+            Ok(None) => continue,
             Ok(Some(r)) => {
-                return Ok(TlsTarget {
+                result = Ok(TlsTarget {
                     path: path.to_path_buf(),
                     id: (meta.dev(), meta.ino()),
                     stack: r.stack,
                     method: r.method,
                     hooks: r.hooks,
-                    library: path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.contains(".so")),
-                })
+                    library,
+                });
             }
             Err(reason) => {
-                return Err(TargetError::Refused {
+                result = Err(TargetError::Refused {
                     path: path.display().to_string(),
                     stack: *stack,
                     reason,
-                })
+                });
+            }
+        }
+        break;
+    }
+    // Programs (not libraries) are what `blind_spot` findings name by
+    // build-id: remember what became of their TLS stack.
+    if !library {
+        use object::Object as _;
+        if let Ok(Some(id)) = obj.build_id() {
+            if let Some(outcome) = outcome(&result) {
+                stacks::note_outcome(&hex::encode(id), outcome);
             }
         }
     }
-    Err(TargetError::NoStack {
-        path: path.display().to_string(),
-    })
+    result
+}
+
+/// A resolver's verdict on a program, as a `blind_spot` finding cites it.
+pub fn outcome(r: &Result<TlsTarget, TargetError>) -> Option<String> {
+    match r {
+        Ok(t) => {
+            let mut at: Vec<String> = Vec::new();
+            for h in &t.hooks {
+                let s = format!("{} at file offset {:#x}", h.function, h.offset);
+                if !at.contains(&s) {
+                    at.push(s);
+                }
+            }
+            Some(format!(
+                "its TLS stack ({}) was found by {} and hooked ({})",
+                t.stack,
+                t.method,
+                at.join(", ")
+            ))
+        }
+        Err(TargetError::Refused { stack, reason, .. }) => Some(format!(
+            "its TLS stack ({stack}) was found but no probe was attached: {reason}"
+        )),
+        Err(_) => None,
+    }
 }
 
 /// A read-only view of a whole file.
@@ -263,7 +302,7 @@ impl Targets {
     }
 
     /// Seeds the set from the usual library directories and from the
-    /// executables of well-known runtimes that link OpenSSL statically.
+    /// executables of well-known runtimes that link a TLS stack statically.
     pub fn discover_host(&mut self) {
         for dir in [
             "/usr/lib/x86_64-linux-gnu",
@@ -289,7 +328,10 @@ impl Targets {
         for dir in std::env::split_paths(&path)
             .chain(["/usr/bin", "/usr/local/bin"].iter().map(PathBuf::from))
         {
-            for exe in ["node", "nodejs"] {
+            // node exports OpenSSL; bun and claude (Claude Code) embed a
+            // stripped BoringSSL, searched once here rather than at their
+            // first exec, where a short client would outrun the search.
+            for exe in ["node", "nodejs", "bun", "claude"] {
                 let p = dir.join(exe);
                 if p.is_file() {
                     self.learn(&p);
@@ -508,13 +550,9 @@ mod system_stacks {
         let mut t = Targets::default();
         t.discover_host();
         for target in t.all() {
-            let i = stacks::RESOLVERS
-                .iter()
-                .position(|(s, _)| *s == target.stack)
-                .expect("a resolver");
             for h in &target.hooks {
                 assert!(
-                    stacks::PROGRAMS[i].contains(&h.program),
+                    stacks::programs_of(target.stack).contains(&h.program),
                     "{} → {} is not among the {} programs",
                     h.function,
                     h.program,

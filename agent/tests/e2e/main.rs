@@ -28,6 +28,7 @@
     clippy::duration_suboptimal_units
 )]
 
+mod boringssl;
 mod codex;
 #[path = "../common/mod.rs"]
 mod common;

@@ -8,13 +8,21 @@
 //! the first that claims a file wins. Each says how it found its offsets
 //! ([`Method`]), which the attach log and `blind_spot` findings report.
 
+pub mod boringssl;
 pub mod gnutls;
 pub mod go;
 pub mod nss;
 pub mod openssl;
 pub mod rustls;
 
-use std::{fmt, path::Path};
+use std::{
+    collections::HashMap,
+    fmt, fs,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{Mutex, OnceLock},
+};
 
 /// A TLS implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,6 +38,9 @@ pub enum Stack {
     GoTls,
     /// rustls over aws-lc-rs, linked into a (usually stripped) program.
     Rustls,
+    /// `BoringSSL` linked statically into a stripped program (Bun and Bun
+    /// single-file executables such as Claude Code).
+    BoringSsl,
 }
 
 impl Stack {
@@ -40,6 +51,7 @@ impl Stack {
             Stack::Nss => "nss",
             Stack::GoTls => "go-crypto-tls",
             Stack::Rustls => "rustls",
+            Stack::BoringSsl => "boringssl",
         }
     }
 }
@@ -114,6 +126,9 @@ pub const RESOLVERS: &[(Stack, Resolver)] = &[
     (Stack::Nss, nss::resolve),
     (Stack::GoTls, go::resolve),
     (Stack::Rustls, rustls::resolve),
+    // After rustls: aws-lc (under rustls) carries a copy of BoringSSL's
+    // libssl sources, which Codex does not link.
+    (Stack::BoringSsl, boringssl::resolve),
 ];
 
 /// The program every TLS return probe tail-calls to copy the plaintext
@@ -128,7 +143,20 @@ pub const PROGRAMS: &[&[&str]] = &[
     nss::PROGRAMS,
     go::PROGRAMS,
     rustls::PROGRAMS,
+    boringssl::PROGRAMS,
 ];
+
+/// The programs a stack's hooks may name (`BoringSSL` shares `OpenSSL`'s,
+/// which [`PROGRAMS`] lists once: a program is loaded once).
+pub fn programs_of(stack: Stack) -> &'static [&'static str] {
+    match stack {
+        Stack::OpenSsl | Stack::BoringSsl => openssl::PROGRAMS,
+        Stack::GnuTls => gnutls::PROGRAMS,
+        Stack::Nss => nss::PROGRAMS,
+        Stack::GoTls => go::PROGRAMS,
+        Stack::Rustls => rustls::PROGRAMS,
+    }
+}
 
 /// Is this the file name of a shared TLS library some resolver reads? The
 /// kernel's `LIB_OPEN` filter (agent-ebpf/src/file.rs `is_tls_library`)
@@ -197,4 +225,77 @@ pub fn symbol_file_offset(obj: &object::File<'_>, sym: &object::Symbol<'_, '_>) 
     let section = obj.section_by_index(sym.section_index()?).ok()?;
     let (file_off, _) = section.file_range()?;
     Some(sym.address() - section.address() + file_off)
+}
+
+/// The directory of the per-build hook cache (`[capture] hook_cache_dir`)
+/// of the resolvers that search code (rustls, `BoringSSL`), set once at
+/// start; unset or empty: memory only.
+static HOOK_CACHE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+pub fn set_hook_cache_dir(dir: &Path) {
+    let _ = HOOK_CACHE_DIR.set(dir.to_path_buf());
+}
+
+pub fn hook_cache_dir() -> Option<&'static Path> {
+    HOOK_CACHE_DIR
+        .get()
+        .map(PathBuf::as_path)
+        .filter(|d| !d.as_os_str().is_empty())
+}
+
+/// The bytes of `dir/name` when it is a regular file of at most `max`
+/// bytes. What it says is the caller's to check.
+pub fn read_private(dir: &Path, name: &str, max: u64) -> Option<Vec<u8>> {
+    let path = dir.join(name);
+    let meta = fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > max {
+        return None;
+    }
+    fs::read(&path).ok()
+}
+
+/// Writes `dir/name`: the directory 0700, the file 0600, written whole then
+/// renamed so a reader never sees half of it.
+pub fn write_private(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp{}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)
+}
+
+/// Build-ids remembered with what became of their TLS stack.
+const MAX_OUTCOMES: usize = 4096;
+
+fn outcomes() -> &'static Mutex<HashMap<String, String>> {
+    static OUTCOMES: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    OUTCOMES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Records what capture concluded about the TLS stack of the executables
+/// with this GNU build-id (hex): hooked, or refused and why.
+pub fn note_outcome(build_id: &str, outcome: String) {
+    if let Ok(mut m) = outcomes().lock() {
+        if m.len() >= MAX_OUTCOMES && !m.contains_key(build_id) {
+            m.clear();
+        }
+        m.insert(build_id.to_owned(), outcome);
+    }
+}
+
+/// What capture concluded about the TLS stack of executables with this
+/// build-id, for a `blind_spot` finding's detail: None when no resolver
+/// recognised one there.
+pub fn outcome_for_build_id(build_id: &str) -> Option<String> {
+    outcomes().lock().ok()?.get(build_id).cloned()
 }

@@ -43,12 +43,11 @@
 //! decoded and classified — before it is used, so a stale or altered cache
 //! file cannot place a probe.
 
+#[cfg(test)]
+use std::path::PathBuf;
 use std::{
     collections::HashMap,
-    fs,
-    io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Mutex, OnceLock},
 };
 
@@ -154,21 +153,6 @@ pub struct Found {
     pub offset: u64,
 }
 
-/// The directory of the per-build disk cache (`[capture] hook_cache_dir`),
-/// set once at start; unset or empty: memory only.
-static CACHE_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-pub fn set_cache_dir(dir: &Path) {
-    let _ = CACHE_DIR.set(dir.to_path_buf());
-}
-
-fn cache_dir() -> Option<&'static Path> {
-    CACHE_DIR
-        .get()
-        .map(PathBuf::as_path)
-        .filter(|d| !d.as_os_str().is_empty())
-}
-
 /// A cache file holds a few hundred bytes; anything larger is not ours.
 const MAX_CACHE_FILE: u64 = 16 * 1024;
 
@@ -178,44 +162,30 @@ struct CacheFile {
     found: Vec<Found>,
 }
 
+fn cache_name(key: &[u8]) -> String {
+    format!("{}.json", hex::encode(key))
+}
+
+#[cfg(test)]
 fn cache_file(dir: &Path, key: &[u8]) -> PathBuf {
-    dir.join(format!("{}.json", hex::encode(key)))
+    dir.join(cache_name(key))
 }
 
 /// The hooks stored for `key`, if a well-formed file is there. What it says
 /// is checked against the program before use ([`reverify`]).
 pub fn load_cached(dir: &Path, key: &[u8]) -> Option<Vec<Found>> {
-    let path = cache_file(dir, key);
-    let meta = fs::metadata(&path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_CACHE_FILE {
-        return None;
-    }
-    let f: CacheFile = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+    let body = super::read_private(dir, &cache_name(key), MAX_CACHE_FILE)?;
+    let f: CacheFile = serde_json::from_slice(&body).ok()?;
     (f.v == 1 && !f.found.is_empty() && f.found.len() <= 3 * MAX_PER_KIND).then_some(f.found)
 }
 
-/// Stores the hooks for `key`: the directory 0700, the file 0600, written
-/// whole then renamed so a reader never sees half of it.
+/// Stores the hooks for `key` (0700 directory, 0600 file, atomic).
 pub fn store_cached(dir: &Path, key: &[u8], found: &[Found]) -> std::io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let path = cache_file(dir, key);
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let body = serde_json::to_vec(&CacheFile {
         v: 1,
         found: found.to_vec(),
     })?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&body)?;
-    f.sync_all()?;
-    fs::rename(&tmp, &path)
+    super::write_private(dir, &cache_name(key), &body)
 }
 
 fn cache() -> &'static Mutex<HashMap<Vec<u8>, Vec<Found>>> {
@@ -240,7 +210,7 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
         .lock()
         .ok()
         .and_then(|c| c.get(&key).cloned())
-        .or_else(|| cache_dir().and_then(|d| load_cached(d, &key)));
+        .or_else(|| super::hook_cache_dir().and_then(|d| load_cached(d, &key)));
     let found = if let Some(f) = cached.filter(|f| reverify(elf, f)) {
         f
     } else {
@@ -248,7 +218,7 @@ pub fn resolve(elf: &Elf<'_>) -> Result<Option<Resolved>, String> {
         if f.is_empty() {
             return Ok(None);
         }
-        if let Some(dir) = cache_dir() {
+        if let Some(dir) = super::hook_cache_dir() {
             if let Err(e) = store_cached(dir, &key, &f) {
                 tracing::warn!(dir = %dir.display(), error = %e, "hook cache not written");
             }
