@@ -25,6 +25,7 @@ use crate::http::{
 const LIMITS: Limits = Limits {
     max_header_bytes: 4096,
     max_body_bytes: 64 * 1024,
+    max_ws_message_bytes: 16 * 1024,
 };
 
 /// What a parser may hold at most with [`LIMITS`]: per direction a head and
@@ -214,6 +215,7 @@ pub fn llm_exchange(data: &[u8]) {
         t_first_body: Some(4),
         t_response_end: Some(5),
         truncated: false,
+        websocket: sel & 4 != 0,
     };
     exchange(&ex);
 }

@@ -139,11 +139,16 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     let req = &ex.request;
     // HTTP/2 picked up mid-way may not know the method; a body says POST.
     let method_unknown = req.headers_unknown && req.method.is_empty() && !req.body.is_empty();
-    if !req.method.eq_ignore_ascii_case("POST") && !method_unknown {
+    // A WebSocket exchange is one message on a `GET` upgrade.
+    if !req.method.eq_ignore_ascii_case("POST") && !method_unknown && !ex.websocket {
         return None;
     }
-    let by_path = route::by_path(&req.path);
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
+    let by_path = if ex.websocket {
+        websocket_api(req, parsed.as_ref().ok())?
+    } else {
+        route::by_path(&req.path)
+    };
     let mut api = match (by_path, &parsed) {
         (Some(a), _) => a,
         (None, Ok(v)) => route::by_shape(req, v)?,
@@ -159,6 +164,7 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
 
     let server = route::server_of(req);
     let mut call = LlmCall {
+        transport: ex.websocket.then(|| "websocket".to_owned()),
         provider: route::provider(api, &server),
         operation: api.operation().to_owned(),
         role: ex.role,
@@ -210,6 +216,21 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
         decode_response(ex, resp, api, &mut call, problems);
     }
     Some(call)
+}
+
+/// The API of a WebSocket exchange. `Some(None)`: decide by the body's
+/// shape; `None`: not an LLM call. The Responses API's WebSocket mode sends
+/// `response.create` messages whose other fields are a Responses request
+/// body; a request cut before its type could be read, on the Responses
+/// path, is still one (its answer says so).
+fn websocket_api(req: &crate::http::Request, v: Option<&Value>) -> Option<Option<Api>> {
+    let by_path = route::by_path(&req.path);
+    match v.map(|v| str_at(v, "type")) {
+        Some(Some("response.create")) => Some(Some(Api::Responses)),
+        Some(Some(_)) => None,
+        _ if by_path == Some(Api::Responses) => Some(by_path),
+        _ => Some(None),
+    }
 }
 
 fn fill_request(api: Api, v: &Value, call: &mut LlmCall) {
