@@ -16,7 +16,9 @@
 #                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
 #                    aitrail does not hook, for the blind-spot test)
 #   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
-#                    boto3 for the Bedrock client; for the forwarders' tests:
+#                    boto3 for the Bedrock client; websockets for the
+#                    Responses API WebSocket-mode client, its mock and the
+#                    ws fixture recorder; for the forwarders' tests:
 #                    opentelemetry-proto for the OTLP receiver,
 #                    ocsf-json-schema + jsonschema for the OCSF check),
 #                    installed only if a pinned version is not already there

@@ -101,6 +101,41 @@ pub fn h2_connection(data: &[u8]) {
     run_ops(&ops);
 }
 
+/// A WebSocket connection: the first byte chooses the upgrade (bit 7: none,
+/// the ops carry their own or start mid-way; bit 0: permessage-deflate;
+/// bit 1: `client_no_context_takeover`; bit 2: `server_no_context_takeover`),
+/// the rest are capture ops holding frames, so that the fuzzer spends its
+/// time in the frame decoder, the inflater and the pairing.
+pub fn websocket(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let mut ops = Vec::new();
+    if sel & 0x80 == 0 {
+        let mut ext = String::new();
+        if sel & 1 != 0 {
+            ext.push_str("Sec-WebSocket-Extensions: permessage-deflate");
+            if sel & 2 != 0 {
+                ext.push_str("; client_no_context_takeover");
+            }
+            if sel & 4 != 0 {
+                ext.push_str("; server_no_context_takeover");
+            }
+            ext.push_str("\r\n");
+        }
+        let req = "GET /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\n\
+                   Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let resp = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\n{ext}\r\n"
+        );
+        ops.push(Op::Data(Direction::Outbound, req.as_bytes().to_vec()));
+        ops.push(Op::Data(Direction::Inbound, resp.into_bytes()));
+    }
+    ops.extend(decode_ops(rest));
+    run_ops(&ops);
+}
+
 fn run_ops(ops: &[Op]) {
     let mut p = HttpParser::new(LIMITS);
     let mut ts = 1_000_000_000u64;
@@ -232,6 +267,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("connection", connection),
     ("h2_connection", h2_connection),
+    ("websocket", websocket),
     ("hpack", hpack),
     ("sse", sse),
     ("eventstream", eventstream),

@@ -2,7 +2,9 @@
 //!
 //! [`HttpParser`] (`proto.rs`) tells HTTP/2 from HTTP/1.x by the first
 //! bytes and hands the connection to [`h2::H2Parser`] or to the HTTP/1.x
-//! parser described here; both emit the same [`Exchange`].
+//! parser described here; both emit the same [`Exchange`]. After a 101 to
+//! `Upgrade: websocket` the HTTP/1.x parser hands its bytes to [`ws`],
+//! which emits one exchange per Responses API `response.create`.
 //!
 //! One [`Http1Parser`] per connection sees both directions. Each direction
 //! has a framer (`framer.rs`) that finds heads and frames bodies; the
