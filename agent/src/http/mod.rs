@@ -387,6 +387,12 @@ impl Http1Parser {
         self.ws.is_some()
     }
 
+    /// An open WebSocket with nothing in progress (see
+    /// [`HttpParser::is_idle_websocket`]).
+    pub fn is_idle_websocket(&self) -> bool {
+        self.ws.as_ref().is_some_and(|w| w.is_between_turns())
+    }
+
     /// Bytes held: partial heads, bodies in progress, and finished
     /// messages waiting for their pair. Bounded by the limits.
     pub fn buffered_bytes(&self) -> usize {

@@ -165,6 +165,19 @@ impl HttpParser {
         }
     }
 
+    /// An upgraded WebSocket that is open with no response in progress.
+    /// Idle expiry leaves it alone: finishing it would lose nothing now, but
+    /// the next turn would meet a fresh parser mid-way, without the
+    /// permessage-deflate context its messages refer to. It still ends on
+    /// close, on its process's exit, and under the table's and the memory
+    /// budget's eviction.
+    pub fn is_idle_websocket(&self) -> bool {
+        match &self.proto {
+            Proto::H1(p) => p.is_idle_websocket(),
+            _ => false,
+        }
+    }
+
     /// Whether the connection was found to speak HTTP/2.
     pub fn is_h2(&self) -> bool {
         matches!(self.proto, Proto::H2(_))

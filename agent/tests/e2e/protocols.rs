@@ -391,12 +391,10 @@ fn responses_api_over_websocket_with_permessage_deflate() {
         c.eq("model", Some("gpt-5-mini"), l.model.as_deref());
         c.eq("usage.input", Some(57), l.usage.input_tokens);
         c.eq("usage.output", Some(23), l.usage.output_tokens);
-        c.check(l.api_key_id.is_some(), || format!("call {i}: no api_key_id"));
-        c.eq(
-            "response_id",
-            ids.get(i).copied(),
-            l.response_id.as_deref(),
-        );
+        c.check(l.api_key_id.is_some(), || {
+            format!("call {i}: no api_key_id")
+        });
+        c.eq("response_id", ids.get(i).copied(), l.response_id.as_deref());
     }
     let mut tool_span = None;
     if let [first, second] = calls[..] {
@@ -416,7 +414,12 @@ fn responses_api_over_websocket_with_permessage_deflate() {
             l.output.tool_calls.iter().any(|t| {
                 t.id == call_id && t.name == "run_command" && t.arguments.contains(&command)
             }),
-            || format!("first turn: no run_command {call_id}: {:?}", l.output.tool_calls),
+            || {
+                format!(
+                    "first turn: no run_command {call_id}: {:?}",
+                    l.output.tool_calls
+                )
+            },
         );
         let l2 = second.llm.as_ref().expect("llm");
         c.eq(
@@ -425,7 +428,10 @@ fn responses_api_over_websocket_with_permessage_deflate() {
             l2.previous_response_id.as_deref(),
         );
         c.check(l2.output.text.contains("ws-was-here"), || {
-            format!("second turn: the answer {:?} lacks the command output", l2.output.text)
+            format!(
+                "second turn: the answer {:?} lacks the command output",
+                l2.output.text
+            )
         });
         let tools: Vec<&Event> = ev
             .of_kind(kind::TOOL_CALL)
@@ -442,28 +448,38 @@ fn responses_api_over_websocket_with_permessage_deflate() {
             let tc = t.tool.as_ref().expect("tool");
             c.eq("tool name", "run_command", tc.name.as_str());
             c.check(
-                tc.result.as_deref().is_some_and(|r| r.contains("ws-was-here")),
+                tc.result
+                    .as_deref()
+                    .is_some_and(|r| r.contains("ws-was-here")),
                 || format!("tool result {:?}", tc.result),
             );
             tool_span = Some((t.span_id.clone(), tc.effects.clone()));
         }
     }
-    // The command the client ran for the model: a child span of the tool
-    // call, and one of its effects.
+    // The command the client ran for the model (`/bin/sh -c CMD`; the
+    // launcher's own exec carries CMD among the client's arguments): a
+    // child span of the tool call, and one of its effects.
     let execs: Vec<&Event> = ev
         .of_kind(kind::PROCESS_EXEC)
         .into_iter()
         .filter(|e| {
             e.exec
                 .as_ref()
-                .is_some_and(|x| x.args.iter().any(|a| a == &command))
+                .is_some_and(|x| x.args.len() == 3 && x.args[1] == "-c" && x.args[2] == command)
         })
         .collect();
     c.check(!execs.is_empty(), || format!("no exec of `{command}`"));
     if let (Some(x), Some((span, effects))) = (execs.first(), &tool_span) {
-        c.eq("exec parent", Some(span.as_str()), x.parent_span_id.as_deref());
+        c.eq(
+            "exec parent",
+            Some(span.as_str()),
+            x.parent_span_id.as_deref(),
+        );
         c.check(effects.contains(&x.id), || {
-            format!("the exec {} is not among the tool's effects {effects:?}", x.id)
+            format!(
+                "the exec {} is not among the tool's effects {effects:?}",
+                x.id
+            )
         });
     }
     // Nothing on the socket went unread.
@@ -473,7 +489,11 @@ fn responses_api_over_websocket_with_permessage_deflate() {
         .and_then(|h| h.health.as_ref())
     {
         Some(h) => {
-            let ws: Vec<_> = h.dropped.iter().filter(|(k, _)| k.starts_with("ws_")).collect();
+            let ws: Vec<_> = h
+                .dropped
+                .iter()
+                .filter(|(k, _)| k.starts_with("ws_"))
+                .collect();
             c.check(ws.is_empty(), || format!("WebSocket drops: {ws:?}"));
         }
         None => c.fail("no agent.health".into()),

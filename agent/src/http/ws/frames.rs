@@ -178,6 +178,10 @@ enum State {
 
 /// A data message being assembled.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one message, not states of one machine"
+)]
 struct Msg {
     text: bool,
     compressed: bool,
@@ -234,7 +238,25 @@ impl FrameDecoder {
     }
 
     pub(crate) fn buffered(&self) -> usize {
-        self.msg.as_ref().map_or(0, |m| m.data.len()) + self.control.len() + self.scratch.len()
+        // A decompressor keeps its 32 KiB window for the connection's life.
+        let window = if self.inflater.is_some() {
+            32 * 1024
+        } else {
+            0
+        };
+        self.msg.as_ref().map_or(0, |m| m.data.len())
+            + self.control.len()
+            + self.scratch.len()
+            + window
+    }
+
+    /// No message is in progress.
+    pub(crate) fn between_messages(&self) -> bool {
+        self.msg.is_none()
+            && matches!(
+                self.state,
+                State::Head { have: 0, .. } | State::Closed | State::Lost
+            )
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -413,7 +435,7 @@ impl FrameDecoder {
         if let Some(mask) = f.mask {
             // The key's phase follows the payload offset; only its low two
             // bits matter.
-            let phase = (f.seen % 4) as usize;
+            let phase = usize::try_from(f.seen % 4).unwrap_or(0);
             for (i, b) in chunk.iter_mut().enumerate() {
                 *b ^= mask[(phase + i) % 4];
             }

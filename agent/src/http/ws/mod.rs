@@ -33,6 +33,11 @@
 //! a message that refers to bytes before the pick-up fails to inflate and
 //! is counted, while the next ones decode.
 
+#![expect(
+    clippy::doc_markdown,
+    reason = "protocol and product names (WebSocket, OpenAI) are prose, not code"
+)]
+
 mod frames;
 #[cfg(test)]
 mod tests;
@@ -273,6 +278,10 @@ const OP_PONG: u8 = 0xA;
 
 /// One `response.create` and what answered it so far.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one turn, not states of one machine"
+)]
 struct Turn {
     request: Vec<u8>,
     request_truncated: bool,
@@ -419,6 +428,14 @@ impl WsConn {
     /// False once both directions closed or were given up.
     pub(crate) fn is_live(&self) -> bool {
         (0..2).any(|i| !self.closed[i] && !self.decoders[i].is_lost())
+    }
+
+    /// Open, with no response in progress and no message half read: a
+    /// socket kept between turns (Codex keeps one for the session).
+    pub(crate) fn is_between_turns(&self) -> bool {
+        self.is_live()
+            && self.turns.is_empty()
+            && self.decoders.iter().all(FrameDecoder::between_messages)
     }
 
     pub(crate) fn buffered(&self) -> usize {

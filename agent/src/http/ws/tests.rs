@@ -645,3 +645,21 @@ fn fixture_midstream_with_context_takeover_counts_what_refers_back() {
     assert_eq!(ex.len(), 1, "{outs:?}");
     assert!(ex[0].truncated);
 }
+
+#[test]
+fn an_open_socket_between_turns_is_idle_a_turn_in_progress_is_not() {
+    let (mut p, _) = upgraded(None);
+    assert!(p.is_idle_websocket());
+    p.feed(OUT, 10, &frame(0x81, create(1).as_bytes(), Some(KEY)));
+    assert!(!p.is_idle_websocket(), "a response.create waits");
+    for e in events(1) {
+        p.feed(IN, 11, &frame(0x81, e.as_bytes(), None));
+    }
+    assert!(p.is_idle_websocket());
+    // Half a frame: a message in progress.
+    p.feed(IN, 12, &frame(0x81, b"{\"type\":\"x\"}", None)[..4]);
+    assert!(!p.is_idle_websocket());
+    let mut q = HttpParser::new(Limits::default());
+    q.feed(OUT, 1, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(!q.is_idle_websocket(), "not a WebSocket");
+}
