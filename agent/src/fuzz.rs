@@ -123,14 +123,14 @@ pub fn websocket(data: &[u8]) {
             }
             ext.push_str("\r\n");
         }
-        let req = "GET /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\n\
-                   Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
-        let resp = format!(
+        let upgrade = "GET /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\n\
+                       Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let accept = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\n{ext}\r\n"
         );
-        ops.push(Op::Data(Direction::Outbound, req.as_bytes().to_vec()));
-        ops.push(Op::Data(Direction::Inbound, resp.into_bytes()));
+        ops.push(Op::Data(Direction::Outbound, upgrade.as_bytes().to_vec()));
+        ops.push(Op::Data(Direction::Inbound, accept.into_bytes()));
     }
     ops.extend(decode_ops(rest));
     run_ops(&ops);

@@ -448,25 +448,30 @@ impl Conn {
                 s.response = RespPart::Done(Box::new(done));
             }
             if cur.upgrade {
-                let up = self
-                    .slots
-                    .iter()
-                    .find_map(|s| match (&s.request, &s.response) {
-                        (ReqPart::Done(req), RespPart::Done(resp)) => Some(ws::Upgrade {
-                            method: req.request.method.clone(),
-                            path: req.request.path.clone(),
-                            request_headers: req.request.headers.clone(),
-                            api_key_id: req.request.api_key_id.clone(),
-                            status: resp.response.status,
-                            response_headers: resp.response.headers.clone(),
-                        }),
-                        _ => None,
-                    });
-                self.end_upgrade(up.unwrap_or_default());
+                let up = self.upgrade_exchange();
+                self.end_upgrade(up);
                 return;
             }
         }
         self.flush_ready();
+    }
+
+    /// What the exchange that switched protocols said: the settled slot.
+    fn upgrade_exchange(&self) -> ws::Upgrade {
+        self.slots
+            .iter()
+            .find_map(|s| match (&s.request, &s.response) {
+                (ReqPart::Done(req), RespPart::Done(resp)) => Some(ws::Upgrade {
+                    method: req.request.method.clone(),
+                    path: req.request.path.clone(),
+                    request_headers: req.request.headers.clone(),
+                    api_key_id: req.request.api_key_id.clone(),
+                    status: resp.response.status,
+                    response_headers: resp.response.headers.clone(),
+                }),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// The connection stops being HTTP/1.x after the exchange that

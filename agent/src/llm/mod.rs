@@ -145,7 +145,11 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     }
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
     let by_path = if ex.websocket {
-        websocket_api(req, parsed.as_ref().ok())?
+        match websocket_api(req, parsed.as_ref().ok()) {
+            WsApi::Known(a) => Some(a),
+            WsApi::ByShape => None,
+            WsApi::NotLlm => return None,
+        }
     } else {
         route::by_path(&req.path)
     };
@@ -218,18 +222,26 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     Some(call)
 }
 
-/// The API of a WebSocket exchange. `Some(None)`: decide by the body's
-/// shape; `None`: not an LLM call. The Responses API's WebSocket mode sends
-/// `response.create` messages whose other fields are a Responses request
-/// body; a request cut before its type could be read, on the Responses
-/// path, is still one (its answer says so).
-fn websocket_api(req: &crate::http::Request, v: Option<&Value>) -> Option<Option<Api>> {
-    let by_path = route::by_path(&req.path);
+/// What a WebSocket message is.
+enum WsApi {
+    Known(Api),
+    /// Decide by the body's shape.
+    ByShape,
+    NotLlm,
+}
+
+/// The API of a WebSocket exchange. The Responses API's WebSocket mode
+/// sends `response.create` messages whose other fields are a Responses
+/// request body; a request cut before its type could be read, on the
+/// Responses path, is still one (its answer says so).
+fn websocket_api(req: &crate::http::Request, v: Option<&Value>) -> WsApi {
     match v.map(|v| str_at(v, "type")) {
-        Some(Some("response.create")) => Some(Some(Api::Responses)),
-        Some(Some(_)) => None,
-        _ if by_path == Some(Api::Responses) => Some(by_path),
-        _ => Some(None),
+        Some(Some("response.create")) => WsApi::Known(Api::Responses),
+        Some(Some(_)) => WsApi::NotLlm,
+        _ => match route::by_path(&req.path) {
+            Some(Api::Responses) => WsApi::Known(Api::Responses),
+            _ => WsApi::ByShape,
+        },
     }
 }
 

@@ -378,22 +378,19 @@ impl FrameDecoder {
     /// The head of a data frame: starts or continues a message.
     fn start_data(&mut self, ts: u64, opcode: u8, rsv1: bool) {
         if opcode == OP_CONTINUATION {
-            match &mut self.msg {
-                Some(m) => {
-                    m.t_end = ts;
-                    if rsv1 {
-                        self.out.push(FrameEvent::Error(WsError::BadRsv1));
-                        m.broken = true;
-                        m.truncated = true;
-                    }
+            if let Some(m) = &mut self.msg {
+                m.t_end = ts;
+                if rsv1 {
+                    self.out.push(FrameEvent::Error(WsError::BadRsv1));
+                    m.broken = true;
+                    m.truncated = true;
                 }
-                None => {
-                    // The message's start was not seen (picked up mid-way,
-                    // or a gap): its fragments are skipped.
-                    self.out
-                        .push(FrameEvent::Error(WsError::OrphanContinuation));
-                    self.msg = Some(Msg::skipped(ts));
-                }
+            } else {
+                // The message's start was not seen (picked up mid-way, or
+                // a gap): its fragments are skipped.
+                self.out
+                    .push(FrameEvent::Error(WsError::OrphanContinuation));
+                self.msg = Some(Msg::skipped(ts));
             }
             return;
         }

@@ -456,7 +456,7 @@ impl WsConn {
         for ev in events {
             match ev {
                 FrameEvent::Message(m) if from_client => self.on_client_message(m),
-                FrameEvent::Message(m) => self.on_server_message(m),
+                FrameEvent::Message(m) => self.on_server_message(&m),
                 FrameEvent::MessageLost { t } => self.on_lost_message(from_client, t),
                 FrameEvent::Close => self.closed[dir.index()] = true,
                 FrameEvent::Lost => {
@@ -527,7 +527,7 @@ impl WsConn {
         self.turns.push_back(turn);
     }
 
-    fn on_server_message(&mut self, m: WsMessage) {
+    fn on_server_message(&mut self, m: &WsMessage) {
         if !m.text {
             self.error(WsError::BinaryMessage);
             return;

@@ -19,15 +19,15 @@ const IN: Direction = Direction::Inbound;
 fn frame(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut f = vec![b0];
     let m = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => f.push(m | n as u8),
-        n if n <= 0xffff => {
-            f.push(m | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
+    match (u8::try_from(payload.len()), u16::try_from(payload.len())) {
+        (Ok(n), _) if n < 126 => f.push(m | n),
+        (_, Ok(n)) => {
+            f.push(m | 0x7e);
+            f.extend_from_slice(&n.to_be_bytes());
         }
-        n => {
-            f.push(m | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
+        _ => {
+            f.push(m | 0x7f);
+            f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
         }
     }
     match mask {
@@ -49,7 +49,9 @@ fn upgrade_request(extensions: Option<&str>) -> Vec<u8> {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
     );
     if let Some(e) = extensions {
-        s.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+        s.push_str("Sec-WebSocket-Extensions: ");
+        s.push_str(e);
+        s.push_str("\r\n");
     }
     s.push_str("\r\n");
     s.into_bytes()
@@ -61,7 +63,9 @@ fn upgrade_response(extensions: Option<&str>) -> Vec<u8> {
          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n",
     );
     if let Some(e) = extensions {
-        s.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+        s.push_str("Sec-WebSocket-Extensions: ");
+        s.push_str(e);
+        s.push_str("\r\n");
     }
     s.push_str("\r\n");
     s.into_bytes()
@@ -168,14 +172,14 @@ fn lengths_16_and_64_bit_and_fragments_with_control_frames_between() {
     let mut wire = Vec::new();
     for e in &evs {
         // Three fragments, a ping and a pong between them.
-        let b = e.as_bytes();
-        let (a, rest) = b.split_at(b.len() / 3);
-        let (m, z) = rest.split_at(rest.len() / 2);
-        wire.extend(frame(0x01, a, None));
+        let bytes = e.as_bytes();
+        let (head, rest) = bytes.split_at(bytes.len() / 3);
+        let (middle, last) = rest.split_at(rest.len() / 2);
+        wire.extend(frame(0x01, head, None));
         wire.extend(frame(0x89, b"ping", None));
-        wire.extend(frame(0x00, m, None));
+        wire.extend(frame(0x00, middle, None));
         wire.extend(frame(0x8A, b"", None));
-        wire.extend(frame(0x80, z, None));
+        wire.extend(frame(0x80, last, None));
     }
     // Fed byte by byte for the small part, in odd pieces for the rest.
     for (i, chunk) in wire.chunks(7).enumerate() {
