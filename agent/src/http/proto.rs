@@ -178,6 +178,14 @@ impl HttpParser {
         }
     }
 
+    /// Whether the connection became (or was found to be) a WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        match &self.proto {
+            Proto::H1(p) => p.is_websocket(),
+            _ => false,
+        }
+    }
+
     /// Whether the connection was found to speak HTTP/2.
     pub fn is_h2(&self) -> bool {
         matches!(self.proto, Proto::H2(_))
