@@ -17,7 +17,9 @@
 #                    aitrail does not hook, for the blind-spot test)
 #   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
 #                    boto3 for the Bedrock client and the archive's S3 checks;
-#                    moto[server] for the archive's S3 tests; for the forwarders' tests:
+#                    moto[server] for the archive's S3 tests; websockets for
+#                    the Responses API WebSocket-mode client, its mock and the
+#                    ws fixture recorder; for the forwarders' tests:
 #                    opentelemetry-proto for the OTLP receiver,
 #                    ocsf-json-schema + jsonschema for the OCSF check),
 #                    installed only if a pinned version is not already there;

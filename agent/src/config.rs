@@ -99,6 +99,8 @@ pub struct PipelineSection {
     pub idle_timeout_secs: u64,
     /// Decoded body bytes kept per message.
     pub max_body_bytes: usize,
+    /// Decoded bytes kept per WebSocket message.
+    pub max_ws_message_bytes: usize,
     /// How long a tool call waits for its result before it is emitted.
     pub tool_effect_window_secs: u64,
     /// Period of `agent.health` events (one is always sent at shutdown).
@@ -115,6 +117,7 @@ impl Default for PipelineSection {
         Self {
             idle_timeout_secs: 120,
             max_body_bytes: 16 * 1024 * 1024,
+            max_ws_message_bytes: 16 * 1024 * 1024,
             tool_effect_window_secs: 300,
             health_interval_secs: 60,
             max_connections: 4096,

@@ -218,6 +218,11 @@ pub struct LlmCall {
     /// text is not kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_count: Option<u64>,
+    /// How the call travelled when not one HTTP request: `websocket` (the
+    /// Responses API's WebSocket mode, one call per `response.create` on
+    /// an upgraded connection). Absent for HTTP/1.1 and HTTP/2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// `tool` of a `tool.call` event.

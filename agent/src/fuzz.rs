@@ -25,6 +25,7 @@ use crate::http::{
 const LIMITS: Limits = Limits {
     max_header_bytes: 4096,
     max_body_bytes: 64 * 1024,
+    max_ws_message_bytes: 16 * 1024,
 };
 
 /// What a parser may hold at most with [`LIMITS`]: per direction a head and
@@ -97,6 +98,41 @@ pub fn connection(data: &[u8]) {
 pub fn h2_connection(data: &[u8]) {
     let mut ops = vec![Op::Data(Direction::Outbound, PREFACE.to_vec())];
     ops.extend(decode_ops(data));
+    run_ops(&ops);
+}
+
+/// A WebSocket connection: the first byte chooses the upgrade (bit 7: none,
+/// the ops carry their own or start mid-way; bit 0: permessage-deflate;
+/// bit 1: `client_no_context_takeover`; bit 2: `server_no_context_takeover`),
+/// the rest are capture ops holding frames, so that the fuzzer spends its
+/// time in the frame decoder, the inflater and the pairing.
+pub fn websocket(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let mut ops = Vec::new();
+    if sel & 0x80 == 0 {
+        let mut ext = String::new();
+        if sel & 1 != 0 {
+            ext.push_str("Sec-WebSocket-Extensions: permessage-deflate");
+            if sel & 2 != 0 {
+                ext.push_str("; client_no_context_takeover");
+            }
+            if sel & 4 != 0 {
+                ext.push_str("; server_no_context_takeover");
+            }
+            ext.push_str("\r\n");
+        }
+        let upgrade = "GET /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\n\
+                       Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let accept = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\n{ext}\r\n"
+        );
+        ops.push(Op::Data(Direction::Outbound, upgrade.as_bytes().to_vec()));
+        ops.push(Op::Data(Direction::Inbound, accept.into_bytes()));
+    }
+    ops.extend(decode_ops(rest));
     run_ops(&ops);
 }
 
@@ -237,6 +273,7 @@ pub fn llm_exchange(data: &[u8]) {
         t_first_body: Some(4),
         t_response_end: Some(5),
         truncated: false,
+        websocket: sel & 4 != 0,
     };
     exchange(&ex);
 }
@@ -253,6 +290,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("connection", connection),
     ("h2_connection", h2_connection),
+    ("websocket", websocket),
     ("hpack", hpack),
     ("sse", sse),
     ("eventstream", eventstream),

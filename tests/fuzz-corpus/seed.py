@@ -3,8 +3,11 @@
 fixtures, in each target's input format (agent/src/fuzz.rs). Idempotent: a
 seed is named by the hash of its bytes. `cargo xtask fuzz` runs it first.
 
-  connection, h2_connection  every tests/fixtures/{http,llm,h2,mcp}/*.cap as capture
+  connection, h2_connection  every tests/fixtures/{http,llm,h2,mcp,ws}/*.cap as capture
                              ops (op byte: bit 0 = inbound, bit 1 = gap; u16 LE length)
+  websocket                  selector byte + capture ops: the ws fixtures whole (0x80:
+                             their own upgrade), and their frames after the 101 under
+                             each permessage-deflate selector
   sse, eventstream           the response bodies of the fixtures that stream them
   llm_exchange               selector byte + request body + NUL + response body
 """
@@ -73,6 +76,19 @@ def body_of(stream):
     return bytes(out)
 
 
+def after_upgrade(recs):
+    """The records after the 101's head (the frames), or None."""
+    for n, (kind, inbound, val) in enumerate(recs):
+        if kind == "data" and inbound and val.startswith(b"HTTP/1.1 101"):
+            end = val.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            rest = val[end + 4:]
+            tail = [("data", True, rest)] if rest else []
+            return tail + recs[n + 1:]
+    return None
+
+
 def put(target, data):
     d = os.path.join(HERE, target)
     os.makedirs(d, exist_ok=True)
@@ -81,7 +97,7 @@ def put(target, data):
 
 
 def main():
-    for sub in ("http", "llm", "h2", "mcp"):
+    for sub in ("http", "llm", "h2", "mcp", "ws"):
         d = os.path.join(FIXTURES, sub)
         if not os.path.isdir(d):
             continue
@@ -91,6 +107,15 @@ def main():
             recs = records(open(os.path.join(d, name), "rb").read())
             if sub == "h2":
                 put("h2_connection", ops(recs))
+            if sub == "ws":
+                put("websocket", b"\x80" + ops(recs))
+                after = after_upgrade(recs)
+                if after is not None:
+                    head = b"".join(v for k, i, v in recs[:4] if k == "data" and i)
+                    sel = (1 if b"permessage-deflate" in head else 0) \
+                        | (2 if b"client_no_context_takeover" in head else 0) \
+                        | (4 if b"server_no_context_takeover" in head else 0)
+                    put("websocket", bytes([sel]) + ops(after))
             put("connection", ops(recs))
             out = b"".join(v for k, i, v in recs if k == "data" and not i)
             inn = b"".join(v for k, i, v in recs if k == "data" and i)

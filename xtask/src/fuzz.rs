@@ -24,6 +24,7 @@ use crate::util::{self, show};
 pub const TARGETS: &[&str] = &[
     "connection",
     "h2_connection",
+    "websocket",
     "hpack",
     "sse",
     "eventstream",

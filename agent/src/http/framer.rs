@@ -94,12 +94,14 @@ impl Framer {
         !self.buf.is_empty()
     }
 
-    /// Handles `data`, all of it, reporting to `conn`.
-    pub(crate) fn push(&mut self, conn: &mut Conn, ts: u64, data: &[u8]) {
+    /// Handles `data`, reporting to `conn`: all of it, unless the
+    /// connection stops being HTTP/1.x (an upgrade) part way. Returns how
+    /// many bytes were taken.
+    pub(crate) fn push(&mut self, conn: &mut Conn, ts: u64, data: &[u8]) -> usize {
         let mut rest = data;
         // Each step consumes bytes or changes state; it returns None when it
         // cannot go on without more input.
-        while !conn.not_http {
+        while !conn.not_http && conn.upgraded.is_none() {
             let step = match self.state {
                 State::Head { start_ts, start_ok } => {
                     self.step_head(conn, ts, rest, start_ts, start_ok)
@@ -112,6 +114,7 @@ impl Framer {
                 None => break,
             }
         }
+        data.len() - rest.len()
     }
 
     fn resync(infer_lost: bool) -> State {

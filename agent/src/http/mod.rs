@@ -2,7 +2,9 @@
 //!
 //! [`HttpParser`] (`proto.rs`) tells HTTP/2 from HTTP/1.x by the first
 //! bytes and hands the connection to [`h2::H2Parser`] or to the HTTP/1.x
-//! parser described here; both emit the same [`Exchange`].
+//! parser described here; both emit the same [`Exchange`]. After a 101 to
+//! `Upgrade: websocket` the HTTP/1.x parser hands its bytes to [`ws`],
+//! which emits one exchange per Responses API `response.create`.
 //!
 //! One [`Http1Parser`] per connection sees both directions. Each direction
 //! has a framer (`framer.rs`) that finds heads and frames bodies; the
@@ -39,6 +41,7 @@ mod head;
 mod pair;
 mod proto;
 pub mod sse;
+pub mod ws;
 
 #[cfg(test)]
 mod tests;
@@ -88,6 +91,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest body kept, counted both as received and as decoded.
     pub max_body_bytes: usize,
+    /// Largest WebSocket message kept (decoded): one `response.create`
+    /// or one server event.
+    pub max_ws_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -97,6 +103,7 @@ impl Default for Limits {
         Limits {
             max_header_bytes: 64 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
+            max_ws_message_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -131,6 +138,11 @@ pub struct Exchange {
     /// A part is missing: a body was cut (cap, gap, close), or there is no
     /// response.
     pub truncated: bool,
+    /// One response on an upgraded WebSocket (see [`ws`]): the request is
+    /// the upgrade's with one client message as its body, the response the
+    /// 101's with the server's messages as server-sent events.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub websocket: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -234,6 +246,8 @@ pub enum HttpError {
     TooManyPending { limit: usize },
     #[error(transparent)]
     H2(#[from] h2::H2Error),
+    #[error(transparent)]
+    Ws(#[from] ws::WsError),
 }
 
 impl HttpError {
@@ -253,6 +267,7 @@ impl HttpError {
             HttpError::UnpairedResponse => "http_unpaired_response",
             HttpError::TooManyPending { .. } => "http_too_many_pending",
             HttpError::H2(e) => e.name(),
+            HttpError::Ws(e) => e.name(),
         }
     }
 }
@@ -262,6 +277,8 @@ impl HttpError {
 pub struct Http1Parser {
     conn: Conn,
     framers: [Framer; 2],
+    /// After a 101 to WebSocket: the frames.
+    ws: Option<Box<ws::WsConn>>,
 }
 
 impl Http1Parser {
@@ -272,25 +289,49 @@ impl Http1Parser {
                 Framer::new(Direction::Outbound),
                 Framer::new(Direction::Inbound),
             ],
+            ws: None,
         }
+    }
+
+    /// A WebSocket picked up mid-way (see [`ws::sniff`]); `client_dir` is
+    /// the direction whose frames are masked.
+    pub(crate) fn websocket_mid_stream(limits: Limits, client_dir: Direction) -> Self {
+        let mut p = Http1Parser::new(limits);
+        let role = match client_dir {
+            Direction::Outbound => Role::Client,
+            Direction::Inbound => Role::Server,
+        };
+        p.ws = Some(Box::new(ws::WsConn::mid_stream(role, client_dir, limits)));
+        p
     }
 
     /// Feeds plaintext bytes seen in `dir`, from a record stamped `ts_ns`.
     /// Returns what completed.
     pub fn feed(&mut self, dir: Direction, ts_ns: u64, data: &[u8]) -> Vec<HttpOutput> {
+        if let Some(ws) = &mut self.ws {
+            return ws.feed(dir, ts_ns, data);
+        }
         if self.conn.not_http {
             return Vec::new();
         }
         self.conn.last_ts = self.conn.last_ts.max(ts_ns);
         let knew_role = self.conn.request_dir.is_some();
-        self.framers[dir.index()].push(&mut self.conn, ts_ns, data);
+        let used = self.framers[dir.index()].push(&mut self.conn, ts_ns, data);
         // The other direction may hold a start line that waited for the
         // role to be known.
         let other = dir.other().index();
         if !knew_role && self.conn.request_dir.is_some() && self.framers[other].has_pending() {
             self.framers[other].push(&mut self.conn, ts_ns, &[]);
         }
-        std::mem::take(&mut self.conn.out)
+        let mut out = std::mem::take(&mut self.conn.out);
+        if let Some(up) = self.conn.upgraded.take() {
+            // The rest of this record is the first frames.
+            let client_dir = self.conn.request_dir.unwrap_or(Direction::Outbound);
+            let mut ws = ws::WsConn::new(self.conn.role(), client_dir, up, self.conn.limits);
+            out.extend(ws.feed(dir, ts_ns, &data[used..]));
+            self.ws = Some(Box::new(ws));
+        }
+        out
     }
 
     /// `len` bytes are missing in `dir` (lost, or cut by the capture cap).
@@ -301,6 +342,9 @@ impl Http1Parser {
     /// so that it looks for a message start instead of judging the
     /// connection not HTTP.
     pub fn gap(&mut self, dir: Direction, len: u64) -> Vec<HttpOutput> {
+        if let Some(ws) = &mut self.ws {
+            return ws.gap(dir, self.conn.last_ts, len);
+        }
         if self.conn.not_http {
             return Vec::new();
         }
@@ -314,6 +358,9 @@ impl Http1Parser {
     /// else unfinished is truncated, and requests without a response are
     /// emitted without one.
     pub fn finish(&mut self, ts_ns: u64) -> Vec<HttpOutput> {
+        if let Some(ws) = &mut self.ws {
+            return ws.finish(ts_ns);
+        }
         self.conn.last_ts = self.conn.last_ts.max(ts_ns);
         if !self.conn.not_http {
             // Requests first: a request cut by the close must be in its
@@ -329,12 +376,28 @@ impl Http1Parser {
     /// False once the connection is known not to carry HTTP/1.x (or was
     /// upgraded to another protocol); `NotHttp` was then reported once.
     pub fn is_http(&self) -> bool {
-        !self.conn.not_http
+        match &self.ws {
+            Some(ws) => ws.is_live(),
+            None => !self.conn.not_http,
+        }
+    }
+
+    /// Whether the connection was upgraded to WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        self.ws.is_some()
+    }
+
+    /// An open WebSocket with nothing in progress (see
+    /// [`HttpParser::is_idle_websocket`]).
+    pub fn is_idle_websocket(&self) -> bool {
+        self.ws.as_ref().is_some_and(|w| w.is_between_turns())
     }
 
     /// Bytes held: partial heads, bodies in progress, and finished
     /// messages waiting for their pair. Bounded by the limits.
     pub fn buffered_bytes(&self) -> usize {
-        self.framers.iter().map(Framer::buffered).sum::<usize>() + self.conn.buffered()
+        self.framers.iter().map(Framer::buffered).sum::<usize>()
+            + self.conn.buffered()
+            + self.ws.as_ref().map_or(0, |w| w.buffered())
     }
 }

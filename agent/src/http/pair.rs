@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 
 use super::body::{self, BodySink};
 use super::head::{self, BodyLength, Head, Kind, StartLine};
-use super::{Direction, Exchange, HttpError, HttpOutput, Limits, Request, Response, MAX_PENDING};
+use super::{
+    ws, Direction, Exchange, HttpError, HttpOutput, Limits, Request, Response, MAX_PENDING,
+};
 use crate::event::Role;
 
 /// A message being received.
@@ -96,6 +98,8 @@ pub(crate) struct Conn {
     pub(super) resp_cur: Option<RespCur>,
     /// The response direction resynchronised since its last head.
     pub(super) resp_resynced: bool,
+    /// A 101 accepted a WebSocket: the bytes after it are frames.
+    pub(super) upgraded: Option<ws::Upgrade>,
     pub(super) out: Vec<HttpOutput>,
 }
 
@@ -112,6 +116,7 @@ impl Conn {
             req_cur: None,
             resp_cur: None,
             resp_resynced: false,
+            upgraded: None,
             out: Vec::new(),
         }
     }
@@ -398,8 +403,17 @@ impl Conn {
             let (body, body_truncated, body_cut, err) = cur.msg.body.finish(complete);
             if cur.orphan {
                 if cur.upgrade {
-                    self.flush_all();
-                    self.set_not_http();
+                    let status = match cur.msg.head.line {
+                        StartLine::Response { status } => status,
+                        StartLine::Request { .. } => 0,
+                    };
+                    // The request was not seen: only the 101 is known.
+                    let up = ws::Upgrade {
+                        status,
+                        response_headers: cur.msg.head.headers,
+                        ..ws::Upgrade::default()
+                    };
+                    self.end_upgrade(up);
                 }
                 return;
             }
@@ -434,12 +448,42 @@ impl Conn {
                 s.response = RespPart::Done(Box::new(done));
             }
             if cur.upgrade {
-                self.flush_all();
-                self.set_not_http();
+                let up = self.upgrade_exchange();
+                self.end_upgrade(up);
                 return;
             }
         }
         self.flush_ready();
+    }
+
+    /// What the exchange that switched protocols said: the settled slot.
+    fn upgrade_exchange(&self) -> ws::Upgrade {
+        self.slots
+            .iter()
+            .find_map(|s| match (&s.request, &s.response) {
+                (ReqPart::Done(req), RespPart::Done(resp)) => Some(ws::Upgrade {
+                    method: req.request.method.clone(),
+                    path: req.request.path.clone(),
+                    request_headers: req.request.headers.clone(),
+                    api_key_id: req.request.api_key_id.clone(),
+                    status: resp.response.status,
+                    response_headers: resp.response.headers.clone(),
+                }),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The connection stops being HTTP/1.x after the exchange that
+    /// switched it: to WebSocket frames for a 101 to WebSocket, to
+    /// something we do not follow otherwise (a CONNECT tunnel, h2c).
+    fn end_upgrade(&mut self, up: ws::Upgrade) {
+        self.flush_all();
+        if up.status == 101 && ws::is_websocket(&up.response_headers) {
+            self.upgraded = Some(up);
+        } else {
+            self.set_not_http();
+        }
     }
 
     /// A head was cut by a gap in `dir`.
@@ -518,6 +562,7 @@ impl Conn {
             request: req.request,
             response: response.map(|r| r.response),
             truncated,
+            websocket: false,
         };
         self.out.push(HttpOutput::Exchange(exchange));
     }

@@ -8,6 +8,11 @@
 //!   rest, including "not HTTP at all");
 //! - otherwise two plausible HTTP/2 frame headers in a row: HTTP/2 picked
 //!   up mid-way (the capture started on a connection already open);
+//! - otherwise WebSocket frames (one frame filling the first write, or two
+//!   plausible frame heads in a row; [`ws::sniff`]): a WebSocket picked up
+//!   mid-way, its upgrade unseen (the daemon started, or an idle
+//!   connection was flushed, while the socket stayed open); masking tells
+//!   which side is the client;
 //! - anything else goes to the HTTP/1.x parser, which reports it.
 //!
 //! Until one direction's first bytes decide, everything fed is kept (at
@@ -15,7 +20,7 @@
 //! choice never depends on how the bytes were split.
 
 use super::h2::{self, H2Parser, Sniff};
-use super::{Direction, Http1Parser, HttpOutput, Limits};
+use super::{ws, Direction, Http1Parser, HttpOutput, Limits};
 
 /// Most bytes held while undecided: two frame headers and the largest
 /// frame the sniffer accepts, per direction, with room to spare. Past it
@@ -45,6 +50,10 @@ enum Choice {
     H1,
     H2Preface,
     H2MidWay,
+    /// WebSocket frames; `masked`: the direction sniffed is the client's.
+    WsMidWay {
+        masked: bool,
+    },
 }
 
 fn choose(first: &[u8]) -> Option<Choice> {
@@ -57,11 +66,20 @@ fn choose(first: &[u8]) -> Option<Choice> {
         return Some(Choice::H1);
     }
     match h2::sniff(first) {
-        Sniff::Frames => Some(Choice::H2MidWay),
-        Sniff::NeedMore => None,
-        Sniff::No => Some(Choice::H1),
+        Sniff::Frames => return Some(Choice::H2MidWay),
+        Sniff::NeedMore => return None,
+        Sniff::No => {}
+    }
+    match ws::sniff(first, MAX_WS_SNIFF_FRAME) {
+        ws::Sniff::Frames { masked } => Some(Choice::WsMidWay { masked }),
+        ws::Sniff::NeedMore => None,
+        ws::Sniff::No => Some(Choice::H1),
     }
 }
+
+/// Largest frame the WebSocket sniffer accepts: a Responses API event or
+/// a `response.create` with a long history, with room to spare.
+const MAX_WS_SNIFF_FRAME: u64 = 64 * 1024 * 1024;
 
 /// HTTP parser for one connection, both directions, either version.
 #[derive(Debug)]
@@ -147,6 +165,27 @@ impl HttpParser {
         }
     }
 
+    /// An upgraded WebSocket that is open with no response in progress.
+    /// Idle expiry leaves it alone: finishing it would lose nothing now, but
+    /// the next turn would meet a fresh parser mid-way, without the
+    /// permessage-deflate context its messages refer to. It still ends on
+    /// close, on its process's exit, and under the table's and the memory
+    /// budget's eviction.
+    pub fn is_idle_websocket(&self) -> bool {
+        match &self.proto {
+            Proto::H1(p) => p.is_idle_websocket(),
+            _ => false,
+        }
+    }
+
+    /// Whether the connection became (or was found to be) a WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        match &self.proto {
+            Proto::H1(p) => p.is_websocket(),
+            _ => false,
+        }
+    }
+
     /// Whether the connection was found to speak HTTP/2.
     pub fn is_h2(&self) -> bool {
         matches!(self.proto, Proto::H2(_))
@@ -168,6 +207,13 @@ impl HttpParser {
             Choice::H1 => Proto::H1(Box::new(Http1Parser::new(self.limits))),
             Choice::H2Preface => Proto::H2(Box::new(H2Parser::new(self.limits, Some(dir)))),
             Choice::H2MidWay => Proto::H2(Box::new(H2Parser::new(self.limits, None))),
+            Choice::WsMidWay { masked } => {
+                let client_dir = if masked { dir } else { dir.other() };
+                Proto::H1(Box::new(Http1Parser::websocket_mid_stream(
+                    self.limits,
+                    client_dir,
+                )))
+            }
         };
         let Proto::Undecided { log, .. } = std::mem::replace(&mut self.proto, next) else {
             return Vec::new();

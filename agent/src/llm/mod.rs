@@ -139,11 +139,20 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     let req = &ex.request;
     // HTTP/2 picked up mid-way may not know the method; a body says POST.
     let method_unknown = req.headers_unknown && req.method.is_empty() && !req.body.is_empty();
-    if !req.method.eq_ignore_ascii_case("POST") && !method_unknown {
+    // A WebSocket exchange is one message on a `GET` upgrade.
+    if !req.method.eq_ignore_ascii_case("POST") && !method_unknown && !ex.websocket {
         return None;
     }
-    let by_path = route::by_path(&req.path);
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
+    let by_path = if ex.websocket {
+        match websocket_api(req, parsed.as_ref().ok()) {
+            WsApi::Known(a) => Some(a),
+            WsApi::ByShape => None,
+            WsApi::NotLlm => return None,
+        }
+    } else {
+        route::by_path(&req.path)
+    };
     let mut api = match (by_path, &parsed) {
         (Some(a), _) => a,
         (None, Ok(v)) => route::by_shape(req, v)?,
@@ -159,6 +168,7 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
 
     let server = route::server_of(req);
     let mut call = LlmCall {
+        transport: ex.websocket.then(|| "websocket".to_owned()),
         provider: route::provider(api, &server),
         operation: api.operation().to_owned(),
         role: ex.role,
@@ -210,6 +220,29 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
         decode_response(ex, resp, api, &mut call, problems);
     }
     Some(call)
+}
+
+/// What a WebSocket message is.
+enum WsApi {
+    Known(Api),
+    /// Decide by the body's shape.
+    ByShape,
+    NotLlm,
+}
+
+/// The API of a WebSocket exchange. The Responses API's WebSocket mode
+/// sends `response.create` messages whose other fields are a Responses
+/// request body; a request cut before its type could be read, on the
+/// Responses path, is still one (its answer says so).
+fn websocket_api(req: &crate::http::Request, v: Option<&Value>) -> WsApi {
+    match v.map(|v| str_at(v, "type")) {
+        Some(Some("response.create")) => WsApi::Known(Api::Responses),
+        Some(Some(_)) => WsApi::NotLlm,
+        _ => match route::by_path(&req.path) {
+            Some(Api::Responses) => WsApi::Known(Api::Responses),
+            _ => WsApi::ByShape,
+        },
+    }
 }
 
 fn fill_request(api: Api, v: &Value, call: &mut LlmCall) {

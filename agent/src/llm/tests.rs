@@ -443,6 +443,7 @@ fn exchange(
         t_first_body: None,
         t_response_end: None,
         truncated: false,
+        websocket: false,
     }
 }
 

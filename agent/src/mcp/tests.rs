@@ -353,6 +353,7 @@ fn exchange(headers: &[(&str, &str)], body: &str, resp: Option<(&str, &[u8])>) -
         t_first_body: None,
         t_response_end: Some(3),
         truncated: false,
+        websocket: false,
     }
 }
 

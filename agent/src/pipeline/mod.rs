@@ -116,6 +116,7 @@ impl Pipeline {
         let env = Envelope::new();
         let limits = Limits {
             max_body_bytes: cfg.pipeline.max_body_bytes,
+            max_ws_message_bytes: cfg.pipeline.max_ws_message_bytes,
             ..Limits::default()
         };
         Self {

@@ -5,7 +5,8 @@
 //! (one CPU, one ring buffer); a call whose chunks are missing, or whose tail
 //! was cut at the capture cap, becomes an explicit gap for the HTTP parser,
 //! which marks the message truncated. The table is bounded: idle connections
-//! are finished after a timeout, the least recently used are finished first
+//! are finished after a timeout (except a WebSocket between turns, whose
+//! compression context the next turn needs), the least recently used are finished first
 //! when it is full, and every connection of an exiting process is finished.
 //! Memory is bounded in all, not only per connection: when the bytes held by
 //! every parser pass a budget, the connection holding the most is finished
@@ -236,7 +237,9 @@ impl Streams {
         let idle: Vec<ConnKey> = self
             .conns
             .iter()
-            .filter(|(_, c)| now_ns.saturating_sub(c.last_ns) > idle_ns)
+            .filter(|(_, c)| {
+                now_ns.saturating_sub(c.last_ns) > idle_ns && !c.parser.is_idle_websocket()
+            })
             .map(|(k, _)| *k)
             .collect();
         for k in idle {

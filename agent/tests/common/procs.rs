@@ -51,6 +51,12 @@ impl MockServer {
         )
     }
 
+    /// tests/mock/mock_responses_ws.py: the Responses API's WebSocket mode
+    /// (`wss://127.0.0.1:PORT/v1/responses`), permessage-deflate offered.
+    pub fn start_ws(dir: &TestDir, pki: &Pki) -> Self {
+        Self::start_script(dir, pki, &python(), "tests/mock/mock_responses_ws.py")
+    }
+
     fn start_script(dir: &TestDir, pki: &Pki, interpreter: &str, script: &str) -> Self {
         Self::start_script_with(dir, pki, interpreter, script, &[])
     }

@@ -1,5 +1,7 @@
-//! Protocols and APIs beyond HTTP/1.1 chat: HTTP/2, the Responses API,
-//! Gemini.
+//! Protocols and APIs beyond HTTP/1.1 chat: HTTP/2, the Responses API
+//! (over HTTPS and over a WebSocket), Gemini.
+
+use aitrail::event::Event;
 
 use super::*;
 
@@ -321,4 +323,180 @@ fn an_mcp_tools_call_over_https_becomes_a_tool_call() {
         );
     }
     c.finish(&ev, &[], "mcp");
+}
+
+// ------------------------------------------------------------------ WebSocket
+
+/// The Responses API's WebSocket mode: a python `websockets` client over
+/// python's ssl (OpenSSL uprobes) does two turns on one socket with
+/// permessage-deflate (context takeover), really running the command the
+/// model asked for in between.
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn responses_api_over_websocket_with_permessage_deflate() {
+    common::require_root();
+    let _serial = common::serial();
+    let dir = TestDir::new("ws");
+    let pki = make_cert(&dir);
+    let mut mock = MockServer::start_ws(&dir, &pki);
+    let marker = dir.join("work/ws-marker.txt");
+    std::fs::write(&marker, "ws-was-here\n").expect("write marker");
+    let command = format!("cat {}", marker.display());
+    let script = common::repo_root().join("tests/clients/responses_ws.py");
+    let args = vec![
+        script.display().to_string(),
+        "--url".into(),
+        format!("wss://127.0.0.1:{}/v1/responses", mock.port),
+        "--ca".into(),
+        pki.ca.display().to_string(),
+        "--command".into(),
+        command.clone(),
+    ];
+    let env = [("OPENAI_API_KEY", OPENAI_KEY.to_string())];
+    let mut client = Launched::spawn(&dir, "ws", &python(), &args, &env);
+    let mut daemon = Daemon::start(&dir, client.pid());
+    client.release();
+    let out = client.wait_success(CLIENT_TIMEOUT);
+    common::grace();
+    daemon.stop();
+    mock.stop();
+    common::assert_no_secrets(&daemon);
+    assert!(
+        out.contains("EXTENSIONS permessage-deflate"),
+        "the socket did not negotiate permessage-deflate: {out}"
+    );
+    let call_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("CALL "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the client printed no CALL line: {out}"))
+        .to_owned();
+    let ids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("RESPONSE "))
+        .collect();
+
+    let ev = Events::read(&daemon.events);
+    let mut c = Checker::default();
+    let calls = ev.llm_calls();
+    c.eq("llm.calls on the socket", 2, calls.len());
+    for (i, e) in calls.iter().enumerate() {
+        let l = e.llm.as_ref().expect("llm");
+        c.eq("provider", "openai", l.provider.as_str());
+        c.eq("operation", "responses", l.operation.as_str());
+        c.eq("transport", Some("websocket"), l.transport.as_deref());
+        c.eq("path", "/v1/responses", l.path.as_str());
+        c.eq("stream", true, l.stream);
+        c.eq("truncated", false, l.truncated);
+        c.eq("model", Some("gpt-5-mini"), l.model.as_deref());
+        c.eq("usage.input", Some(57), l.usage.input_tokens);
+        c.eq("usage.output", Some(23), l.usage.output_tokens);
+        c.check(l.api_key_id.is_some(), || {
+            format!("call {i}: no api_key_id")
+        });
+        c.eq("response_id", ids.get(i).copied(), l.response_id.as_deref());
+    }
+    let mut tool_span = None;
+    if let [first, second] = calls[..] {
+        let l = first.llm.as_ref().expect("llm");
+        c.check(
+            l.system
+                .as_ref()
+                .is_some_and(|s| s.text.contains("aitrail WebSocket test agent")),
+            || "first turn: instructions not the system prompt".into(),
+        );
+        c.eq(
+            "reasoning",
+            Some("Deciding what to run."),
+            l.output.reasoning.as_deref(),
+        );
+        c.check(
+            l.output.tool_calls.iter().any(|t| {
+                t.id == call_id && t.name == "run_command" && t.arguments.contains(&command)
+            }),
+            || {
+                format!(
+                    "first turn: no run_command {call_id}: {:?}",
+                    l.output.tool_calls
+                )
+            },
+        );
+        let l2 = second.llm.as_ref().expect("llm");
+        c.eq(
+            "previous_response_id",
+            l.response_id.as_deref(),
+            l2.previous_response_id.as_deref(),
+        );
+        c.check(l2.output.text.contains("ws-was-here"), || {
+            format!(
+                "second turn: the answer {:?} lacks the command output",
+                l2.output.text
+            )
+        });
+        let tools: Vec<&Event> = ev
+            .of_kind(kind::TOOL_CALL)
+            .into_iter()
+            .filter(|e| e.tool.as_ref().is_some_and(|t| t.call_id == call_id))
+            .collect();
+        c.eq("tool.calls for the call", 1, tools.len());
+        if let Some(t) = tools.first() {
+            c.eq(
+                "tool.call parent",
+                Some(first.span_id.as_str()),
+                t.parent_span_id.as_deref(),
+            );
+            let tc = t.tool.as_ref().expect("tool");
+            c.eq("tool name", "run_command", tc.name.as_str());
+            c.check(
+                tc.result
+                    .as_deref()
+                    .is_some_and(|r| r.contains("ws-was-here")),
+                || format!("tool result {:?}", tc.result),
+            );
+            tool_span = Some((t.span_id.clone(), tc.effects.clone()));
+        }
+    }
+    // The command the client ran for the model (`/bin/sh -c CMD`; the
+    // launcher's own exec carries CMD among the client's arguments): a
+    // child span of the tool call, and one of its effects.
+    let execs: Vec<&Event> = ev
+        .of_kind(kind::PROCESS_EXEC)
+        .into_iter()
+        .filter(|e| {
+            e.exec
+                .as_ref()
+                .is_some_and(|x| x.args.len() == 3 && x.args[1] == "-c" && x.args[2] == command)
+        })
+        .collect();
+    c.check(!execs.is_empty(), || format!("no exec of `{command}`"));
+    if let (Some(x), Some((span, effects))) = (execs.first(), &tool_span) {
+        c.eq(
+            "exec parent",
+            Some(span.as_str()),
+            x.parent_span_id.as_deref(),
+        );
+        c.check(effects.contains(&x.id), || {
+            format!(
+                "the exec {} is not among the tool's effects {effects:?}",
+                x.id
+            )
+        });
+    }
+    // Nothing on the socket went unread.
+    match ev
+        .of_kind(kind::AGENT_HEALTH)
+        .last()
+        .and_then(|h| h.health.as_ref())
+    {
+        Some(h) => {
+            let ws: Vec<_> = h
+                .dropped
+                .iter()
+                .filter(|(k, _)| k.starts_with("ws_"))
+                .collect();
+            c.check(ws.is_empty(), || format!("WebSocket drops: {ws:?}"));
+        }
+        None => c.fail("no agent.health".into()),
+    }
+    c.finish(&ev, &[], "responses API over WebSocket");
 }

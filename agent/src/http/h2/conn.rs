@@ -447,6 +447,7 @@ impl Conn {
             t_first_body: s.resp.t_first_body,
             t_response_end: has_resp.then(|| s.resp.t_end.unwrap_or(last)),
             truncated,
+            websocket: false,
         }));
     }
 }

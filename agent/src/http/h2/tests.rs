@@ -416,6 +416,7 @@ fn small_limits() -> Limits {
     Limits {
         max_header_bytes: 512,
         max_body_bytes: 2048,
+        max_ws_message_bytes: 2048,
     }
 }
 

@@ -294,7 +294,7 @@ fn too_many_pending_requests_are_bounded() {
 }
 
 #[test]
-fn upgrade_ends_http() {
+fn upgrade_to_websocket_reads_frames_other_upgrades_end_http() {
     let req = head(
         "GET /ws HTTP/1.1",
         &[
@@ -310,8 +310,23 @@ fn upgrade_ends_http() {
     let mut p = HttpParser::new(Limits::default());
     let mut outs = p.feed(Out, T0, &req);
     let mut r = resp.clone();
+    // The first frame in the same record as the 101: a server message
+    // (unmasked), which no response.create asked for.
     r.extend_from_slice(&[0x81, 0x05, b'h', b'e', b'l', b'l', b'o']);
     outs.extend(p.feed(In, T0 + 1, &r));
+    assert_eq!(exchanges(&outs).len(), 1);
+    assert_eq!(error_names(&outs), ["ws_unpaired_message"]);
+    assert!(p.is_http());
+
+    // Upgraded to something else (h2c): the connection stops being HTTP/1.
+    let req = head(
+        "GET / HTTP/1.1",
+        &[("Host", "h"), ("Upgrade", "h2c"), ("Connection", "Upgrade")],
+    );
+    let resp = head("HTTP/1.1 101 Switching Protocols", &[("Upgrade", "h2c")]);
+    let mut p = HttpParser::new(Limits::default());
+    let mut outs = p.feed(Out, T0, &req);
+    outs.extend(p.feed(In, T0 + 1, &resp));
     assert_eq!(exchanges(&outs).len(), 1);
     assert_eq!(error_names(&outs), ["http_not_http"]);
     assert!(!p.is_http());

@@ -16,6 +16,7 @@ fn small_limits() -> Limits {
     Limits {
         max_header_bytes: 512,
         max_body_bytes: 2048,
+        max_ws_message_bytes: 2048,
     }
 }
 
@@ -81,7 +82,14 @@ proptest! {
         }
         let outs = p.finish(u64::MAX);
         not_http += error_names(&outs).iter().filter(|n| **n == "http_not_http").count();
-        prop_assert_eq!(not_http, usize::from(!p.is_http()));
+        if p.is_websocket() {
+            // Random bytes may pass for WebSocket frames (a socket picked
+            // up mid-way, counted as ws_midstream); such a parser ends by
+            // a close or by giving up, never as "not HTTP".
+            prop_assert_eq!(not_http, 0);
+        } else {
+            prop_assert_eq!(not_http, usize::from(!p.is_http()));
+        }
     }
 
     /// Cutting valid captures anywhere changes nothing.
