@@ -413,7 +413,7 @@ fn fixtures_mixed_in_replay_as_calls_of_every_provider() {
         "anthropic",
         "gemini",
         "ollama",
-        "bedrock",
+        "aws.bedrock",
         "azure.openai",
         "groq",
     ] {
