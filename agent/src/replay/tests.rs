@@ -340,7 +340,7 @@ fn all_captures() -> Vec<mix::Capture> {
 fn the_redaction_cache_changes_no_event_of_a_replay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let captures = all_captures();
-    assert!(captures.len() > 90, "{} fixtures", captures.len());
+    assert!(captures.len() > 80, "{} fixtures", captures.len());
     // Twice each: the second copy of a fixture hits the cache throughout.
     let twice: Vec<mix::Capture> = captures.iter().chain(&captures).cloned().collect();
     let recs: Vec<Vec<u8>> = synth::records_mixed(48, 3, &twice)
@@ -355,6 +355,10 @@ fn the_redaction_cache_changes_no_event_of_a_replay() {
         outs.push(out);
     }
     let strip_cache = |mut v: Value| {
+        // Evidence names events by their random ids.
+        if let Some(f) = v.get_mut("finding").and_then(Value::as_object_mut) {
+            f.remove("evidence");
+        }
         if let Some(c) = v.get_mut("health").and_then(|h| h.get_mut("counters")) {
             if let Some(m) = c.as_object_mut() {
                 m.retain(|k, _| !k.starts_with("redact_cache_"));
