@@ -7,7 +7,7 @@ use aitrail::{
     capture::records,
     config::{Config, FileConfig},
     pipeline::{Pipeline, RunSummary},
-    replay::{self, recording, synth, RecordingHeader},
+    replay::{self, mix, recording, synth, RecordingHeader},
     sinks::SinkSpec,
     util::Envelope,
 };
@@ -43,17 +43,34 @@ pub struct ReplayArgs {
     /// (a `sensitive_file` finding); 0: never.
     #[arg(long, default_value_t = 0, requires = "synth")]
     sensitive_every: usize,
+    /// With `--synth`: also replay every `*.cap` capture fixture of DIR
+    /// (e.g. tests/fixtures/llm: every provider), each as a process of its
+    /// own, spread between the agent sessions (repeatable).
+    #[arg(long = "fixtures", requires = "synth")]
+    fixtures: Vec<PathBuf>,
+    /// With `--fixtures`: how many times each fixture is replayed.
+    #[arg(long, default_value_t = 1, requires = "fixtures")]
+    fixture_copies: usize,
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     if args.synth {
         let mut header = RecordingHeader::this_host(&Envelope::new());
         header.synthetic = true;
-        let recs = synth::records_with(args.calls, args.sensitive_every);
+        let mut captures = Vec::new();
+        for dir in &args.fixtures {
+            captures.extend(mix::load_dir(dir).with_context(|| format!("{}", dir.display()))?);
+        }
+        let files = captures.len();
+        let captures: Vec<mix::Capture> = (0..args.fixture_copies)
+            .flat_map(|_| captures.iter().cloned())
+            .collect();
+        let recs = synth::records_mixed(args.calls, args.sensitive_every, &captures);
         let n = recording::write_all(&args.file, &header, recs.iter().map(records::encode))?;
         eprintln!(
-            "aitrail: wrote {n} synthesised records ({} llm calls) to {}",
+            "aitrail: wrote {n} synthesised records ({} llm calls, {} connections from {files} capture fixtures) to {}",
             args.calls,
+            captures.len(),
             args.file.display()
         );
         return Ok(());
@@ -158,10 +175,13 @@ fn bench(cfg: &mut Config, loaded: &replay::Loaded, rounds: u32) -> anyhow::Resu
     }
     let mb = total.tls_bytes as f64 / 1e6;
     println!(
-        "recording: {} records, {:.1} MB of TLS plaintext, {} llm calls per round{}",
+        "recording: {} records, {:.1} MB of TLS plaintext, {} llm calls ({:.1} KB of plaintext \
+         per llm call), {} events per round{}",
         loaded.records.len(),
         mb / f64::from(rounds),
         total.llm_calls / u64::from(rounds),
+        total.tls_bytes as f64 / 1e3 / (total.llm_calls as f64).max(1.0),
+        total.events / u64::from(rounds),
         if loaded.header.synthetic {
             " (synthesised)"
         } else {

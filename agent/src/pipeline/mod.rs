@@ -754,6 +754,7 @@ impl Pipeline {
         counters.insert("tls_chunks_not_http".into(), self.streams.skipped_not_http);
         gauges.insert("open_connections".into(), self.streams.len() as u64);
         counters.extend(self.redacted.counters());
+        counters.extend(self.redactor.cache_counters());
         for (name, v) in self.detector.counters() {
             counters.insert(format!("detect_{name}"), v);
         }

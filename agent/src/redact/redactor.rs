@@ -14,9 +14,13 @@
 //! merged range) and replaced by markers. Text that already holds markers
 //! is left as is, so redaction is idempotent.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Mutex, PoisonError},
+};
 
 use regex::Regex;
+use sha2::{Digest, Sha256};
 
 use super::policy::{self, Mode, RedactConfig, RedactError};
 use super::scan::{DataClass, Match, Scanner};
@@ -104,10 +108,11 @@ enum Field<'a> {
 }
 
 impl Field<'_> {
-    fn joined(&self) -> String {
+    /// The text scanned: the field's own, or a list's elements joined.
+    fn text(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Field::Text(s) => (*s).clone(),
-            Field::List(v) => v.join(" "),
+            Field::Text(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            Field::List(v) => std::borrow::Cow::Owned(v.join(" ")),
         }
     }
 }
@@ -169,6 +174,8 @@ pub struct Redactor {
     config: RedactConfig,
     key: Vec<u8>,
     markers: Regex,
+    /// `None`: every text is scanned afresh ([`Redactor::without_cache`]).
+    cache: Option<Mutex<ScanCache>>,
 }
 
 impl Redactor {
@@ -195,43 +202,87 @@ impl Redactor {
             config: config.clone(),
             key,
             markers: Regex::new(&text::marker_pattern()).expect("static marker regex"),
+            cache: Some(Mutex::new(ScanCache::default())),
         })
     }
 
-    /// Rewrites every captured-text field of `ev` in place.
+    /// Rewrites every captured-text field of `ev` in place. Texts seen
+    /// recently are not scanned again (see [`ScanCache`]); the result is
+    /// the same as without it ([`Redactor::without_cache`]).
     pub fn redact_event(&self, ev: &mut Event) -> RedactStats {
+        match &self.cache {
+            Some(cache) => {
+                let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+                self.redact_with(ev, Some(&mut cache))
+            }
+            None => self.redact_with(ev, None),
+        }
+    }
+
+    /// This redactor without its cache: [`Redactor::redact_event`] then
+    /// scans every text afresh (the reference the cache is tested against).
+    #[must_use]
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// `redact_cache_hits`, `redact_cache_misses` (texts scanned) and
+    /// `redact_cache_evicted` since start, for `agent.health`.
+    pub fn cache_counters(&self) -> BTreeMap<String, u64> {
+        let (hits, misses, evicted) = self.cache.as_ref().map_or((0, 0, 0), |c| {
+            let c = c.lock().unwrap_or_else(PoisonError::into_inner);
+            (c.hits, c.misses, c.evicted)
+        });
+        BTreeMap::from([
+            ("redact_cache_hits".to_owned(), hits),
+            ("redact_cache_misses".to_owned(), misses),
+            ("redact_cache_evicted".to_owned(), evicted),
+        ])
+    }
+
+    fn redact_with(&self, ev: &mut Event, mut cache: Option<&mut ScanCache>) -> RedactStats {
         let mut stats = RedactStats::default();
         let mut fields = fields(ev);
-        let texts: Vec<String> = fields.iter().map(Field::joined).collect();
-        let mut found: Vec<Option<Vec<Found>>> = texts.iter().map(|t| self.analyze(t)).collect();
+        let mut found: Vec<Option<Vec<Found>>> = fields
+            .iter()
+            .map(|f| self.analyze_cached(&f.text(), cache.as_deref_mut()))
+            .collect();
 
         let known = self.known_values(&found);
-        for (text, found) in texts.iter().zip(&mut found) {
-            if let Some(found) = found.as_mut() {
-                self.find_known(text, &known, found);
+        if !known.is_empty() {
+            for (field, found) in fields.iter().zip(&mut found) {
+                if let Some(found) = found.as_mut() {
+                    self.find_known(&field.text(), &known, found);
+                }
             }
         }
 
-        for ((field, text), found) in fields.iter_mut().zip(&texts).zip(found) {
+        for (field, found) in fields.iter_mut().zip(found) {
             let Some(first) = found.as_ref().map(Vec::is_empty) else {
                 // Overflowed: replaced whole, nothing left to settle.
-                self.rewrite_field(field, text, found, &mut stats);
+                self.rewrite_field(field, found, &mut stats);
                 continue;
             };
             if first {
                 continue;
             }
-            self.rewrite_field(field, text, found, &mut stats);
+            self.rewrite_field(field, found, &mut stats);
             // A marker can expose a neighbour that its value hid (a phone
             // glued to a card: `4111…1111+44 20 …`); rescan until stable,
             // so that redacting twice changes nothing.
             for _ in 0..MAX_SETTLE_ROUNDS {
-                let text = field.joined();
-                let mut found = self.analyze(&text);
-                if let Some(found) = found.as_mut() {
-                    self.find_known(&text, &known, found);
-                }
-                if !self.rewrite_field(field, &text, found, &mut stats) {
+                let found = {
+                    let text = field.text();
+                    let mut found = self.analyze_cached(&text, cache.as_deref_mut());
+                    if let Some(found) = found.as_mut() {
+                        if !known.is_empty() {
+                            self.find_known(&text, &known, found);
+                        }
+                    }
+                    found
+                };
+                if !self.rewrite_field(field, found, &mut stats) {
                     break;
                 }
             }
@@ -239,16 +290,29 @@ impl Redactor {
         stats
     }
 
+    /// [`Redactor::analyze`], from `cache` when it saw the same bytes.
+    fn analyze_cached(&self, text: &str, cache: Option<&mut ScanCache>) -> Option<Vec<Found>> {
+        let Some(cache) = cache else {
+            return self.analyze(text);
+        };
+        let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        if let Some(found) = cache.get(&key) {
+            return found;
+        }
+        let found = self.analyze(text);
+        cache.insert(key, found.clone());
+        found
+    }
+
     /// Rewrites one field from its values; `true` when it changed.
     fn rewrite_field(
         &self,
         field: &mut Field<'_>,
-        text: &str,
         found: Option<Vec<Found>>,
         stats: &mut RedactStats,
     ) -> bool {
         match field {
-            Field::Text(s) => match self.rewrite(text, found, stats) {
+            Field::Text(s) => match self.rewrite(s, found, stats) {
                 Some(new) if new != **s => {
                     **s = new;
                     stats.fields_touched += 1;
@@ -502,6 +566,64 @@ impl Redactor {
     }
 }
 
+/// Texts whose scan results are remembered, per generation (see
+/// [`ScanCache`]); two generations are kept.
+const CACHE_ENTRIES_PER_GENERATION: usize = 16 * 1024;
+/// Results with more values than this are not remembered: such texts are
+/// rare, and their values would make one entry large.
+const MAX_CACHED_VALUES: usize = 64;
+
+/// What [`Redactor::analyze`] found in recently seen texts, so that the
+/// history an LLM request repeats every turn is scanned once, not once per
+/// turn.
+///
+/// Keyed by the SHA-256 of the text's exact bytes: a hit means the same
+/// bytes (a collision would need a SHA-256 collision, which nobody can
+/// make), so a hit gives exactly what scanning would give and redaction
+/// then proceeds as without the cache — propagation across the fields of
+/// the event and the rewrite run on every event as before. The cache holds
+/// no texts, only digests and the values found (already in memory in the
+/// events being redacted); it lives in memory only.
+///
+/// Bounded: two generations of [`CACHE_ENTRIES_PER_GENERATION`] entries;
+/// when the current one is full the older one is forgotten (counted in
+/// `evicted`) and a hit in it is moved to the current one.
+#[derive(Default)]
+struct ScanCache {
+    current: HashMap<[u8; 32], Option<Vec<Found>>>,
+    previous: HashMap<[u8; 32], Option<Vec<Found>>>,
+    hits: u64,
+    misses: u64,
+    evicted: u64,
+}
+
+impl ScanCache {
+    fn get(&mut self, key: &[u8; 32]) -> Option<Option<Vec<Found>>> {
+        if let Some(v) = self.current.get(key) {
+            self.hits += 1;
+            return Some(v.clone());
+        }
+        if let Some(v) = self.previous.remove(key) {
+            self.hits += 1;
+            self.insert(*key, v.clone());
+            return Some(v);
+        }
+        self.misses += 1;
+        None
+    }
+
+    fn insert(&mut self, key: [u8; 32], found: Option<Vec<Found>>) {
+        if found.as_ref().is_some_and(|f| f.len() > MAX_CACHED_VALUES) {
+            return;
+        }
+        if self.current.len() >= CACHE_ENTRIES_PER_GENERATION {
+            self.evicted += self.previous.len() as u64;
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, found);
+    }
+}
+
 /// Whether an occurrence of a known value continues a longer word or
 /// number (`hunter22` in `hunter223`): then it is not that value, and
 /// redacting it would change the context the scanner judged its neighbours by.
@@ -516,4 +638,47 @@ fn glued(b: &[u8], start: usize, end: usize) -> bool {
 fn overlaps_any(ranges: &[(usize, usize)], start: usize, end: usize) -> bool {
     let i = ranges.partition_point(|&(_, e)| e <= start);
     ranges.get(i).is_some_and(|&(s, _)| s < end)
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn key(i: usize) -> [u8; 32] {
+        Sha256::digest(i.to_le_bytes()).into()
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_counts_what_it_forgets() {
+        let mut c = ScanCache::default();
+        let n = CACHE_ENTRIES_PER_GENERATION;
+        for i in 0..=2 * n {
+            c.insert(key(i), Some(Vec::new()));
+        }
+        // Two generations filled; the third insert dropped the first.
+        assert_eq!(c.evicted, n as u64);
+        assert!(c.current.len() + c.previous.len() <= 2 * n);
+        assert!(c.get(&key(0)).is_none());
+        assert_eq!(c.misses, 1);
+        // A hit in the older generation moves the entry to the current one.
+        assert!(c.get(&key(n + 1)).is_some());
+        assert!(c.current.contains_key(&key(n + 1)));
+        assert!(!c.previous.contains_key(&key(n + 1)));
+        assert_eq!(c.hits, 1);
+    }
+
+    #[test]
+    fn results_with_many_values_are_not_kept() {
+        let mut c = ScanCache::default();
+        let found = Found {
+            start: 0,
+            end: 1,
+            class: DataClass::Email,
+            value: "x".into(),
+        };
+        c.insert(key(1), Some(vec![found; MAX_CACHED_VALUES + 1]));
+        c.insert(key(2), None);
+        assert!(c.get(&key(1)).is_none());
+        assert!(matches!(c.get(&key(2)), Some(None)));
+    }
 }

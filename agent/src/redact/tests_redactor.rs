@@ -461,3 +461,87 @@ fn glued_values_neither_leak_nor_change_on_a_second_pass() {
         assert_eq!(redact_one(redactor(), &once), once, "{text}");
     }
 }
+
+/// The `llm.call` events of one conversation: every turn repeats the
+/// history, in which secrets of every class appear early, and a password
+/// recognised only by its `password=` keyword in the first turn reappears
+/// bare in a later one.
+fn conversation(turns: usize) -> Vec<Event> {
+    let mut messages: Vec<Message> = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..turns {
+        let content = match k {
+            0 => "connect with password=Tr0ub4dor-and-3 please".to_owned(),
+            1 => format!("my card is {CARD}, mail {EMAIL}"),
+            2 => serde_json::json!({"private_key": pem(), "aws": AWS_SECRET}).to_string(),
+            3 => "it said Tr0ub4dor-and-3 was wrong".to_owned(),
+            _ => sample(DataClass::ALL[k % DataClass::ALL.len()]).0,
+        };
+        messages.push(Message {
+            role: if k % 3 == 2 { "tool" } else { "user" }.into(),
+            content,
+            ..Message::default()
+        });
+        let mut ev = full_event();
+        if let Some(l) = ev.llm.as_mut() {
+            l.messages.clone_from(&messages);
+        }
+        out.push(ev);
+    }
+    out
+}
+
+#[test]
+fn the_scan_cache_changes_no_byte_of_any_event() {
+    let cached = redactor_with(&[], b"test-key-0123456789abcdef");
+    let fresh = redactor_with(&[], b"test-key-0123456789abcdef").without_cache();
+    // Twice over: the second pass sees every text already in the cache.
+    for round in 0..2 {
+        for (i, ev) in conversation(16).into_iter().enumerate() {
+            let (mut with_cache, mut afresh) = (ev.clone(), ev);
+            let stats_with_cache = cached.redact_event(&mut with_cache);
+            let stats_afresh = fresh.redact_event(&mut afresh);
+            let json = serde_json::to_string(&with_cache).expect("serialises");
+            let reference = serde_json::to_string(&afresh).expect("serialises");
+            assert_eq!(json, reference, "round {round}, turn {i}");
+            assert_eq!(stats_with_cache, stats_afresh, "round {round}, turn {i}");
+            for secret in ["Tr0ub4dor-and-3", CARD, EMAIL, PEM_LINE, AWS_SECRET] {
+                assert!(!json.contains(secret), "{secret} in turn {i}: {json}");
+            }
+        }
+    }
+    let c = cached.cache_counters();
+    assert!(c["redact_cache_hits"] > c["redact_cache_misses"], "{c:?}");
+    assert_eq!(fresh.cache_counters()["redact_cache_hits"], 0);
+}
+
+#[test]
+fn a_secret_in_a_cached_message_is_scrubbed_from_every_later_event() {
+    let r = redactor_with(&[], b"test-key-0123456789abcdef");
+    let secret_msg = Message {
+        role: "user".into(),
+        content: format!("use {OPENAI_KEY} for the deploy"),
+        ..Message::default()
+    };
+    let mut history = vec![secret_msg];
+    for k in 0..6 {
+        let mut ev = Event {
+            kind: "llm.call".into(),
+            llm: Some(LlmCall {
+                messages: history.clone(),
+                ..LlmCall::default()
+            }),
+            ..Event::default()
+        };
+        let stats = r.redact_event(&mut ev);
+        let json = serde_json::to_string(&ev).expect("serialises");
+        assert!(!json.contains(OPENAI_KEY), "turn {k}: {json}");
+        assert_eq!(stats.redacted.get(&DataClass::ApiKey), Some(&1), "turn {k}");
+        history.push(Message {
+            role: "user".into(),
+            content: format!("turn {k}: go on"),
+            ..Message::default()
+        });
+    }
+    assert!(r.cache_counters()["redact_cache_hits"] >= 5);
+}

@@ -44,6 +44,7 @@
 //! empty (no /proc of this host) and knows no user names (no /etc/passwd);
 //! relative paths of file opens stay relative (no /proc/PID/cwd).
 
+pub mod mix;
 pub mod recording;
 pub mod synth;
 #[cfg(test)]

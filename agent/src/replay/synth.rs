@@ -32,14 +32,14 @@ Prefer small, reviewable steps; run the tests after each change and report their
 verbatim. When a tool fails, read its error and try a different approach rather than \
 repeating the same call. ";
 
-struct Gen {
-    out: Vec<Record>,
-    t: u64,
+pub(super) struct Gen {
+    pub(super) out: Vec<Record>,
+    pub(super) t: u64,
     seq: u64,
 }
 
 impl Gen {
-    fn hdr(&mut self, k: u32, pid: u32) -> RecordHeader {
+    pub(super) fn hdr(&mut self, k: u32, pid: u32) -> RecordHeader {
         self.seq += 1;
         RecordHeader {
             kind: k,
@@ -50,12 +50,12 @@ impl Gen {
         }
     }
 
-    fn advance_ms(&mut self, ms: u64) {
+    pub(super) fn advance_ms(&mut self, ms: u64) {
         self.t += ms * 1_000_000;
     }
 
     /// One `SSL_write`/`SSL_read`, split as the kernel splits it.
-    fn ssl_call(&mut self, pid: u32, conn: u64, d: u8, data: &[u8]) {
+    pub(super) fn ssl_call(&mut self, pid: u32, conn: u64, d: u8, data: &[u8]) {
         let total = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let mut off = 0usize;
         loop {
@@ -82,7 +82,7 @@ impl Gen {
         }
     }
 
-    fn fork(&mut self, parent: u32, child: u32) {
+    pub(super) fn fork(&mut self, parent: u32, child: u32) {
         let hdr = self.hdr(kind::FORK, parent);
         self.out.push(Record::Fork(ForkRaw {
             hdr,
@@ -91,7 +91,14 @@ impl Gen {
         }));
     }
 
-    fn exec(&mut self, pid: u32, parent: u32, comm: &str, filename: &str, args: &[&str]) {
+    pub(super) fn exec(
+        &mut self,
+        pid: u32,
+        parent: u32,
+        comm: &str,
+        filename: &str,
+        args: &[&str],
+    ) {
         let hdr = self.hdr(kind::EXEC, pid);
         self.out.push(Record::Exec(ExecRecord {
             hdr,
@@ -106,7 +113,7 @@ impl Gen {
         }));
     }
 
-    fn exit(&mut self, pid: u32) {
+    pub(super) fn exit(&mut self, pid: u32) {
         let hdr = self.hdr(kind::EXIT, pid);
         self.out.push(Record::Exit(ExitRaw {
             hdr,
@@ -140,6 +147,19 @@ pub const SENSITIVE_PATH: &str = "/home/agent/.ssh/id_ed25519";
 /// file read (one call in two reads a file) opens [`SENSITIVE_PATH`], so
 /// the events hold findings too.
 pub fn records_with(calls: usize, sensitive_every: usize) -> Vec<Record> {
+    records_mixed(calls, sensitive_every, &[])
+}
+
+/// Like [`records_with`], with the connections of `captures` (capture
+/// fixtures, see [`super::mix`]) spread evenly between the agent sessions,
+/// each made by a process of its own.
+pub fn records_mixed(
+    calls: usize,
+    sensitive_every: usize,
+    captures: &[super::mix::Capture],
+) -> Vec<Record> {
+    let sessions = calls.div_ceil(CALLS_PER_SESSION).max(1);
+    let mut placed = 0usize;
     let mut g = Gen {
         out: Vec::new(),
         t: 1_000_000_000_000,
@@ -196,6 +216,14 @@ pub fn records_with(calls: usize, sensitive_every: usize) -> Vec<Record> {
         g.exit(agent);
         g.advance_ms(500);
         session += 1;
+        let upto = captures.len() * usize::try_from(session).unwrap_or(usize::MAX) / sessions;
+        while placed < upto.min(captures.len()) {
+            super::mix::emit(&mut g, &captures[placed], placed);
+            placed += 1;
+        }
+    }
+    for (i, c) in captures.iter().enumerate().skip(placed) {
+        super::mix::emit(&mut g, c, i);
     }
     g.out
 }

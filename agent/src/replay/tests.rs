@@ -36,6 +36,11 @@ fn header() -> RecordingHeader {
 /// A replaying pipeline writing NDJSON to `out`, built as `main` builds
 /// the daemon's stages.
 fn pipeline(out: &Path, h: &RecordingHeader) -> Pipeline {
+    pipeline_with(out, h, true)
+}
+
+/// [`pipeline`], its redactor with or without its scan cache.
+fn pipeline_with(out: &Path, h: &RecordingHeader, cached: bool) -> Pipeline {
     let mut cfg: Config = FileConfig::default().validate().expect("default config");
     cfg.sinks = vec![SinkSpec::File(out.to_owned())];
     let env = h.envelope();
@@ -50,7 +55,14 @@ fn pipeline(out: &Path, h: &RecordingHeader) -> Pipeline {
             },
             env.clone(),
         ),
-        redactor: Redactor::new(&cfg.redact).expect("redactor"),
+        redactor: {
+            let r = Redactor::new(&cfg.redact).expect("redactor");
+            if cached {
+                r
+            } else {
+                r.without_cache()
+            }
+        },
         router: Router::new(&cfg.routes, &cfg.sinks, &sinks).expect("router"),
         opinion: Opinion::start(&cfg.second_opinion).expect("opinion"),
     };
@@ -308,4 +320,130 @@ fn the_recorder_writes_what_it_is_given_and_refuses_an_existing_file() {
         Recorder::create(&file, &header()),
         Err(RecordingError::Io { .. })
     ));
+}
+
+/// Every capture fixture of the tests (all providers, HTTP/2, MCP, HTTP
+/// edge cases).
+fn all_captures() -> Vec<mix::Capture> {
+    ["llm", "h2", "mcp", "http"]
+        .iter()
+        .flat_map(|d| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures")
+                .join(d);
+            mix::load_dir(&dir).expect("fixtures")
+        })
+        .collect()
+}
+
+#[test]
+fn the_redaction_cache_changes_no_event_of_a_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let captures = all_captures();
+    assert!(captures.len() > 80, "{} fixtures", captures.len());
+    // Twice each: the second copy of a fixture hits the cache throughout.
+    let twice: Vec<mix::Capture> = captures.iter().chain(&captures).cloned().collect();
+    let recs: Vec<Vec<u8>> = synth::records_mixed(48, 3, &twice)
+        .iter()
+        .map(records::encode)
+        .collect();
+    let mut outs = Vec::new();
+    for cached in [true, false] {
+        let out = dir.path().join(format!("cached-{cached}.ndjson"));
+        let s = run(pipeline_with(&out, &header(), cached), &recs).expect("replay");
+        assert!(s.decode_errors.is_empty());
+        outs.push(out);
+    }
+    let strip_cache = |mut v: Value| {
+        // Evidence names events by their random ids.
+        if let Some(f) = v.get_mut("finding").and_then(Value::as_object_mut) {
+            f.remove("evidence");
+        }
+        if let Some(c) = v.get_mut("health").and_then(|h| h.get_mut("counters")) {
+            if let Some(m) = c.as_object_mut() {
+                m.retain(|k, _| !k.starts_with("redact_cache_"));
+            }
+        }
+        stable(v)
+    };
+    let cached: Vec<Value> = events(&outs[0]).into_iter().map(strip_cache).collect();
+    let fresh: Vec<Value> = events(&outs[1]).into_iter().map(strip_cache).collect();
+    let kinds = count_kinds(&cached);
+    assert!(
+        kinds.get(kind::LLM_CALL).copied().unwrap_or(0) > 48 + 80,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.get(kind::FINDING).copied().unwrap_or(0) > 0,
+        "{kinds:?}"
+    );
+    assert_eq!(cached.len(), fresh.len());
+    for (i, (a, b)) in cached.iter().zip(&fresh).enumerate() {
+        assert_eq!(a, b, "event {i} differs");
+    }
+    // The cache was used: the last health event says so.
+    let raw = events(&outs[0]);
+    let health = raw
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == kind::AGENT_HEALTH)
+        .expect("a health event");
+    let hits = health
+        .pointer("/health/counters/redact_cache_hits")
+        .and_then(Value::as_u64);
+    assert!(hits.is_some_and(|h| h > 1000), "{health}");
+}
+
+#[test]
+fn fixtures_mixed_in_replay_as_calls_of_every_provider() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let captures =
+        mix::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm"))
+            .expect("fixtures");
+    let recs: Vec<Vec<u8>> = synth::records_mixed(16, 0, &captures)
+        .iter()
+        .map(records::encode)
+        .collect();
+    let out = dir.path().join("out.ndjson");
+    run(pipeline(&out, &header()), &recs).expect("replay");
+    let evs = events(&out);
+    let providers: std::collections::BTreeSet<&str> = evs
+        .iter()
+        .filter(|e| e["kind"] == kind::LLM_CALL)
+        .filter_map(|e| e["llm"]["provider"].as_str())
+        .collect();
+    for p in [
+        "openai",
+        "anthropic",
+        "gemini",
+        "ollama",
+        "aws.bedrock",
+        "azure.openai",
+        "groq",
+    ] {
+        assert!(providers.contains(p), "{p} missing from {providers:?}");
+    }
+    // Every fixture was its own process, forked from the shell.
+    let execs = evs
+        .iter()
+        .filter(|e| e["kind"] == kind::PROCESS_EXEC && e["exec"]["args"][1] == "client.py")
+        .count();
+    assert_eq!(execs, captures.len());
+}
+
+#[test]
+fn a_bad_capture_is_an_error_not_a_panic() {
+    for raw in [
+        &b"%% out 1 10\nshort\n"[..],
+        b"%% out 1 x\n",
+        b"%% sideways 1 1\na\n",
+        b"no marker\n",
+        b"%% out 1 1\nab",
+        b"%% gap out\n",
+        b"%% out 1 1",
+    ] {
+        assert!(mix::parse("bad", raw).is_err(), "{raw:?}");
+    }
+    let c = mix::parse("ok", b"%% # hi\n%% out 5 2\nab\n%% gap in 3\n").expect("parses");
+    assert_eq!(c.records.len(), 2);
 }
