@@ -598,6 +598,12 @@ struct ScanCache {
 }
 
 impl ScanCache {
+    /// The remembered result of `analyze` for `key` (itself an `Option`),
+    /// or `None` when the text was not seen.
+    #[allow(
+        clippy::option_option,
+        reason = "outer: seen or not; inner: what analyze returned"
+    )]
     fn get(&mut self, key: &[u8; 32]) -> Option<Option<Vec<Found>>> {
         if let Some(v) = self.current.get(key) {
             self.hits += 1;
