@@ -16,6 +16,7 @@
 #                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
 #                    aitrail does not hook, for the blind-spot test)
 #   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
+#                    the ollama client for the plain-HTTP tests,
 #                    boto3 for the Bedrock client; for the forwarders' tests:
 #                    opentelemetry-proto for the OTLP receiver,
 #                    ocsf-json-schema + jsonschema for the OCSF check),
@@ -175,7 +176,7 @@ else
 fi
 
 # --- sanity ----------------------------------------------------------------
-"$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
+"$py" -c 'import openai, anthropic, ollama' || { log "python cannot import openai/anthropic/ollama"; exit 1; }
 "$py" -c 'import jsonschema, ocsf_json_schema' || { log "python cannot import jsonschema/ocsf_json_schema"; exit 1; }
 "$py" -c 'from opentelemetry.proto.collector.logs.v1 import logs_service_pb2' \
     || { log "python cannot import opentelemetry.proto"; exit 1; }

@@ -285,6 +285,7 @@ fn capture_config(cfg: &Config) -> CaptureConfig {
         watch_comm: cfg.capture.watch_comm.clone(),
         watch_exe: cfg.capture.watch_exe.clone(),
         hook_cache_dir: cfg.capture.hook_cache_dir.clone(),
+        plain_http_ports: cfg.capture.plain_http_ports.clone(),
         preattach: Vec::new(),
     }
 }

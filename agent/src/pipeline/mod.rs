@@ -671,6 +671,9 @@ impl Pipeline {
                     | "tls_tail_call_failed"
                     | "scope_full"
                     | "rustls_padding_lost"
+                    | "plain_bytes_lost"
+                    | "plain_unsupported"
+                    | "plain_unsupported_bytes"
             ) || name.starts_with("record_")
             {
                 dropped.insert(key, *v);

@@ -400,7 +400,7 @@ pub fn check_conversation(run: &Run) {
 
 /// An effect of `tool`: some event matching `is_it` must exist, be a child
 /// span of the tool.call, be listed in its effects and share its trace.
-fn check_effect(
+pub fn check_effect(
     c: &mut Checker,
     ev: &Events,
     tool: &Event,

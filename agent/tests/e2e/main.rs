@@ -34,6 +34,7 @@ mod common;
 mod detection;
 mod go;
 mod onehost;
+mod plainhttp;
 mod protocols;
 mod spool;
 mod stacks;
