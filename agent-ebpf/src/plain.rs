@@ -34,6 +34,9 @@
 //! connection id is the socket cookie (never reused), tagged with
 //! `PLAIN_CONN_TAG` so it never meets a TLS stream's id.
 //!
+//! A third BTF tracepoint, `sock:inet_sock_set_state`, ends the stream when
+//! the client closes the connection ([`plain_sock_state`]).
+//!
 //! Only the client side is copied (the remote port is the server's): a
 //! model server in the scope does not double every exchange. A receive of
 //! 0 bytes (the server closed) closes the stream; a receive with
@@ -114,6 +117,39 @@ pub fn plain_sock_send(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn plain_sock_recv(ctx: BtfTracePointContext) -> u32 {
     on_socket_io(&ctx, dir::READ)
+}
+
+/// TCP states entered by a local `close()` or `shutdown(SHUT_WR)`, in the
+/// closing process: `FIN_WAIT1` (it closes first) and `LAST_ACK` (after
+/// the peer did).
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_LAST_ACK: i32 = 9;
+
+/// `sock:inet_sock_set_state(const struct sock *sk, int oldstate, int
+/// newstate)`: a client that closes its connection to a model server ends
+/// the stream at once (as `SSL_free` does for TLS). Without it, a response
+/// the client stopped reading early (an SDK that closes a streamed
+/// response after its last event, before the chunked terminator) would
+/// end only at the idle timeout, after the tool calls it asked for had
+/// already run. Runs on TCP state changes only, a few per connection.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn plain_sock_state(ctx: BtfTracePointContext) -> u32 {
+    let newstate: i32 = ctx.arg(2);
+    if newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !in_scope((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let sk: *mut c_void = ctx.arg(0);
+    if !plain_port(sk as u64) {
+        return 0;
+    }
+    // SAFETY: the helper takes the tracepoint's socket pointer.
+    let conn = unsafe { bpf_get_socket_cookie(sk) } | PLAIN_CONN_TAG;
+    marker(pid_tgid, conn, -1, dir::READ, 0, tls_flags::CLOSE | tls_flags::LAST);
+    0
 }
 
 #[inline(always)]

@@ -474,6 +474,7 @@ fn attach_plain_http(ebpf: &mut Ebpf, btf: &Btf, ports: &[u16]) -> Result<(), Ca
     for (name, tp) in [
         ("plain_sock_send", "sock_send_length"),
         ("plain_sock_recv", "sock_recv_length"),
+        ("plain_sock_state", "inet_sock_set_state"),
     ] {
         let prog_err = |action: &'static str| {
             move |e| CaptureError::Program {
