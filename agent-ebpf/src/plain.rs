@@ -148,7 +148,14 @@ pub fn plain_sock_state(ctx: BtfTracePointContext) -> u32 {
     }
     // SAFETY: the helper takes the tracepoint's socket pointer.
     let conn = unsafe { bpf_get_socket_cookie(sk) } | PLAIN_CONN_TAG;
-    marker(pid_tgid, conn, -1, dir::READ, 0, tls_flags::CLOSE | tls_flags::LAST);
+    marker(
+        pid_tgid,
+        conn,
+        -1,
+        dir::READ,
+        0,
+        tls_flags::CLOSE | tls_flags::LAST,
+    );
     0
 }
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::*;
 use crate::common::{
     answers, assert_no_secrets, check_effect, cut, env_or, grace, json_text_eq, make_work,
-    mock_usage, require_root, serial, Run, SYSTEM_PROMPT, TOOL_NAMES,
+    mock_usage, repo_root, require_root, serial, Run, SYSTEM_PROMPT, TOOL_NAMES,
 };
 
 const OLLAMA_MODEL: &str = "llama3.2";
