@@ -255,7 +255,7 @@ pub mod counter {
     pub const PLAIN_BYTES_LOST: u32 = 16;
     /// Plain HTTP: socket I/O of a watched connection made by a call whose
     /// buffer the kernel programs cannot find (`sendfile`, `splice`,
-    /// `sendmmsg`, io_uring, …): its bytes were not copied.
+    /// `sendmmsg`, `io_uring`, …): its bytes were not copied.
     pub const PLAIN_UNSUPPORTED: u32 = 17;
     /// Plain HTTP: bytes of such calls.
     pub const PLAIN_UNSUPPORTED_BYTES: u32 = 18;

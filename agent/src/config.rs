@@ -70,8 +70,8 @@ pub struct CaptureSection {
     pub plain_http_ports: Vec<u16>,
 }
 
-/// Ollama, vLLM (and SGLang's, TGI's usual), llama.cpp's `llama-server`,
-/// LiteLLM's proxy.
+/// Ollama, vLLM (and where `SGLang` and TGI usually listen), llama.cpp's
+/// `llama-server`, `LiteLLM`'s proxy.
 pub const DEFAULT_PLAIN_HTTP_PORTS: [u16; 4] = [11434, 8000, 8080, 4000];
 
 impl Default for CaptureSection {

@@ -423,7 +423,7 @@ mod tests {
         );
         assert_eq!(
             exchanges(&out),
-            vec![(42 | agent_common::PLAIN_CONN_TAG, 200, 4)],
+            vec![(0x2a | agent_common::PLAIN_CONN_TAG, 200, 4)],
             "the plain request, body whole, with its answer"
         );
         assert_eq!(s.gap_bytes, 0);
