@@ -16,6 +16,7 @@
 #                    a JDK (java runs tests/clients/JavaPost.java: a TLS stack
 #                    aitrail does not hook, for the blind-spot test)
 #   Python packages  tests/clients/requirements.txt (openai, anthropic SDKs,
+#                    the ollama client for the plain-HTTP tests;
 #                    boto3 for the Bedrock client and the archive's S3 checks;
 #                    moto[server] for the archive's S3 tests; websockets for
 #                    the Responses API WebSocket-mode client, its mock and the
@@ -290,7 +291,7 @@ else
 fi
 
 # --- sanity ----------------------------------------------------------------
-"$py" -c 'import openai, anthropic' || { log "python cannot import openai/anthropic"; exit 1; }
+"$py" -c 'import openai, anthropic, ollama' || { log "python cannot import openai/anthropic/ollama"; exit 1; }
 "$py" -c 'import moto.server, flask, boto3' || { log "python cannot import moto.server (moto[server])"; exit 1; }
 "$py" -c 'import jsonschema, ocsf_json_schema' || { log "python cannot import jsonschema/ocsf_json_schema"; exit 1; }
 "$py" -c 'from opentelemetry.proto.collector.logs.v1 import logs_service_pb2' \

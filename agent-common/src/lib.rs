@@ -72,7 +72,19 @@ pub mod tls_flags {
     /// endian) that earlier `UNLINKED` chunks of this process carried, and
     /// `conn` the connection they belong to.
     pub const LINK: u8 = 32;
+    /// Plain HTTP: socket data of a connection to one of the configured
+    /// model-server ports (`[capture] plain_http_ports`), no TLS. `conn` is
+    /// the socket cookie with [`PLAIN_CONN_TAG`] set.
+    pub const PLAIN: u8 = 64;
 }
+
+/// Set in the `conn` of plain-HTTP chunks (the socket cookie): user-space
+/// addresses (`SSL *`, rustls record keys) and bare cookies (rustls
+/// connections) never have it, so a plain connection never shares a stream
+/// with a TLS one.
+pub const PLAIN_CONN_TAG: u64 = 1 << 63;
+/// Most remote ports `[capture] plain_http_ports` may name.
+pub const MAX_PLAIN_PORTS: u32 = 64;
 
 /// Bytes of plaintext carried by one TLS chunk record at most.
 pub const TLS_CHUNK_DATA: usize = 16 * 1024;
@@ -234,7 +246,20 @@ pub mod counter {
     /// rustls: TLS 1.3 records whose padding was longer than the kernel
     /// scans for the content type: their plaintext was not sent.
     pub const RUSTLS_PADDING_LOST: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// Plain HTTP: socket sends and receives copied.
+    pub const PLAIN_CALLS: u32 = 14;
+    /// Plain HTTP: calls whose data was cut at the cap (or at the iovec
+    /// limit): the bytes past it were not copied.
+    pub const PLAIN_TRUNCATED: u32 = 15;
+    /// Plain HTTP: bytes lost because the ring buffer was full.
+    pub const PLAIN_BYTES_LOST: u32 = 16;
+    /// Plain HTTP: socket I/O of a watched connection made by a call whose
+    /// buffer the kernel programs cannot find (`sendfile`, `splice`,
+    /// `sendmmsg`, `io_uring`, …): its bytes were not copied.
+    pub const PLAIN_UNSUPPORTED: u32 = 17;
+    /// Plain HTTP: bytes of such calls.
+    pub const PLAIN_UNSUPPORTED_BYTES: u32 = 18;
+    pub const COUNT: u32 = 19;
     pub const NAMES: [&str; COUNT as usize] = [
         "ringbuf_full",
         "tls_bytes_lost",
@@ -250,6 +275,11 @@ pub mod counter {
         "rustls_links",
         "rustls_unlinked_reads",
         "rustls_padding_lost",
+        "plain_calls",
+        "plain_truncated",
+        "plain_bytes_lost",
+        "plain_unsupported",
+        "plain_unsupported_bytes",
     ];
 }
 
@@ -298,6 +328,9 @@ pub struct KernelOffsets {
     pub mm_arg_end: u32,
     pub bprm_filename: u32,
     pub task_exit_code: u32,
+    /// `struct sock_common`: remote port (network order) and family.
+    pub sock_dport: u32,
+    pub sock_family: u32,
 }
 
 #[cfg(feature = "user")]

@@ -9,12 +9,14 @@
 //! One file per probe family: `tls` (what the TLS uprobes of every stack
 //! share) and `tls_openssl`, `tls_gnutls`, `tls_nss`, `tls_go`, `tls_rustls`
 //! (one per stack; rustls also two BTF tracepoints on socket I/O), `proc`
-//! (exec, fork, exit), `file` (openat/openat2), `net` (connect).
+//! (exec, fork, exit), `file` (openat/openat2), `net` (connect), `plain`
+//! (plain-HTTP socket data to configured model-server ports).
 #![no_std]
 #![no_main]
 
 mod file;
 mod net;
+mod plain;
 mod proc;
 mod tls;
 mod tls_gnutls;
@@ -52,6 +54,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_end: 0,
     bprm_filename: 0,
     task_exit_code: 0,
+    sock_dport: 0,
+    sock_family: 0,
 };
 
 #[inline(always)]

@@ -72,7 +72,15 @@ pub struct CaptureSection {
     /// Where the daemon writes `agent-PID.json`: its TLS attach decisions
     /// and counters, which `aitrail doctor` reads. Empty: not written.
     pub status_dir: PathBuf,
+    /// Remote TCP ports whose plain-HTTP (no TLS) traffic is captured
+    /// from in-scope clients, decoded like TLS plaintext: local model
+    /// servers. Empty: off.
+    pub plain_http_ports: Vec<u16>,
 }
+
+/// Ollama, vLLM (and where `SGLang` and TGI usually listen), llama.cpp's
+/// `llama-server`, `LiteLLM`'s proxy.
+pub const DEFAULT_PLAIN_HTTP_PORTS: [u16; 4] = [11434, 8000, 8080, 4000];
 
 impl Default for CaptureSection {
     fn default() -> Self {
@@ -84,6 +92,7 @@ impl Default for CaptureSection {
             watch_all_in_scope: false,
             hook_cache_dir: PathBuf::from("/var/cache/aitrail/hooks"),
             status_dir: PathBuf::from(DEFAULT_STATUS_DIR),
+            plain_http_ports: DEFAULT_PLAIN_HTTP_PORTS.to_vec(),
         }
     }
 }
@@ -249,6 +258,22 @@ impl FileConfig {
                 problem: format!("{long:?} is longer than the kernel's 15-byte comm"),
             });
         }
+        if c.plain_http_ports.contains(&0) {
+            return Err(ConfigError::Invalid {
+                field: "capture.plain_http_ports",
+                problem: "port 0 is no port".to_owned(),
+            });
+        }
+        if c.plain_http_ports.len() > agent_common::MAX_PLAIN_PORTS as usize {
+            return Err(ConfigError::Invalid {
+                field: "capture.plain_http_ports",
+                problem: format!(
+                    "{} ports, at most {}",
+                    c.plain_http_ports.len(),
+                    agent_common::MAX_PLAIN_PORTS
+                ),
+            });
+        }
         let mut sinks = Vec::new();
         for s in &self.sinks {
             let spec = s.parse::<SinkSpec>().map_err(|e| ConfigError::Invalid {
@@ -335,6 +360,19 @@ mod tests {
         let bad = FileConfig::parse("sinks = [\"ftp:x\"]\n", "x").unwrap();
         assert!(bad.validate().is_err());
         assert_eq!(c.metrics_listen, None, "no /metrics unless asked");
+        assert_eq!(
+            c.capture.plain_http_ports,
+            [11434, 8000, 8080, 4000],
+            "Ollama, vLLM, llama.cpp, LiteLLM by default"
+        );
+        let off = FileConfig::parse("[capture]\nplain_http_ports = []\n", "x").unwrap();
+        assert!(off.validate().unwrap().capture.plain_http_ports.is_empty());
+        let zero = FileConfig::parse("[capture]\nplain_http_ports = [0]\n", "x").unwrap();
+        assert!(zero.validate().is_err());
+        let many: Vec<String> = (1..=65).map(|p| p.to_string()).collect();
+        let many = format!("[capture]\nplain_http_ports = [{}]\n", many.join(","));
+        assert!(FileConfig::parse(&many, "x").unwrap().validate().is_err());
+        assert!(FileConfig::parse("[capture]\nplain_http_ports = [70000]\n", "x").is_err());
         let on = FileConfig::parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n", "x").unwrap();
         assert_eq!(
             on.validate().unwrap().metrics_listen,

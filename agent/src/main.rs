@@ -328,6 +328,7 @@ fn capture_config(cfg: &Config) -> CaptureConfig {
         watch_exe: cfg.capture.watch_exe.clone(),
         hook_cache_dir: cfg.capture.hook_cache_dir.clone(),
         status_dir: cfg.capture.status_dir.clone(),
+        plain_http_ports: cfg.capture.plain_http_ports.clone(),
         preattach: Vec::new(),
     }
 }

@@ -15,6 +15,12 @@ Speaks enough of four real wire formats for the official SDKs to parse them:
                                          function_call_arguments deltas …
                                          response.completed); previous_response_id
                                          continues a stored response
+  Ollama     POST /api/chat              Ollama's native chat API: NDJSON stream
+                                         (application/x-ndjson, one object per
+                                         line, the last `"done": true` with
+                                         prompt_eval_count / eval_count), or one
+                                         JSON object with `"stream": false`; tool
+                                         calls without ids, arguments as objects
   Gemini     POST /v1beta/models/{m}:generateContent          plain JSON
              POST /v1beta/models/{m}:streamGenerateContent    ?alt=sse: SSE chunks;
                                          else one JSON list of chunks
@@ -49,6 +55,8 @@ The tests mirror these rules in agent/tests/common/mod.rs: change both together.
 Usage:
   mock_llm.py --port 0 --cert server.pem --key server.key [--no-gzip]
               [--record requests.jsonl] [--sse-delay-ms 5]
+  mock_llm.py --plain --port 11434 [...]   plain HTTP, no TLS (a local model
+                                           server: Ollama, vLLM, llama.cpp)
 Prints `PORT <n>` on stdout once listening. Logs one line per request on
 stderr. Never logs or records the Authorization / x-api-key / x-goog-api-key header
 values (a Gemini key may also come as ?key=: it is not logged either).
@@ -367,6 +375,63 @@ INDEX_HTML = (b"<!doctype html><html><head><title>aitrail mock</title></head>"
               b"<body><p>Not an LLM endpoint.</p></body></html>\n")
 
 
+# ---------------------------------------------------------------- Ollama
+
+def ollama_decision(req: dict) -> Decision:
+    messages = req.get("messages") or []
+    prompt = ""
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") == "user":
+            prompt = text_of(m.get("content"))
+            break
+    step = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "tool")
+    d = Decision("ollama", prompt, step, bool(req.get("tools")))
+    # Ollama's tool calls carry no id (ollama-python's Message.ToolCall has
+    # none): the daemon names them itself.
+    d.call_id = None
+    return d
+
+
+OLLAMA_CREATED = "2026-11-27T21:00:00.000000000Z"
+
+
+def ollama_message(d: Decision, content: str, tool: bool) -> dict:
+    m = {"role": "assistant", "content": content}
+    if tool:
+        m["tool_calls"] = [{"function": {"name": d.tool[0], "arguments": d.tool[1]}}]
+    return m
+
+
+def ollama_done(req: dict, d: Decision, message: dict) -> dict:
+    return {"model": req.get("model"), "created_at": OLLAMA_CREATED, "message": message,
+            "done_reason": "stop", "done": True, "total_duration": 123456789,
+            "load_duration": 1234567, "prompt_eval_count": d.input_tokens,
+            "prompt_eval_duration": 2345678, "eval_count": d.output_tokens,
+            "eval_duration": 3456789}
+
+
+def ollama_reply(req: dict, d: Decision) -> dict:
+    if d.tool:
+        return ollama_done(req, d, ollama_message(d, "", True))
+    return ollama_done(req, d, ollama_message(d, d.final_text, False))
+
+
+def ollama_stream_lines(req: dict, d: Decision) -> list[bytes]:
+    """What `ollama serve` streams: content in pieces, a tool call whole in
+    one line, then the `done` line with an empty message."""
+    model = req.get("model")
+    lines = []
+    if d.tool:
+        lines.append({"model": model, "created_at": OLLAMA_CREATED,
+                      "message": ollama_message(d, "", True), "done": False})
+    else:
+        for piece in chunks_of(d.final_text, 4):
+            lines.append({"model": model, "created_at": OLLAMA_CREATED,
+                          "message": {"role": "assistant", "content": piece}, "done": False})
+    lines.append(ollama_done(req, d, {"role": "assistant", "content": ""}))
+    return [json.dumps(x).encode() + b"\n" for x in lines]
+
+
 class BodyError(Exception):
     def __init__(self, status: int, msg: str):
         super().__init__(msg)
@@ -561,7 +626,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         gemini = mock_apis.GEMINI_PATH.match(path)
         bedrock = mock_bedrock.BEDROCK_PATH.match(path)
         provider = {"/v1/messages": "anthropic", "/v1/messages/count_tokens": "anthropic",
-                    "/v1/responses": "responses"}.get(
+                    "/v1/responses": "responses", "/api/chat": "ollama"}.get(
             path, "gemini" if gemini else "bedrock" if bedrock else "openai")
         try:
             raw = self.read_body()
@@ -590,6 +655,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if bedrock:
             self.answer_bedrock(bedrock, raw)
+            return
+        if provider == "ollama":
+            self.answer_ollama(raw)
             return
         if path not in ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"):
             self.note("404", len(raw))
@@ -655,6 +723,43 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self.send_json(200, anthropic_reply(req, d), extra)
 
+
+    def answer_ollama(self, raw: bytes) -> None:
+        """Ollama /api/chat: no key; streams NDJSON unless `"stream": false`."""
+        try:
+            req = json.loads(raw)
+            if not isinstance(req, dict) or not isinstance(req.get("model"), str) \
+                    or not isinstance(req.get("messages"), list):
+                raise ValueError("model and messages are required")
+        except (ValueError, UnicodeDecodeError) as e:
+            self.note(f"400 invalid json ({e.__class__.__name__})", len(raw))
+            self.record({"status": 400, "body_len": len(raw)})
+            self.send_json(400, {"error": f"invalid request body: {e}"[:200]})
+            return
+        stream = req.get("stream", True) is not False
+        d = ollama_decision(req)
+        what = f"tool_call {d.tool[0]}" if d.tool else "text"
+        self.note(f"200 ollama model={req['model']} stream={stream} step={d.step} -> {what}",
+                  len(raw))
+        self.record({"status": 200, "provider": "ollama", "model": req["model"],
+                     "stream": stream, "step": d.step, "tool": d.tool[0] if d.tool else None,
+                     "call_id": None,
+                     "arguments": json.dumps(d.tool[1]) if d.tool else None,
+                     "usage": [d.input_tokens, d.output_tokens], "body": req})
+        if not stream:
+            self.send_json(200, ollama_reply(req, d))
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for line in ollama_stream_lines(req, d):
+            self.wfile.write(b"%x\r\n" % len(line) + line + b"\r\n")
+            self.wfile.flush()
+            if self.server.sse_delay:
+                time.sleep(self.server.sse_delay)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def answer_bedrock(self, m, raw: bytes) -> None:
         """Bedrock runtime: Converse(Stream) and InvokeModel(WithResponseStream)
@@ -778,6 +883,14 @@ class TLSServer(http.server.ThreadingHTTPServer):
         self.responses = mock_apis.ResponseStore()
 
     def finish_request(self, request, client_address):
+        if self.ctx is None:
+            # --plain: HTTP straight on the socket.
+            request.settimeout(30)
+            try:
+                self.RequestHandlerClass(request, client_address, self)
+            except OSError as e:
+                log(f"{client_address[0]}:{client_address[1]} connection error: {e}")
+            return
         # The TLS handshake runs here, in the connection's own thread, so a
         # slow or broken client never blocks the accept loop.
         request.settimeout(30)
@@ -805,8 +918,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 = pick a free port")
-    ap.add_argument("--cert", required=True, help="server certificate (PEM)")
-    ap.add_argument("--key", required=True, help="server private key (PEM)")
+    ap.add_argument("--cert", help="server certificate (PEM); required unless --plain")
+    ap.add_argument("--key", help="server private key (PEM); required unless --plain")
+    ap.add_argument("--plain", action="store_true",
+                    help="plain HTTP (no TLS), as local model servers speak")
     ap.add_argument("--gzip", action=argparse.BooleanOptionalAction, default=True,
                     help="gzip non-streamed replies when the client accepts gzip "
                          "(default on)")
@@ -816,17 +931,22 @@ def main() -> int:
                     help="pause between SSE events (default 5 ms)")
     args = ap.parse_args()
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = None
+    if not args.plain:
+        if not args.cert or not args.key:
+            ap.error("--cert and --key are required unless --plain")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(args.cert, args.key)
+        ctx.set_alpn_protocols(["http/1.1"])
 
     srv = TLSServer((args.host, args.port), ctx, args.gzip, args.record,
                     args.sse_delay_ms / 1000.0)
     port = srv.server_address[1]
     sys.stdout.write(f"PORT {port}\n")
     sys.stdout.flush()
-    log(f"listening on https://{args.host}:{port} gzip={args.gzip}")
+    scheme = "http" if args.plain else "https"
+    log(f"listening on {scheme}://{args.host}:{port} gzip={args.gzip}")
     try:
         srv.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

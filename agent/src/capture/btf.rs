@@ -234,6 +234,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
         bprm_filename: btf.member_offset("linux_binprm", "filename")?,
         task_exit_code: btf.member_offset("task_struct", "exit_code")?,
+        sock_dport: btf.member_offset("sock_common", "skc_dport")?,
+        sock_family: btf.member_offset("sock_common", "skc_family")?,
     })
 }
 
@@ -250,6 +252,10 @@ mod tests {
         assert_eq!(off.mm_arg_end, off.mm_arg_start + 8);
         assert!(off.bprm_filename > 0);
         assert!(off.task_exit_code > 0);
+        // `skc_dport` and `skc_num` share `skc_portpair`, after the
+        // address pair and the hash; `skc_family` follows.
+        assert_eq!(off.sock_dport, 12);
+        assert_eq!(off.sock_family, 16);
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct CaptureConfig {
     pub hook_cache_dir: PathBuf,
     /// Where `agent-PID.json` goes ([`decisions`]); empty: nowhere.
     pub status_dir: PathBuf,
+    /// Remote ports whose plain-HTTP socket data is copied (empty: the
+    /// plain-HTTP programs are not attached).
+    pub plain_http_ports: Vec<u16>,
     /// Processes held before they exec a known program (`aitrail agent --
     /// COMMAND`): the program's own TLS stack (Go, a static OpenSSL) is
     /// attached to the process before it runs. Attached at exec instead,
@@ -223,6 +226,7 @@ impl Capture {
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
         // Until the scope is seeded the programs see nothing in it.
         attach_kernel_programs(&mut ebpf, &kernel_btf)?;
+        attach_plain_http(&mut ebpf, &kernel_btf, &cfg.plain_http_ports)?;
         let mut cap = Self::from_loaded(ebpf, cfg)?;
         cap.attacher.load_rustls_sockets(&mut cap.ebpf, &kernel_btf);
         drop(kernel_btf);
@@ -525,6 +529,61 @@ impl Capture {
 /// Loads and attaches the programs that are attached once, host-wide: the
 /// process tree (BTF tracepoints) and the file and connect syscall
 /// tracepoints.
+/// The plain-HTTP programs (agent-ebpf/src/plain.rs): BTF tracepoints on
+/// every socket send and receive of the host, attached once when ports are
+/// configured. They return after one map lookup for processes out of scope
+/// and one more for sockets to other ports (docs/benchmarks.md).
+fn attach_plain_http(ebpf: &mut Ebpf, btf: &Btf, ports: &[u16]) -> Result<(), CaptureError> {
+    if ports.is_empty() {
+        tracing::info!("plain-HTTP capture off (no [capture] plain_http_ports)");
+        return Ok(());
+    }
+    {
+        let map = ebpf.map_mut("PLAIN_PORTS").ok_or(CaptureError::Map {
+            name: "PLAIN_PORTS",
+            source: None,
+        })?;
+        let mut m =
+            BpfHashMap::<&mut MapData, u16, u8>::try_from(map).map_err(|e| CaptureError::Map {
+                name: "PLAIN_PORTS",
+                source: Some(e),
+            })?;
+        for &port in ports {
+            m.insert(port, 1, 0).map_err(|e| CaptureError::Map {
+                name: "PLAIN_PORTS",
+                source: Some(e),
+            })?;
+        }
+    }
+    for (name, tp) in [
+        ("plain_sock_send", "sock_send_length"),
+        ("plain_sock_recv", "sock_recv_length"),
+        ("plain_sock_state", "inet_sock_set_state"),
+    ] {
+        let prog_err = |action: &'static str| {
+            move |e| CaptureError::Program {
+                name,
+                action,
+                source: Box::new(e),
+            }
+        };
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(CaptureError::Map { name, source: None })?
+            .try_into()
+            .map_err(prog_err("lookup"))?;
+        let started = Instant::now();
+        p.load(tp, btf).map_err(prog_err("load"))?;
+        p.attach().map_err(prog_err("attach"))?;
+        tracing::debug!(program = name, took = ?started.elapsed(), "plain-HTTP program loaded");
+    }
+    tracing::info!(
+        ?ports,
+        "plain-HTTP capture attached (sock_send_length, sock_recv_length)"
+    );
+    Ok(())
+}
+
 fn attach_kernel_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), CaptureError> {
     let prog_err = |name: &'static str, action: &'static str| {
         move |e| CaptureError::Program {

@@ -717,6 +717,9 @@ impl Pipeline {
                     | "tls_tail_call_failed"
                     | "scope_full"
                     | "rustls_padding_lost"
+                    | "plain_bytes_lost"
+                    | "plain_unsupported"
+                    | "plain_unsupported_bytes"
             ) || name.starts_with("record_")
             {
                 dropped.insert(key, *v);

@@ -379,6 +379,70 @@ mod tests {
 
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+    /// A plain-HTTP chunk as agent-ebpf/src/plain.rs sends it: part of one
+    /// socket call of `total` bytes, at `offset`.
+    fn plain_chunk(
+        conn: u64,
+        dir: u8,
+        t: u64,
+        offset: u32,
+        total: u32,
+        last: bool,
+        data: &[u8],
+    ) -> TlsChunk {
+        TlsChunk {
+            offset,
+            total_len: total,
+            fd: 5,
+            flags: tls_flags::PLAIN | if last { tls_flags::LAST } else { 0 },
+            ..chunk(7, conn | agent_common::PLAIN_CONN_TAG, dir, t, data)
+        }
+    }
+
+    #[test]
+    fn plain_http_iovec_chunks_make_one_exchange_apart_from_a_tls_stream_of_the_same_cookie() {
+        let mut s = Streams::new(Limits::default(), 16, 1 << 20);
+        let mut out = Vec::new();
+        // A writev of head and body: two chunks of one call.
+        let head = request_head(4);
+        let total = u32::try_from(head.len() + 4).unwrap();
+        let head_len = u32::try_from(head.len()).unwrap();
+        s.on_chunk(
+            &plain_chunk(42, dir::WRITE, 1, 0, total, false, &head),
+            &mut out,
+        );
+        // A rustls connection of the same process whose socket cookie is
+        // 42 too: its own stream.
+        s.on_chunk(&chunk(7, 42, dir::WRITE, 2, &request_head(0)), &mut out);
+        s.on_chunk(
+            &plain_chunk(42, dir::WRITE, 3, head_len, total, true, b"abcd"),
+            &mut out,
+        );
+        assert_eq!(s.len(), 2);
+        let resp_len = u32::try_from(RESPONSE.len()).unwrap();
+        s.on_chunk(
+            &plain_chunk(42, dir::READ, 4, 0, resp_len, true, RESPONSE),
+            &mut out,
+        );
+        assert_eq!(
+            exchanges(&out),
+            vec![(0x2a | agent_common::PLAIN_CONN_TAG, 200, 4)],
+            "the plain request, body whole, with its answer"
+        );
+        assert_eq!(s.gap_bytes, 0);
+        // A call whose bytes the kernel could not copy (sendfile): a marker
+        // of its size, a gap for the parser.
+        let mut cut = plain_chunk(42, dir::WRITE, 5, 0, 100, true, &[]);
+        cut.flags |= tls_flags::TRUNCATED;
+        s.on_chunk(&cut, &mut out);
+        assert_eq!(s.gap_bytes, 100);
+        // The server closed: the plain stream ends, the TLS one stays.
+        let mut close = plain_chunk(42, dir::READ, 6, 0, 0, true, &[]);
+        close.flags |= tls_flags::CLOSE;
+        s.on_chunk(&close, &mut out);
+        assert_eq!(s.len(), 1);
+    }
+
     #[test]
     fn rustls_records_written_before_their_link_join_the_connection() {
         // The request goes out in two records under the write key 0x7f10

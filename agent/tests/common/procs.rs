@@ -57,6 +57,21 @@ impl MockServer {
         Self::start_script(dir, pki, &python(), "tests/mock/mock_responses_ws.py")
     }
 
+    /// tests/mock/mock_llm.py over plain HTTP (no TLS) on `port`, as a
+    /// local model server (Ollama, vLLM) listens.
+    pub fn start_plain(dir: &TestDir, port: u16) -> Self {
+        let port = port.to_string();
+        let mut m = Self::spawn(
+            dir,
+            None,
+            &python(),
+            "tests/mock/mock_llm.py",
+            &["--plain", "--port", &port],
+        );
+        m.base_url = format!("http://127.0.0.1:{}", m.port);
+        m
+    }
+
     fn start_script(dir: &TestDir, pki: &Pki, interpreter: &str, script: &str) -> Self {
         Self::start_script_with(dir, pki, interpreter, script, &[])
     }
@@ -68,16 +83,26 @@ impl MockServer {
         script: &str,
         extra: &[&str],
     ) -> Self {
+        Self::spawn(dir, Some(pki), interpreter, script, extra)
+    }
+
+    fn spawn(
+        dir: &TestDir,
+        pki: Option<&Pki>,
+        interpreter: &str,
+        script: &str,
+        extra: &[&str],
+    ) -> Self {
         let record = dir.join("mock/requests.jsonl");
         let log = dir.join("mock/mock.log");
         let script = repo_root().join(script);
-        let mut child = Command::new(interpreter)
-            .arg(&script)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .arg("--cert")
-            .arg(&pki.cert)
-            .arg("--key")
-            .arg(&pki.key)
+        let mut cmd = Command::new(interpreter);
+        cmd.arg(&script)
+            .args(["--host", "127.0.0.1", "--port", "0"]);
+        if let Some(pki) = pki {
+            cmd.arg("--cert").arg(&pki.cert).arg("--key").arg(&pki.key);
+        }
+        let mut child = cmd
             .arg("--record")
             .arg(&record)
             .args(extra)

@@ -38,6 +38,7 @@ mod gemini_cli;
 mod go;
 mod mcp_sse;
 mod onehost;
+mod plainhttp;
 mod protocols;
 mod spool;
 mod stacks;

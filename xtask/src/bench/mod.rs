@@ -14,6 +14,9 @@
 //!   return at once: no handshake), outside the daemon's scope.
 //! - (f) `nspr`: NSPR `PR_Write` to /dev/null + `PR_Read` from /dev/zero
 //!   (the NSS hooks), outside the daemon's scope.
+//! - (g) `sock`: 64-byte `send` + `recv` over a TCP loopback connection
+//!   (the plain-HTTP hooks on every socket send and receive), outside the
+//!   daemon's scope.
 //!
 //! Each round runs every workload once without and once with the daemon, the
 //! order alternating between rounds so that drift (thermal, other tenants)
@@ -53,10 +56,10 @@ pub struct BenchArgs {
     /// open+close pairs per run of (b).
     #[arg(long, default_value_t = 200_000)]
     opens: usize,
-    /// TLS write+read pairs per run of (d), and call pairs of (e) and (f).
+    /// TLS write+read pairs per run of (d), and call pairs of (e), (f), (g).
     #[arg(long, default_value_t = 200_000)]
     tls_ops: usize,
-    /// Only these workloads (https, open, tls, gnutls, nspr); default all.
+    /// Only these workloads (https, open, tls, gnutls, nspr, sock); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Workload>,
     /// The python interpreter for the workloads (default /usr/bin/python3,
@@ -90,10 +93,18 @@ enum Workload {
     Tls,
     Gnutls,
     Nspr,
+    Sock,
 }
 
 impl Workload {
-    const ALL: [Self; 5] = [Self::Https, Self::Open, Self::Tls, Self::Gnutls, Self::Nspr];
+    const ALL: [Self; 6] = [
+        Self::Https,
+        Self::Open,
+        Self::Tls,
+        Self::Gnutls,
+        Self::Nspr,
+        Self::Sock,
+    ];
 
     fn title(self) -> &'static str {
         match self {
@@ -102,6 +113,7 @@ impl Workload {
             Self::Tls => "(d) in-memory TLS 64 B write+read, not watched",
             Self::Gnutls => "(e) gnutls_record_send+recv calls, not watched",
             Self::Nspr => "(f) NSPR PR_Write+PR_Read 64 B, not watched",
+            Self::Sock => "(g) TCP loopback send+recv 64 B, not watched",
         }
     }
 
@@ -110,7 +122,7 @@ impl Workload {
             Self::Https => "request",
             Self::Open => "open+close",
             Self::Tls | Self::Nspr => "write+read",
-            Self::Gnutls => "send+recv",
+            Self::Gnutls | Self::Sock => "send+recv",
         }
     }
 }
@@ -300,6 +312,10 @@ impl Env {
             }
             Workload::Nspr => {
                 cmd.arg(self.script("nspr_loop.py"))
+                    .arg(args.tls_ops.to_string());
+            }
+            Workload::Sock => {
+                cmd.arg(self.script("sock_loop.py"))
                     .arg(args.tls_ops.to_string());
             }
         }
