@@ -526,9 +526,6 @@ impl Capture {
     }
 }
 
-/// Loads and attaches the programs that are attached once, host-wide: the
-/// process tree (BTF tracepoints) and the file and connect syscall
-/// tracepoints.
 /// The plain-HTTP programs (agent-ebpf/src/plain.rs): BTF tracepoints on
 /// every socket send and receive of the host, attached once when ports are
 /// configured. They return after one map lookup for processes out of scope
@@ -584,6 +581,9 @@ fn attach_plain_http(ebpf: &mut Ebpf, btf: &Btf, ports: &[u16]) -> Result<(), Ca
     Ok(())
 }
 
+/// Loads and attaches the programs that are attached once, host-wide: the
+/// process tree (BTF tracepoints) and the file and connect syscall
+/// tracepoints.
 fn attach_kernel_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), CaptureError> {
     let prog_err = |name: &'static str, action: &'static str| {
         move |e| CaptureError::Program {

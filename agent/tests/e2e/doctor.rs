@@ -136,6 +136,7 @@ fn doctor_shows_what_the_running_daemon_attached() {
     assert_eq!(node["stack"], "openssl", "{node}");
     assert_eq!(node["pid"], client.pid(), "{node}");
     let delay = node["exec_to_attach_ms"].as_f64().unwrap();
+    eprintln!("e2e: node's probes in {delay:.1} ms after its exec");
     assert!(delay > 0.0 && delay < 1000.0, "exec → probes {delay} ms");
     assert_eq!(
         report["kernel"]
