@@ -170,6 +170,27 @@ for spec in "${npm_pkgs[@]}"; do
     log "npm install $spec"
     npm install --prefix "$here" --no-save --no-audit --no-fund "$spec"
 done
+# npm_unpack SPEC DIR: `npm pack SPEC` unpacked (no install scripts run) into
+# DIR, replacing it whole; npm itself from Debian when missing.
+npm_unpack() {
+    local spec=$1 dir=$2 tmp
+    if ! command -v npm >/dev/null 2>&1; then
+        log "apt-get install npm"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm pack $spec into $dir"
+    mkdir -p "$cache"
+    chmod 0700 "$cache"
+    tmp=$(mktemp -d "$cache/pack.XXXXXX")
+    (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+    mkdir -p "$tmp/unpacked"
+    tar -xzf "$tmp"/*.tgz -C "$tmp/unpacked"
+    rm -rf "$dir"
+    mv "$tmp/unpacked" "$dir"
+    rm -rf "$tmp"
+}
+
 # Codex CLI, pinned: the rustls resolver's unit tests read its binary and the
 # rustls end-to-end test runs it. Change together with CODEX_VERSION in
 # agent/src/capture/stacks/rustls/tests.rs and agent/tests/e2e/codex.rs.
@@ -180,21 +201,7 @@ codex_bin="$codex_dir/package/vendor/x86_64-unknown-linux-musl/bin/codex"
 if [ -x "$codex_bin" ]; then
     log "codex $codex_version present in $codex_dir"
 else
-    if ! command -v npm >/dev/null 2>&1; then
-        log "apt-get install npm"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
-    fi
-    log "npm pack @openai/codex@$codex_version-linux-x64 into $codex_dir"
-    mkdir -p "$cache"
-    chmod 0700 "$cache"
-    tmp=$(mktemp -d "$cache/codex.XXXXXX")
-    (cd "$tmp" && npm pack --silent "@openai/codex@$codex_version-linux-x64" >/dev/null)
-    mkdir -p "$tmp/unpacked"
-    tar -xzf "$tmp"/openai-codex-*.tgz -C "$tmp/unpacked"
-    rm -rf "$codex_dir"
-    mv "$tmp/unpacked" "$codex_dir"
-    rm -rf "$tmp"
+    npm_unpack "@openai/codex@$codex_version-linux-x64" "$codex_dir"
     "$codex_bin" --version >/dev/null || { log "the unpacked codex does not run"; exit 1; }
 fi
 
@@ -207,21 +214,7 @@ gemini_js="$gemini_dir/package/bundle/gemini.js"
 if [ -f "$gemini_js" ]; then
     log "gemini-cli $gemini_cli_version present in $gemini_dir"
 else
-    if ! command -v npm >/dev/null 2>&1; then
-        log "apt-get install npm"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
-    fi
-    log "npm pack @google/gemini-cli@$gemini_cli_version into $gemini_dir"
-    mkdir -p "$cache"
-    chmod 0700 "$cache"
-    tmp=$(mktemp -d "$cache/gemini-cli.XXXXXX")
-    (cd "$tmp" && npm pack --silent "@google/gemini-cli@$gemini_cli_version" >/dev/null)
-    mkdir -p "$tmp/unpacked"
-    tar -xzf "$tmp"/google-gemini-cli-*.tgz -C "$tmp/unpacked"
-    rm -rf "$gemini_dir"
-    mv "$tmp/unpacked" "$gemini_dir"
-    rm -rf "$tmp"
+    npm_unpack "@google/gemini-cli@$gemini_cli_version" "$gemini_dir"
 fi
 # --version with a HOME of its own: it writes ~/.gemini even then.
 vhome=$(mktemp -d)
