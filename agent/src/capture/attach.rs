@@ -24,7 +24,7 @@ use aya::{
 use super::{
     decisions::{Decision, Outcome},
     nonzero, stacks,
-    targets::{Targets, TlsTarget},
+    targets::{self, Targets, TlsTarget},
     CaptureError,
 };
 
@@ -281,8 +281,19 @@ impl Attacher {
     /// attached only to their own processes: registering a uprobe on a big
     /// binary costs tens of milliseconds, time in which a short client
     /// would already have made its first request.
+    ///
+    /// The first uprobe registered after a pause costs the kernel an RCU
+    /// grace period (~13 ms here: `register_for_each_vma` write-locks
+    /// `dup_mmap_sem`), the next ones ~0.1 ms each. So the libraries the
+    /// process maps now (its parent's before an exec, its own after) go
+    /// first, then the rest in a fixed order: the order is the same on every
+    /// run, and a library in use is not left to the end of ~30 links.
     pub fn attach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        let libraries: Vec<TlsTarget> = self.targets.all().filter(|t| t.library).cloned().collect();
+        let mut libraries: Vec<TlsTarget> =
+            self.targets.all().filter(|t| t.library).cloned().collect();
+        let mapped = targets::mapped_files(pid);
+        let key = |t: &TlsTarget| (!mapped.contains(&t.id), t.stack, t.path.clone());
+        libraries.sort_by_cached_key(key);
         for t in &libraries {
             if !self.attach_target(ebpf, pid, t) {
                 return;

@@ -67,6 +67,27 @@ pub enum TargetError {
     },
 }
 
+/// The (device, inode) of every file `pid` maps (empty when it is gone or
+/// unreadable): the identity [`TlsTarget::id`] is keyed by.
+pub fn mapped_files(pid: u32) -> HashSet<(u64, u64)> {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|maps| maps.lines().filter_map(map_line_file).collect())
+        .unwrap_or_default()
+}
+
+/// The file identity of one `/proc/PID/maps` line, e.g.
+/// `7f..-7f.. r-xp 00028000 fd:01 1234 /usr/lib/libssl.so.3` → (fd:01, 1234);
+/// None for anonymous mappings (inode 0).
+fn map_line_file(line: &str) -> Option<(u64, u64)> {
+    let mut it = line.split_whitespace();
+    let dev = it.nth(3)?;
+    let ino: u64 = it.next()?.parse().ok()?;
+    let (major, minor) = dev.split_once(':')?;
+    let major = u32::from_str_radix(major, 16).ok()?;
+    let minor = u32::from_str_radix(minor, 16).ok()?;
+    (ino != 0).then(|| (libc::makedev(major, minor), ino))
+}
+
 /// Reads `path` and returns it as a target if a resolver recognises its TLS
 /// stack.
 pub fn resolve(path: &Path) -> Result<TlsTarget, TargetError> {
@@ -386,6 +407,21 @@ mod tests {
         assert!(t.learn(&exe).is_none());
         assert!(t.learn(Path::new("/proc/self/exe")).is_none());
         assert_eq!(t.rejected.len(), 1);
+    }
+
+    #[test]
+    fn mapped_files_match_the_identity_of_stat() {
+        // This test binary maps libc; its (dev, ino) from maps is the one
+        // stat gives, which is how targets are keyed.
+        let mapped = mapped_files(std::process::id());
+        let exe = fs::metadata("/proc/self/exe").expect("stat exe");
+        assert!(mapped.contains(&(exe.dev(), exe.ino())), "{mapped:?}");
+        assert_eq!(map_line_file("7f00-7f01 rw-p 00000000 00:00 0 "), None);
+        assert_eq!(
+            map_line_file("7f00-7f01 r-xp 00028000 fd:01 1234 /usr/lib/libssl.so.3"),
+            Some((libc::makedev(0xfd, 1), 1234))
+        );
+        assert!(mapped_files(u32::MAX).is_empty());
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! daemon binary, e.g. a release build; default: the one cargo built for this
 //! test), `AITRAIL_E2E_DAEMON_ARGS` (extra daemon arguments, split on whitespace), `AITRAIL_E2E_GRACE_MS` (pause
 //! between the client's exit and SIGTERM to the daemon, default 0: the daemon
-//! must drain on shutdown), `RUST_LOG` (passed to the daemon, default `info`).
+//! must drain on shutdown), `AITRAIL_LOG`, else `RUST_LOG` (the daemon's log filter, default `info`).
 
 #![allow(dead_code)]
 

@@ -359,7 +359,10 @@ impl Daemon {
         let child = Command::new(exe)
             .args(&args)
             .env("NOTIFY_SOCKET", &sock_path)
-            .env("RUST_LOG", env_or("RUST_LOG", "info"))
+            .env(
+                "AITRAIL_LOG",
+                std::env::var("AITRAIL_LOG").unwrap_or_else(|_| env_or("RUST_LOG", "info")),
+            )
             .env("NO_COLOR", "1")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())

@@ -105,12 +105,15 @@ enum Attach {
     AfterHandshake,
 }
 
-fn run_and_check_attach(
+/// Runs one client under the daemon; returns what the daemon emitted once
+/// the client got every answer, no secret was written and the mock
+/// answered each call, and the mock's port.
+fn run_client(
     name: &str,
     calls: &[Call],
     attach: Attach,
     client: impl FnOnce(&TestDir, &MockServer, &common::Pki) -> (String, Vec<String>),
-) -> Events {
+) -> (Events, u16) {
     common::require_root();
     let _serial = common::serial();
     let dir = TestDir::new(name);
@@ -155,8 +158,16 @@ fn run_and_check_attach(
         calls.len(),
         "the mock answered every call"
     );
+    (Events::read(&daemon.events), mock.port)
+}
 
-    let ev = Events::read(&daemon.events);
+fn run_and_check_attach(
+    name: &str,
+    calls: &[Call],
+    attach: Attach,
+    client: impl FnOnce(&TestDir, &MockServer, &common::Pki) -> (String, Vec<String>),
+) -> Events {
+    let (ev, port) = run_client(name, calls, attach, client);
     let mut c = Checker::default();
     let llm = ev.llm_calls();
     c.eq("llm.calls", calls.len(), llm.len());
@@ -200,7 +211,7 @@ fn run_and_check_attach(
         c.check(l.api_key_id.is_some(), || {
             format!("{}: no api_key_id", call.marker)
         });
-        c.eq("server port", mock.port, l.server.port);
+        c.eq("server port", port, l.server.port);
     }
     // Only TLS plaintext was read: the clients' own file, terminal and pipe
     // I/O (NSPR's PR_Read/PR_Write serve those too) never reached the HTTP
@@ -231,30 +242,96 @@ fn run_and_check_attach(
 
 // ------------------------------------------------------------------ GnuTLS
 
+/// gnutls-cli fed `calls` by feed_stdin.py, the first one `settle` seconds
+/// after its start.
+fn gnutls_cli(
+    dir: &TestDir,
+    mock: &MockServer,
+    pki: &common::Pki,
+    calls: &[Call],
+    settle: &str,
+) -> (String, Vec<String>) {
+    let mut args = vec![
+        common::repo_root()
+            .join("tests/clients/feed_stdin.py")
+            .display()
+            .to_string(),
+        "--marker".into(),
+        "\"object\": \"chat.completion\"".into(),
+        "--settle".into(),
+        settle.into(),
+    ];
+    args.extend(request_files(dir, "gnutls-cli", mock.port, calls));
+    args.extend([
+        "--".into(),
+        common::which("gnutls-cli"),
+        "--logfile=/dev/null".into(),
+        format!("--x509cafile={}", pki.ca.display()),
+        "-p".into(),
+        mock.port.to_string(),
+        "127.0.0.1".into(),
+    ]);
+    (python(), args)
+}
+
 #[test]
 #[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
 fn gnutls_cli_two_calls_on_one_connection() {
     run_and_check("gnutls-cli", &TWO, |dir, mock, pki| {
-        let mut args = vec![
-            common::repo_root()
-                .join("tests/clients/feed_stdin.py")
-                .display()
-                .to_string(),
-            "--marker".into(),
-            "\"object\": \"chat.completion\"".into(),
-        ];
-        args.extend(request_files(dir, "gnutls-cli", mock.port, &TWO));
-        args.extend([
-            "--".into(),
-            common::which("gnutls-cli"),
-            "--logfile=/dev/null".into(),
-            format!("--x509cafile={}", pki.ca.display()),
-            "-p".into(),
-            mock.port.to_string(),
-            "127.0.0.1".into(),
-        ]);
-        (python(), args)
+        gnutls_cli(dir, mock, pki, &TWO, "0.5")
     });
+}
+
+/// gnutls-cli sends its first request right after a local handshake,
+/// sooner than the daemon can attach a new process (15-25 ms after its
+/// fork, see docs/coverage.md). Whether the first call is caught or not
+/// depends on that race; what must hold either way is that nothing is
+/// lost silently: every request the mock answered is an `llm.call` or an
+/// answer counted as `http_unpaired_response`, and a call that is seen is
+/// whole.
+#[test]
+#[ignore = "privileged: needs root and eBPF; run by cargo xtask test"]
+fn gnutls_cli_sending_at_once_loses_nothing_silently() {
+    let (ev, _) = run_client(
+        "gnutls-cli-at-once",
+        &TWO,
+        Attach::BeforeStart,
+        |d, m, p| gnutls_cli(d, m, p, &TWO, "0"),
+    );
+    let health = ev
+        .of_kind(kind::AGENT_HEALTH)
+        .last()
+        .and_then(|h| h.health.clone())
+        .expect("agent.health");
+    let unpaired = health
+        .dropped
+        .get("http_unpaired_response")
+        .copied()
+        .unwrap_or(0);
+    let llm = ev.llm_calls();
+    eprintln!("at once: {} llm.call, {unpaired} unpaired", llm.len());
+    let mut c = Checker::default();
+    c.eq(
+        "llm.call + unpaired answers",
+        TWO.len() as u64,
+        llm.len() as u64 + unpaired,
+    );
+    let beta = llm
+        .iter()
+        .filter_map(|e| e.llm.as_ref())
+        .find(|l| l.messages.iter().any(|m| m.content.contains("BETA")));
+    c.check(beta.is_some(), || {
+        "BETA, sent after the attach, not seen".into()
+    });
+    if let Some(l) = beta {
+        c.eq("BETA model", Some("gpt-4.1-mini"), l.model.as_deref());
+        c.eq(
+            "BETA answer",
+            "done: 1 tools used".to_string(),
+            l.output.text.clone(),
+        );
+    }
+    c.finish(&ev, &[], "gnutls-cli-at-once");
 }
 
 #[test]

@@ -24,8 +24,8 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-/// A TLS implementation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A TLS implementation (ordered by how common it is as a shared library).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stack {
     /// OpenSSL 1.1 / 3.x, shared (`libssl.so.*`) or linked in (node).
     OpenSsl,
