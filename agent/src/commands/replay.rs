@@ -1,12 +1,15 @@
 //! `aitrail replay`: a recording through the whole userspace pipeline, its
 //! throughput (`--bench`), or a synthesised recording (`--synth`).
 
-use std::{path::PathBuf, time::Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aitrail::{
     capture::records,
     config::{Config, FileConfig},
-    pipeline::{Pipeline, RunSummary},
+    pipeline::{Pipeline, RunSummary, Stage},
     replay::{self, mix, recording, synth, RecordingHeader},
     sinks::SinkSpec,
     util::Envelope,
@@ -123,6 +126,40 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pipeline thread's time by stage, and the throughput through decode
+/// (the http and decode stages: captured bytes to LLM calls).
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "rates for people to read; f64 is plenty"
+)]
+fn print_stages(stages: &[Duration], total: &RunSummary, rounds: u32) {
+    let sum: f64 = stages.iter().map(Duration::as_secs_f64).sum();
+    println!(
+        "pipeline thread by stage ({rounds} rounds, {sum:.3} s inside stages; wall time in each \
+         stage, so a preemption counts where it lands):"
+    );
+    for (stage, d) in Stage::ALL.iter().zip(stages) {
+        let secs = d.as_secs_f64();
+        println!(
+            "  {:<10} {:>8.3} s {:>5.1} %",
+            stage.name(),
+            secs,
+            100.0 * secs / sum.max(1e-9)
+        );
+    }
+    let decode: f64 = Stage::ALL
+        .iter()
+        .zip(stages)
+        .filter(|(s, _)| matches!(s, Stage::Http | Stage::Decode))
+        .map(|(_, d)| d.as_secs_f64())
+        .sum();
+    println!(
+        "through decode (http + decode): {:.0} MB/s plaintext, {:.0} llm.call/s ({decode:.3} s)",
+        total.tls_bytes as f64 / 1e6 / decode.max(1e-9),
+        total.llm_calls as f64 / decode.max(1e-9),
+    );
+}
+
 fn pipeline(cfg: &Config, header: &RecordingHeader) -> anyhow::Result<Pipeline> {
     let env = header.envelope();
     let (sinks, stages) = crate::stages(cfg, env.clone())?;
@@ -159,11 +196,13 @@ fn bench(cfg: &mut Config, loaded: &replay::Loaded, rounds: u32) -> anyhow::Resu
     let decode_cpu = replay::cpu_time().saturating_sub(cpu0).as_secs_f64();
 
     let mut total = RunSummary::default();
+    let mut stages = vec![Duration::ZERO; Stage::ALL.len()];
     let mut cpu = 0.0;
     let mut wall = 0.0;
     for _ in 0..rounds {
         // Building the stages (compiling rules) is start-up, not throughput.
-        let p = pipeline(cfg, &loaded.header).context("building the pipeline")?;
+        let mut p = pipeline(cfg, &loaded.header).context("building the pipeline")?;
+        p.time_stages();
         let (c0, w0) = (replay::cpu_time(), Instant::now());
         let s = replay::run(p, &loaded.records)?;
         cpu += replay::cpu_time().saturating_sub(c0).as_secs_f64();
@@ -172,6 +211,9 @@ fn bench(cfg: &mut Config, loaded: &replay::Loaded, rounds: u32) -> anyhow::Resu
         total.events += s.pipeline.events;
         total.llm_calls += s.pipeline.llm_calls;
         total.tls_bytes += s.pipeline.tls_bytes;
+        for (i, (_, d)) in s.pipeline.stages.iter().enumerate() {
+            stages[i] += *d;
+        }
     }
     let mb = total.tls_bytes as f64 / 1e6;
     println!(
@@ -200,5 +242,6 @@ fn bench(cfg: &mut Config, loaded: &replay::Loaded, rounds: u32) -> anyhow::Resu
         total.llm_calls as f64 / cpu.max(1e-9),
         total.events as f64 / cpu.max(1e-9),
     );
+    print_stages(&stages, &total, rounds);
     Ok(())
 }

@@ -8,6 +8,10 @@
 
 mod convert;
 mod health;
+mod timing;
+
+pub use timing::Stage;
+use timing::StageClock;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -67,6 +71,8 @@ pub struct Pipeline {
     /// Trace and parent span of each process's exec event, for its exit.
     exec_place: HashMap<u32, (String, Option<String>)>,
     last_seq: HashMap<u32, u64>,
+    /// Time per stage, for `replay --bench` (off otherwise).
+    clock: StageClock,
     dropped: BTreeMap<String, u64>,
     counters: BTreeMap<String, u64>,
     /// Findings emitted, by class.
@@ -92,12 +98,14 @@ pub struct Pipeline {
 }
 
 /// What one run of the pipeline saw and did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunSummary {
     pub records: u64,
     pub events: u64,
     pub llm_calls: u64,
     pub tls_bytes: u64,
+    /// Time per stage, when [`Pipeline::time_stages`] was called.
+    pub stages: Vec<(Stage, Duration)>,
 }
 
 /// How often expiry runs, on the pipeline's clock.
@@ -166,7 +174,14 @@ impl Pipeline {
             records_by_kind: BTreeMap::new(),
             events_by_kind: BTreeMap::new(),
             metrics: None,
+            clock: StageClock::default(),
         }
+    }
+
+    /// Times each stage of the pipeline thread (for `replay --bench`); the
+    /// figures come back in [`RunSummary::stages`].
+    pub fn time_stages(&mut self) {
+        self.clock.enable();
     }
 
     /// A pipeline for a recording: events carry the recorded host and its
@@ -220,7 +235,9 @@ impl Pipeline {
             match records.recv_timeout(Duration::from_millis(200)) {
                 Ok(batch) => {
                     for r in batch {
+                        self.clock.enter(Stage::Records);
                         self.on_record(r);
+                        self.clock.leave();
                     }
                     self.publish(false);
                 }
@@ -273,6 +290,7 @@ impl Pipeline {
             events: self.events_emitted,
             llm_calls: self.counters.get("llm_calls").copied().unwrap_or(0),
             tls_bytes: self.tls_bytes,
+            stages: self.clock.spent(),
         })
     }
 
@@ -316,7 +334,10 @@ impl Pipeline {
     /// of it, and it is routed and written with the findings it raised
     /// (which hold positions, never values).
     fn emit(&mut self, mut ev: Event) {
+        self.clock.enter(Stage::Detect);
         let findings = self.detector.on_event(&ev);
+        self.clock.leave();
+        self.clock.enter(Stage::Redact);
         let mut stats = self.redactor.redact_event(&mut ev);
         // Findings hold positions, not values; they pass the redactor all
         // the same, so nothing is written that did not.
@@ -327,6 +348,7 @@ impl Pipeline {
                 f
             })
             .collect();
+        self.clock.leave();
         self.redacted.add(&stats);
         let texts: Vec<Option<String>> =
             findings.iter().map(|f| self.opinion_text(f, &ev)).collect();
@@ -367,6 +389,7 @@ impl Pipeline {
     /// Writes an event that went through `emit` (or carries no captured
     /// text: health).
     fn deliver(&mut self, ev: Event) {
+        self.clock.enter(Stage::Deliver);
         self.events_emitted += 1;
         match self.events_by_kind.get_mut(&ev.kind) {
             Some(n) => *n += 1,
@@ -383,6 +406,7 @@ impl Pipeline {
         }
         let mask = self.router.targets(&ev);
         self.sinks.send_to(&ev, Some(mask));
+        self.clock.leave();
     }
 
     fn on_record(&mut self, r: Record) {
@@ -409,13 +433,7 @@ impl Pipeline {
         }
         let tgid = r.tgid();
         match r {
-            Record::Tls(c) => {
-                self.blind_spots.on_plaintext(tgid);
-                self.tls_bytes += c.data.len() as u64;
-                let mut outs = Vec::new();
-                self.streams.on_chunk(&c, &mut outs);
-                self.on_stream_outputs(outs);
-            }
+            Record::Tls(c) => self.on_plaintext(tgid, &c),
             Record::Exec(e) => {
                 let info = self.procs.on_exec(
                     tgid,
@@ -493,6 +511,17 @@ impl Pipeline {
         }
     }
 
+    /// Captured plaintext (TLS or plain HTTP) into its connection's stream.
+    fn on_plaintext(&mut self, tgid: u32, c: &crate::capture::records::TlsChunk) {
+        self.blind_spots.on_plaintext(tgid);
+        self.tls_bytes += c.data.len() as u64;
+        let mut outs = Vec::new();
+        self.clock.enter(Stage::Http);
+        self.streams.on_chunk(c, &mut outs);
+        self.clock.leave();
+        self.on_stream_outputs(outs);
+    }
+
     /// Keeps where a process's exec went, for its exit. Bounded: entries go
     /// at exit; past the bound (exits lost) an exit gets a trace of its own.
     fn remember_place(&mut self, tgid: u32, ev: &Event) {
@@ -512,9 +541,13 @@ impl Pipeline {
         ktime_ns: u64,
         eff: &Effect<'_>,
     ) -> Option<Event> {
+        self.clock.enter(Stage::Correlate);
         let procs = &mut self.procs;
-        self.corr
-            .place(ev, tgid, || procs.ancestors(tgid), ktime_ns, eff)
+        let finding = self
+            .corr
+            .place(ev, tgid, || procs.ancestors(tgid), ktime_ns, eff);
+        self.clock.leave();
+        finding
     }
 
     fn on_exit(&mut self, tgid: u32, code: u32, ktime_ns: u64) {
@@ -562,11 +595,17 @@ impl Pipeline {
                     self.count("http_exchanges");
                     // JSON-RPC bodies are not any LLM API's, so MCP goes
                     // first and what it takes the LLM decoders never see.
-                    if let Some(m) = crate::mcp::decode(&ex) {
+                    self.clock.enter(Stage::Decode);
+                    let mcp = crate::mcp::decode(&ex);
+                    self.clock.leave();
+                    if let Some(m) = mcp {
                         self.on_mcp(key.tgid, &ex, m);
                         continue;
                     }
-                    match crate::llm::decode(&ex) {
+                    self.clock.enter(Stage::Decode);
+                    let decoded = crate::llm::decode(&ex);
+                    self.clock.leave();
+                    match decoded {
                         Ok(Some(call)) => {
                             self.count("llm_calls");
                             if self.watched.insert(key.tgid) {
@@ -580,7 +619,10 @@ impl Pipeline {
                                 start_ns: ex.t_request_start,
                                 end_ns: ex.t_response_end.unwrap_or(ex.t_request_end),
                             };
-                            for ev in self.corr.on_llm_call(obs) {
+                            self.clock.enter(Stage::Correlate);
+                            let events = self.corr.on_llm_call(obs);
+                            self.clock.leave();
+                            for ev in events {
                                 self.emit(ev);
                             }
                         }
@@ -640,7 +682,9 @@ impl Pipeline {
                 start_ns: ex.t_request_start,
                 end_ns: ex.t_response_end.unwrap_or(ex.t_request_end),
             };
+            self.clock.enter(Stage::Correlate);
             let ev = self.corr.on_mcp_call(obs);
+            self.clock.leave();
             match &join_key {
                 Some(key) if unanswered => {
                     let now = self.now();
