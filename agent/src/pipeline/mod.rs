@@ -119,9 +119,11 @@ impl Pipeline {
     pub fn new(
         cfg: &Config,
         stages: Stages,
-        sinks: Sinks,
+        mut sinks: Sinks,
         commands: flume::Sender<Command>,
     ) -> Self {
+        // Events go out in parcels, after each batch of records (run).
+        sinks.hold_until_flush();
         let env = Envelope::new();
         let limits = Limits {
             max_body_bytes: cfg.pipeline.max_body_bytes,
@@ -256,6 +258,9 @@ impl Pipeline {
                 self.tick();
             }
             self.publish(false);
+            self.clock.enter(Stage::Deliver);
+            self.sinks.flush();
+            self.clock.leave();
         }
         while let Ok(k) = kernel.try_recv() {
             self.kernel = k;

@@ -2,11 +2,14 @@
 //! `aitrail replay --bench`.
 //!
 //! Off in the daemon: a [`StageClock`] that was never enabled reads no clock
-//! and costs one branch per stage. Enabled, each stage reads the monotonic
-//! clock (vDSO, tens of ns) before and after, so the figures are the
-//! pipeline thread's wall time inside each stage: on a busy machine a
-//! preemption lands in whichever stage was running, which is why the bench
-//! reports shares next to its CPU-time totals.
+//! and costs one branch per stage. Enabled, each change of stage reads the
+//! monotonic clock (vDSO, tens of ns; some 30 per LLM call), so a stage's
+//! figure is the thread's wall time inside it: pure computation such as
+//! HTTP parsing and decoding is its CPU time unless the thread was
+//! preempted (which only makes the figure worse), while `deliver` also
+//! holds the waits on a full channel to the sinks. The thread's CPU clock
+//! would not count those waits, but reading it is a system call (~1 µs
+//! here), which at one per TLS chunk distorted the figures it measured.
 
 use std::time::{Duration, Instant};
 

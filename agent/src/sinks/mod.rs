@@ -4,7 +4,12 @@
 //! object + `\n`), and hands the same line to every sink. Each sink is one
 //! writer thread fed by its own bounded `flume` channel ([`QUEUE_CAPACITY`]
 //! lines), so a slow sink never holds another back for longer than its queue
-//! takes to fill.
+//! takes to fill. Lines travel in parcels: one line each by default; the
+//! pipeline, after [`Sinks::hold_until_flush`], gathers up to
+//! [`PARCEL_LINES`] per sink and sends them with [`Sinks::flush`] after each
+//! batch of kernel records, so a writer thread is woken once per parcel
+//! instead of once per event (those wake-ups were most of the cost of
+//! writing an event out).
 //!
 //! Guarantees:
 //! - Backpressure, not loss: `send` blocks while a sink's queue is full.
@@ -51,8 +56,12 @@ use crate::{
     ship::{CollectorSpec, ShipError, ShipHandle, ShipStats},
 };
 
-/// Lines each sink's queue holds before `send` blocks.
+/// Lines each sink's queue holds before `send` blocks (parcels of
+/// [`PARCEL_LINES`] when held until flushed).
 pub const QUEUE_CAPACITY: usize = 8192;
+/// Most lines a sink gathers before it sends them without waiting for
+/// [`Sinks::flush`].
+pub const PARCEL_LINES: usize = 64;
 /// Longest time a written line waits in a writer's buffer.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// A batch this large is written without waiting for the queue to empty.
@@ -272,9 +281,14 @@ impl Counters {
     }
 }
 
+/// Lines sent to a writer together.
+type Parcel = Vec<Line>;
+
 struct SinkHandle {
     name: String,
-    tx: Option<flume::Sender<Line>>,
+    tx: Option<flume::Sender<Parcel>>,
+    /// Lines gathered for the next parcel (only while held).
+    pending: std::sync::Mutex<Parcel>,
     thread: Option<JoinHandle<io::Result<()>>>,
     counters: Arc<Counters>,
     /// Set once the writer is found gone, so that is logged once.
@@ -330,7 +344,37 @@ impl SinkHandle {
 
     /// Closes the queue, waits for the writer to drain it, and returns the
     /// writer's final flush/fsync result.
+    /// Queues `parcel` (blocking while the queue is full); counts it as
+    /// dropped when the writer is gone.
+    fn send(&self, parcel: Parcel) {
+        let Some(tx) = &self.tx else { return };
+        let lines = parcel.len() as u64;
+        if lines == 0 {
+            return;
+        }
+        if tx.send(parcel).is_err() {
+            // The writer thread has ended (it only does so on panic before
+            // shutdown): the lines are lost, and counted.
+            Counters::add(&self.counters.lines_dropped, lines);
+            if !self.gone_logged.swap(true, Ordering::Relaxed) {
+                tracing::error!(sink = %self.name, "sink writer is gone; its lines are dropped and counted");
+            }
+        }
+    }
+
+    /// Sends what was gathered for the next parcel.
+    fn flush(&self) {
+        let parcel = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.send(parcel);
+    }
+
     fn close(&mut self) -> Result<(), SinkError> {
+        self.flush();
         drop(self.tx.take());
         let Some(thread) = self.thread.take() else {
             return Ok(());
@@ -361,8 +405,11 @@ impl SinkHandle {
 
 /// The running sinks. `send` may be called from several threads at once.
 pub struct Sinks {
-    sinks: Vec<SinkHandle>,
+    handles: Vec<SinkHandle>,
     serialize_errors: Arc<AtomicU64>,
+    /// Lines wait for [`Sinks::flush`] (or a full parcel) instead of being
+    /// sent one by one.
+    held: bool,
 }
 
 impl Sinks {
@@ -400,7 +447,7 @@ impl Sinks {
             outputs.push((spec.to_string(), output, ship));
         }
         let sinks = Self::start_outputs_with(outputs)?;
-        for s in &sinks.sinks {
+        for s in &sinks.handles {
             tracing::info!(sink = %s.name, "sink started");
         }
         Ok(sinks)
@@ -417,11 +464,12 @@ impl Sinks {
         outputs: Vec<(String, Box<dyn writer::Output>, Option<ShipHandle>)>,
     ) -> Result<Sinks, SinkError> {
         let mut sinks = Sinks {
-            sinks: Vec::with_capacity(outputs.len()),
+            handles: Vec::with_capacity(outputs.len()),
             serialize_errors: Arc::new(AtomicU64::new(0)),
+            held: false,
         };
         for (name, output, ship) in outputs {
-            let (tx, rx) = flume::bounded::<Line>(QUEUE_CAPACITY);
+            let (tx, rx) = flume::bounded::<Parcel>(QUEUE_CAPACITY / PARCEL_LINES);
             let counters = Arc::new(Counters::default());
             let thread = std::thread::Builder::new()
                 .name(format!("sink-{}", name.split(':').next().unwrap_or("sink")))
@@ -434,9 +482,10 @@ impl Sinks {
                     sink: name.clone(),
                     source,
                 })?; // `sinks` is dropped here: the threads already started are joined.
-            sinks.sinks.push(SinkHandle {
+            sinks.handles.push(SinkHandle {
                 name,
                 tx: Some(tx),
+                pending: std::sync::Mutex::new(Vec::new()),
                 thread: Some(thread),
                 counters,
                 gone_logged: std::sync::atomic::AtomicBool::new(false),
@@ -444,6 +493,21 @@ impl Sinks {
             });
         }
         Ok(sinks)
+    }
+
+    /// From now on, lines are gathered into parcels of up to
+    /// [`PARCEL_LINES`] and sent by [`Sinks::flush`] (which the caller must
+    /// call, at the latest before its events may wait: the pipeline does
+    /// after each batch of records) or when a parcel is full.
+    pub fn hold_until_flush(&mut self) {
+        self.held = true;
+    }
+
+    /// Sends every line gathered since the last flush.
+    pub fn flush(&self) {
+        for sink in &self.handles {
+            sink.flush();
+        }
     }
 
     /// Serialises `ev` once and queues the line on every sink, blocking while
@@ -456,16 +520,16 @@ impl Sinks {
     /// one of the running sinks.
     pub fn index_of(&self, spec: &SinkSpec) -> Option<usize> {
         let name = spec.to_string();
-        self.sinks.iter().position(|s| s.name == name)
+        self.handles.iter().position(|s| s.name == name)
     }
 
     /// Number of running sinks (duplicates given once).
     pub fn len(&self) -> usize {
-        self.sinks.len()
+        self.handles.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sinks.is_empty()
+        self.handles.is_empty()
     }
 
     /// Like [`Sinks::send`], to the sinks whose bit is set in `only` (bit
@@ -487,19 +551,28 @@ impl Sinks {
             bytes: buf.into(),
             finding: ev.kind == kind::FINDING,
         };
-        for (i, sink) in self.sinks.iter().enumerate() {
+        for (i, sink) in self.handles.iter().enumerate() {
             if only.is_some_and(|mask| i >= 64 || mask & (1 << i) == 0) {
                 continue;
             }
-            let Some(tx) = &sink.tx else { continue };
+            if sink.tx.is_none() {
+                continue;
+            }
             Counters::add(&sink.counters.lines_queued, 1);
-            if tx.send(line.clone()).is_err() {
-                // The writer thread has ended (it only does so on panic
-                // before shutdown): the line is lost, and counted.
-                Counters::add(&sink.counters.lines_dropped, 1);
-                if !sink.gone_logged.swap(true, Ordering::Relaxed) {
-                    tracing::error!(sink = %sink.name, "sink writer is gone; its lines are dropped and counted");
-                }
+            if !self.held {
+                sink.send(vec![line.clone()]);
+                continue;
+            }
+            let full = {
+                let mut pending = sink
+                    .pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                pending.push(line.clone());
+                (pending.len() >= PARCEL_LINES).then(|| std::mem::take(&mut *pending))
+            };
+            if let Some(parcel) = full {
+                sink.send(parcel);
             }
         }
     }
@@ -508,7 +581,7 @@ impl Sinks {
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle {
             sinks: self
-                .sinks
+                .handles
                 .iter()
                 .map(|s| (s.name.clone(), Arc::clone(&s.counters), s.ship.clone()))
                 .collect(),
@@ -519,7 +592,7 @@ impl Sinks {
     /// Counters of every sink so far.
     pub fn stats(&self) -> SinkStats {
         SinkStats {
-            sinks: self.sinks.iter().map(SinkHandle::stat).collect(),
+            sinks: self.handles.iter().map(SinkHandle::stat).collect(),
             serialize_errors: self.serialize_errors.load(Ordering::Relaxed),
         }
     }
@@ -529,7 +602,7 @@ impl Sinks {
     /// sink that failed to finish (all are finished and failures logged).
     pub fn shutdown(mut self) -> Result<SinkStats, SinkError> {
         let mut first_error = None;
-        for sink in &mut self.sinks {
+        for sink in &mut self.handles {
             if let Err(error) = sink.close() {
                 tracing::error!(sink = %sink.name, error = %error, "sink did not finish cleanly");
                 first_error.get_or_insert(error);
@@ -557,7 +630,7 @@ impl Drop for Sinks {
     /// Dropping the sinks without `shutdown` still drains and closes them, so
     /// an early return in the daemon does not lose the tail of the events.
     fn drop(&mut self) {
-        for sink in &mut self.sinks {
+        for sink in &mut self.handles {
             if let Err(error) = sink.close() {
                 tracing::error!(sink = %sink.name, error = %error, "sink did not finish cleanly");
             }

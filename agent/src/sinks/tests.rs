@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     writer::{Output, Pending},
-    SinkError, SinkSpec, Sinks, QUEUE_CAPACITY,
+    SinkError, SinkSpec, Sinks, PARCEL_LINES, QUEUE_CAPACITY,
 };
 use crate::event::{kind, Event, FileInfo, Host};
 
@@ -276,6 +276,64 @@ fn file_sink_writes_without_waiting_for_shutdown() {
     drop(sinks);
 }
 
+/// Held lines wait for `flush` (or a full parcel), are counted as queued
+/// meanwhile, and go out whole and in order; shutdown sends what is held.
+#[test]
+fn held_lines_go_out_in_parcels_in_order() {
+    let m = Memory::default();
+    let mut sinks = start_memory(&m);
+    sinks.hold_until_flush();
+    let lines = |m: &Memory| String::from_utf8(m.buf.lock().unwrap().clone()).unwrap();
+    for i in 0..3 {
+        sinks.send(&event(i));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(lines(&m), "", "nothing written before the flush");
+    assert_eq!(sinks.stats().sinks[0].lines_queued, 3);
+    sinks.flush();
+    wait_until("the flushed parcel", || lines(&m).lines().count() == 3);
+    // A full parcel goes without a flush.
+    for i in 3..3 + PARCEL_LINES {
+        sinks.send(&event(i));
+    }
+    wait_until("the full parcel", || {
+        lines(&m).lines().count() == 3 + PARCEL_LINES
+    });
+    // The rest goes at shutdown.
+    let n = 3 + PARCEL_LINES + 5;
+    for i in 3 + PARCEL_LINES..n {
+        sinks.send(&event(i));
+    }
+    let stats = sinks.shutdown().unwrap();
+    let got: Vec<Event> = lines(&m)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got, (0..n).map(event).collect::<Vec<_>>());
+    let s = &stats.sinks[0];
+    assert_eq!(
+        (s.lines_queued, s.lines_written, s.lines_dropped),
+        (n as u64, n as u64, 0)
+    );
+}
+
+/// Held parcels keep the queue's bound in lines: a writer that cannot keep
+/// up makes `send` wait, and nothing is lost.
+#[test]
+fn held_lines_beyond_the_queue_wait_and_are_all_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.ndjson");
+    let mut sinks = Sinks::start(&[SinkSpec::File(path.clone())]).unwrap();
+    sinks.hold_until_flush();
+    let n = QUEUE_CAPACITY * 2 + 17;
+    for i in 0..n {
+        sinks.send(&event(i));
+    }
+    let stats = sinks.shutdown().unwrap();
+    assert_eq!(read_events(&path).len(), n);
+    assert_eq!(stats.sinks[0].lines_written, n as u64);
+}
+
 #[test]
 fn drop_drains_like_shutdown() {
     let dir = tempfile::tempdir().unwrap();
@@ -400,7 +458,7 @@ fn lines_for_a_dead_writer_are_counted() {
     let sinks = start_memory(&mem);
     sinks.send(&event(0));
     wait_until("the writer to end", || {
-        sinks.sinks[0]
+        sinks.handles[0]
             .thread
             .as_ref()
             .is_some_and(std::thread::JoinHandle::is_finished)
@@ -410,7 +468,7 @@ fn lines_for_a_dead_writer_are_counted() {
     assert_eq!((s.lines_queued, s.lines_dropped), (2, 1));
     let mut sinks = sinks;
     assert!(matches!(
-        sinks.sinks[0].close(),
+        sinks.handles[0].close(),
         Err(SinkError::WriterPanicked { .. })
     ));
     // The line in the writer's hands when it died is counted too.

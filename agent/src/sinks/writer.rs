@@ -61,7 +61,7 @@ pub(super) trait Output: Send {
 pub(super) fn run(
     name: &str,
     mut output: Box<dyn Output>,
-    rx: &flume::Receiver<Line>,
+    rx: &flume::Receiver<Vec<Line>>,
     counters: &Arc<Counters>,
 ) -> io::Result<()> {
     let policy = output.policy();
@@ -81,25 +81,28 @@ pub(super) fn run(
             Some(at) => rx.recv_deadline(at),
         };
         match next {
-            Ok(line) => {
-                if batch.lines == 0 {
-                    deadline = Some(Instant::now() + policy.max_wait);
-                }
-                if let (true, Some(wait)) = (line.finding, policy.finding_max_wait) {
-                    let at = Instant::now() + wait;
-                    deadline = Some(deadline.map_or(at, |d| d.min(at)));
-                }
-                batch.buf.extend_from_slice(&line.bytes);
-                batch.lines += 1;
-                batch.findings += u64::from(line.finding);
-                // Write when caught up (low latency when quiet) or when the
-                // batch is big (few syscalls under load).
-                if batch.buf.len() >= policy.max_bytes
-                    || batch.lines >= policy.max_lines
-                    || (policy.when_idle && rx.is_empty())
-                {
-                    batch.write(name, output.as_mut(), counters);
-                    deadline = None;
+            Ok(parcel) => {
+                let last = parcel.len().saturating_sub(1);
+                for (i, line) in parcel.into_iter().enumerate() {
+                    if batch.lines == 0 {
+                        deadline = Some(Instant::now() + policy.max_wait);
+                    }
+                    if let (true, Some(wait)) = (line.finding, policy.finding_max_wait) {
+                        let at = Instant::now() + wait;
+                        deadline = Some(deadline.map_or(at, |d| d.min(at)));
+                    }
+                    batch.buf.extend_from_slice(&line.bytes);
+                    batch.lines += 1;
+                    batch.findings += u64::from(line.finding);
+                    // Write when caught up (low latency when quiet) or when
+                    // the batch is big (few syscalls under load).
+                    if batch.buf.len() >= policy.max_bytes
+                        || batch.lines >= policy.max_lines
+                        || (policy.when_idle && i == last && rx.is_empty())
+                    {
+                        batch.write(name, output.as_mut(), counters);
+                        deadline = None;
+                    }
                 }
             }
             Err(flume::RecvTimeoutError::Timeout) => {

@@ -50,7 +50,9 @@
 //! # What a crash can lose
 //!
 //! Only events not yet in a renamed segment: those in the sink's queue (at
-//! most `sinks::QUEUE_CAPACITY` lines) and in the open batch (at most
+//! most `sinks::QUEUE_CAPACITY` lines), those the pipeline gathered for its
+//! next parcel (at most `sinks::PARCEL_LINES`, sent after each batch of
+//! records) and in the open batch (at most
 //! `batch_max_events` / `batch_max_bytes`, at most `batch_max_wait_ms` old).
 //! A process crash loses nothing that was spooled, whatever the fsync policy
 //! (the page cache outlives the process). A power loss or kernel crash loses
