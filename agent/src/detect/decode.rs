@@ -70,7 +70,7 @@ pub fn runs(text: &str, max: usize) -> Vec<Run> {
     }
     // A URL-encoded run holds `MIN_PERCENT` `%` escapes: a text with fewer
     // `%` bytes has none, and `url_runs` would walk it for nothing.
-    if b.iter().filter(|&&c| c == b'%').count() >= MIN_PERCENT {
+    if text.matches('%').nth(MIN_PERCENT - 1).is_some() {
         url_runs(text, max, &mut out, &mut buf);
     }
     out.truncate(max);

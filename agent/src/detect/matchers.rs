@@ -108,7 +108,7 @@ pub struct Matchers {
     word: RegexSet,
     #[cfg(test)]
     word_owner: Vec<(usize, usize)>,
-    /// Indexed by `Selector as usize`.
+    /// One per selector, in the order of `Selector::ALL`.
     plans: Vec<Plan>,
     globs: RegexSet,
     glob_rule: Vec<usize>,
@@ -297,7 +297,7 @@ impl Matchers {
         if !self.text_selectors.contains(&sel) {
             return Vec::new();
         }
-        let plan = &self.plans[sel as usize];
+        let plan = self.plan(sel);
         let mut hits = Vec::new();
         if plan.needs_views {
             self.scan_text(rules, sel, plan, raw, json, scratch, &mut hits);
@@ -614,7 +614,15 @@ impl Matchers {
     /// Whether the rules reading `sel` need its word view.
     #[cfg(test)]
     pub fn needs_word(&self, sel: Selector) -> bool {
-        self.plans[sel as usize].needs_word
+        self.plan(sel).needs_word
+    }
+
+    fn plan(&self, sel: Selector) -> &Plan {
+        let i = Selector::ALL
+            .iter()
+            .position(|&(_, s)| s == sel)
+            .unwrap_or_default();
+        &self.plans[i]
     }
 
     /// Rules whose globs match `path`.

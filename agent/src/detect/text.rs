@@ -327,31 +327,29 @@ fn token_char(c: char) -> bool {
 /// [`token_char`]s, read in place in the plain text (no per-token buffer).
 /// ASCII bytes are classified as bytes (for an ASCII character,
 /// `is_alphanumeric` is `is_ascii_alphanumeric`).
-fn word_view(plain: &View, w: &mut View) {
-    w.reset(plain.mapped, plain.text.len());
-    let t = plain.text.as_str();
-    let b = t.as_bytes();
+fn word_view(plain: &View, out: &mut View) {
+    out.reset(plain.mapped, plain.text.len());
+    let text = plain.text.as_str();
+    let bytes = text.as_bytes();
     let mut start: Option<usize> = None;
-    let mut j = 0;
-    while j < b.len() {
-        let (token, len) = if b[j].is_ascii() {
-            (
-                b[j].is_ascii_alphanumeric() || b[j] == b'@' || b[j] == b'$',
-                1,
-            )
+    let mut at = 0;
+    while at < bytes.len() {
+        let (token, len) = if bytes[at].is_ascii() {
+            let b = bytes[at];
+            (b.is_ascii_alphanumeric() || b == b'@' || b == b'$', 1)
         } else {
-            let c = t[j..].chars().next().unwrap_or(' ');
-            (token_char(c), c.len_utf8())
+            let ch = text[at..].chars().next().unwrap_or(' ');
+            (token_char(ch), ch.len_utf8())
         };
         if token {
-            start.get_or_insert(j);
+            start.get_or_insert(at);
         } else if let Some(s) = start.take() {
-            flush_token(plain, s, j, w);
+            flush_token(plain, s, at, out);
         }
-        j += len;
+        at += len;
     }
     if let Some(s) = start {
-        flush_token(plain, s, t.len(), w);
+        flush_token(plain, s, text.len(), out);
     }
 }
 
@@ -611,7 +609,10 @@ mod tests {
     /// took a fast path: one `char` at a time, fresh vectors, a token
     /// buffer. The reference the new builders must equal byte for byte,
     /// ranges included.
-    fn reference(text: &str) -> (String, Vec<(u32, u32)>, String, Vec<(u32, u32)>, Signals) {
+    /// Plain text and ranges, word text and ranges, signals.
+    type Views = (String, Vec<(u32, u32)>, String, Vec<(u32, u32)>, Signals);
+
+    fn reference(text: &str) -> Views {
         let mut p: Vec<(char, u32, u32)> = Vec::new();
         let mut sig = Signals::default();
         let (mut ascii_letter, mut folded) = (false, false);
@@ -667,7 +668,7 @@ mod tests {
         let flush = |token: &mut Vec<(char, u32, u32)>, w: &mut Vec<(char, u32, u32)>| {
             let letters = token.iter().any(|(c, ..)| c.is_alphabetic());
             let any = token.iter().any(|(c, ..)| c.is_alphanumeric());
-            if (letters || any) && !w.is_empty() && !w.last().is_some_and(|x| x.0 == ' ') {
+            if (letters || any) && w.last().is_some_and(|x| x.0 != ' ') {
                 w.push((' ', token[0].1, token[0].1));
             }
             for &(c, s, e) in token.iter() {
