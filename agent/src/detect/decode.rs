@@ -24,10 +24,14 @@ fn is_b64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
 }
 
-/// The readable encoded runs of `text`, at most `max`.
+/// The readable encoded runs of `text`, at most `max`. Candidates are
+/// decoded into one buffer reused for the whole text: only a run that
+/// decodes to readable text gets a `String` of its own (most candidates,
+/// ids and paths, do not).
 pub fn runs(text: &str, max: usize) -> Vec<Run> {
     let b = text.as_bytes();
     let mut out = Vec::new();
+    let mut buf = Vec::new();
     let mut i = 0;
     while i < b.len() && out.len() < max {
         if is_b64(b[i]) && (i == 0 || !is_b64(b[i - 1])) {
@@ -41,22 +45,22 @@ pub fn runs(text: &str, max: usize) -> Vec<Run> {
                 stop += 1;
             }
             let body = &b[start..end.min(start + MAX_RUN)];
-            let decoded = if body.len() >= MIN_HEX
+            let encoding = if body.len() >= MIN_HEX
                 && body.len().is_multiple_of(2)
                 && body.iter().all(u8::is_ascii_hexdigit)
             {
-                hex_decode(body).map(|t| (t, "hex"))
+                hex_decode(body, &mut buf).then_some("hex")
             } else if body.len() >= MIN_BASE64 {
-                base64_decode(body).map(|t| (t, "base64"))
+                base64_decode(body, &mut buf).then_some("base64")
             } else {
                 None
             };
-            if let Some((t, encoding)) = decoded.and_then(|(d, e)| readable(d).map(|t| (t, e))) {
+            if let Some((t, encoding)) = encoding.and_then(|e| readable(&buf).map(|t| (t, e))) {
                 out.push(Run {
                     start,
                     end: stop,
                     encoding,
-                    text: t,
+                    text: t.to_owned(),
                 });
             }
             i = stop.max(i + 1);
@@ -64,7 +68,11 @@ pub fn runs(text: &str, max: usize) -> Vec<Run> {
         }
         i += 1;
     }
-    url_runs(text, max, &mut out);
+    // A URL-encoded run holds `MIN_PERCENT` `%` escapes: a text with fewer
+    // `%` bytes has none, and `url_runs` would walk it for nothing.
+    if text.matches('%').nth(MIN_PERCENT - 1).is_some() {
+        url_runs(text, max, &mut out, &mut buf);
+    }
     out.truncate(max);
     out
 }
@@ -74,7 +82,7 @@ fn is_url(b: u8) -> bool {
 }
 
 /// Runs of URL-ish bytes holding at least `MIN_PERCENT` `%XX` escapes.
-fn url_runs(text: &str, max: usize, out: &mut Vec<Run>) {
+fn url_runs(text: &str, max: usize, out: &mut Vec<Run>, buf: &mut Vec<u8>) {
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() && out.len() < max {
@@ -92,12 +100,13 @@ fn url_runs(text: &str, max: usize, out: &mut Vec<Run>) {
             .filter(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
             .count();
         if escapes >= MIN_PERCENT {
-            if let Some(t) = readable(percent_decode(run)) {
+            percent_decode(run, buf);
+            if let Some(t) = readable(buf) {
                 out.push(Run {
                     start,
                     end: i,
                     encoding: "url",
-                    text: t,
+                    text: t.to_owned(),
                 });
             }
         }
@@ -113,14 +122,21 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-fn hex_decode(s: &[u8]) -> Option<Vec<u8>> {
-    s.chunks_exact(2)
-        .map(|p| Some(hex_val(p[0])? << 4 | hex_val(p[1])?))
-        .collect()
+/// Decodes hex digits into `out` (emptied first); false if one is not hex.
+fn hex_decode(s: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    for p in s.chunks_exact(2) {
+        let (Some(h), Some(l)) = (hex_val(p[0]), hex_val(p[1])) else {
+            return false;
+        };
+        out.push(h << 4 | l);
+    }
+    true
 }
 
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
+/// Undoes `%XX` escapes and `+` into `out` (emptied first).
+fn percent_decode(s: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let mut i = 0;
     while i < s.len() {
         match s[i] {
@@ -137,7 +153,6 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
         }
         i += 1;
     }
-    out
 }
 
 fn b64_val(b: u8) -> Option<u32> {
@@ -151,12 +166,16 @@ fn b64_val(b: u8) -> Option<u32> {
     }
 }
 
-/// Standard and URL-safe alphabets, padding optional.
-fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+/// Standard and URL-safe alphabets, padding optional, into `out` (emptied
+/// first); false if a byte is outside both.
+fn base64_decode(s: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
     let (mut acc, mut bits) = (0u32, 0u32);
     for &b in s {
-        acc = (acc << 6) | b64_val(b)?;
+        let Some(v) = b64_val(b) else {
+            return false;
+        };
+        acc = (acc << 6) | v;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
@@ -164,12 +183,12 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
         }
         acc &= (1 << bits) - 1;
     }
-    Some(out)
+    true
 }
 
 /// Decoded bytes that are UTF-8 text, nearly all printable, with words.
-fn readable(bytes: Vec<u8>) -> Option<String> {
-    let s = String::from_utf8(bytes).ok()?;
+fn readable(bytes: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(bytes).ok()?;
     let total = s.chars().count();
     let printable = s
         .chars()

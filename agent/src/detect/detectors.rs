@@ -26,7 +26,7 @@ use super::{
     rules::{DetectorKind, How, Number, Rule},
     select,
     state::{self, Bounded, Partial, TraceState, MAX_PARTIALS},
-    text::Norm,
+    text::{Norm, Want},
     Found,
 };
 use crate::event::{kind, Event, FindingMatch, LlmCall};
@@ -51,6 +51,8 @@ pub struct State {
     prompts: Bounded<String, Prompts>,
     /// System prompt versions recorded (first ones included).
     pub prompt_versions: u64,
+    /// Buffers of the refusal check's plain view, reused.
+    refusal_norm: Norm,
 }
 
 fn found(rule: usize, r: &Rule, evidence: Vec<String>, detail: String) -> Found {
@@ -71,6 +73,7 @@ impl State {
             refusals: Bounded::new(max_keys),
             prompts: Bounded::new(max_keys),
             prompt_versions: 0,
+            refusal_norm: Norm::default(),
         }
     }
 
@@ -146,7 +149,7 @@ impl State {
                 }
                 DetectorKind::RefusalRate => {
                     let key = llm.api_user.clone().unwrap_or_else(|| exe.to_owned());
-                    let refused = is_refusal(r, llm);
+                    let refused = is_refusal(r, llm, &mut self.refusal_norm);
                     let win = self.refusals.get_or_insert_with((i, key), VecDeque::new);
                     refusal_rate(i, r, win, refused, &ev.id)
                 }
@@ -273,7 +276,7 @@ fn output_loop(
     hit
 }
 
-fn is_refusal(r: &Rule, llm: &LlmCall) -> bool {
+fn is_refusal(r: &Rule, llm: &LlmCall, norm: &mut Norm) -> bool {
     if llm
         .output
         .refusal
@@ -291,7 +294,15 @@ fn is_refusal(r: &Rule, llm: &LlmCall) -> bool {
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    let norm = Norm::new(&text[..cut]);
+    // Only the plain view is matched: the word view and the ranges are
+    // not built.
+    norm.build(
+        &text[..cut],
+        Want {
+            word: false,
+            ranges: false,
+        },
+    );
     r.regex
         .iter()
         .any(|re| re.is_match(norm.plain.text.as_bytes()))

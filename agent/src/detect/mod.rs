@@ -34,6 +34,8 @@ mod tests;
 #[cfg(test)]
 mod tests_actions;
 #[cfg(test)]
+mod tests_lazy;
+#[cfg(test)]
 mod tests_rules;
 #[cfg(test)]
 mod tests_tuning;
@@ -48,7 +50,7 @@ use std::{
 use serde::Deserialize;
 
 use self::{
-    matchers::Matchers,
+    matchers::{Matchers, Scratch},
     rules::{How, Rule},
     state::{Bounded, TraceState},
 };
@@ -172,6 +174,8 @@ pub struct Detector {
     counters: BTreeMap<String, u64>,
     /// Evictions inside traces that were themselves evicted since.
     evicted_in_gone_traces: u64,
+    /// Buffers of the text normalisation, reused from text to text.
+    scratch: Scratch,
 }
 
 impl Detector {
@@ -187,6 +191,7 @@ impl Detector {
             stateful: detectors::State::new(cfg.max_keys),
             counters,
             evicted_in_gone_traces: 0,
+            scratch: Scratch::default(),
         })
     }
 
@@ -213,6 +218,7 @@ impl Detector {
             trace,
             ev,
             &mut self.counters,
+            &mut self.scratch,
         );
         found.extend(files::judge(&self.pack.rules, &self.pack.matchers, ev));
         found.extend(detectors::numbers(&self.pack.rules, ev));
@@ -310,6 +316,7 @@ fn scan_fields(
     trace: &mut TraceState,
     ev: &Event,
     counters: &mut BTreeMap<String, u64>,
+    scratch: &mut Scratch,
 ) -> Vec<Found> {
     let seen = &mut trace.seen;
     let mut skipped = 0u64;
@@ -331,7 +338,7 @@ fn scan_fields(
             bump(counters, "texts_cut", 1);
         }
         bump(counters, "texts_scanned", 1);
-        for h in matchers.scan(rules, f.sel, &f.text[..cut], f.json) {
+        for h in matchers.scan(rules, f.sel, &f.text[..cut], f.json, scratch) {
             let r = &rules[h.rule];
             if !matches!(r.how, How::Match)
                 || (f.sel == rules::Selector::FilePath && r.globs.is_some())

@@ -100,26 +100,50 @@ pub struct Signals {
 #[derive(Debug, Default)]
 pub struct View {
     pub text: String,
-    starts: Vec<u32>,
-    ends: Vec<u32>,
+    /// Original (start, end) of each byte of `text`; empty when the view was
+    /// built without ranges (decoded runs report the encoded run's range,
+    /// never a range of their own views).
+    map: Vec<(u32, u32)>,
+    mapped: bool,
 }
 
 impl View {
+    /// Empties the view, keeping its buffers for the next text.
+    fn reset(&mut self, mapped: bool, capacity: usize) {
+        self.text.clear();
+        self.map.clear();
+        self.mapped = mapped;
+        self.text.reserve(capacity);
+        if mapped {
+            self.map.reserve(capacity);
+        }
+    }
+
     fn push(&mut self, c: char, start: usize, end: usize) {
-        let (s, e) = (to_u32(start), to_u32(end));
-        for _ in 0..c.len_utf8() {
-            self.starts.push(s);
-            self.ends.push(e);
+        self.push_range(c, (to_u32(start), to_u32(end)));
+    }
+
+    #[inline]
+    fn push_range(&mut self, c: char, range: (u32, u32)) {
+        if self.mapped {
+            for _ in 0..c.len_utf8() {
+                self.map.push(range);
+            }
         }
         self.text.push(c);
     }
 
-    /// The original byte range of the view's bytes `start..end`.
+    fn ends_with_space(&self) -> bool {
+        self.text.as_bytes().last() == Some(&b' ')
+    }
+
+    /// The original byte range of the view's bytes `start..end`; `(0, 0)`
+    /// for an empty range or a view built without ranges.
     pub fn original(&self, start: usize, end: usize) -> (usize, usize) {
-        if start >= end || end > self.starts.len() {
+        if start >= end || end > self.map.len() {
             return (0, 0);
         }
-        (self.starts[start] as usize, self.ends[end - 1] as usize)
+        (self.map[start].0 as usize, self.map[end - 1].1 as usize)
     }
 }
 
@@ -135,14 +159,40 @@ pub struct Norm {
     pub signals: Signals,
 }
 
+/// Which views [`Norm::build`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// The word view (the plain one, and the signals, are always built).
+    pub word: bool,
+    /// Original ranges for each view byte (`View::original`).
+    pub ranges: bool,
+}
+
+impl Want {
+    pub const ALL: Want = Want {
+        word: true,
+        ranges: true,
+    };
+}
+
 impl Norm {
+    /// Both views of `text`, with ranges (the reference the lazy scan is
+    /// tested against; rule loading uses it for keywords).
     pub fn new(text: &str) -> Self {
-        let (plain, signals) = plain_view(text);
-        let word = word_view(&plain);
-        Self {
-            plain,
-            word,
-            signals,
+        let mut n = Self::default();
+        n.build(text, Want::ALL);
+        n
+    }
+
+    /// Rebuilds the views for `text` in this `Norm`'s buffers (no allocation
+    /// once they have grown to the size of the texts seen). A view not
+    /// wanted is left empty: the caller must not match it.
+    pub fn build(&mut self, text: &str, want: Want) {
+        self.signals = plain_view(text, &mut self.plain, want.ranges);
+        if want.word {
+            word_view(&self.plain, &mut self.word);
+        } else {
+            self.word.reset(want.ranges, 0);
         }
     }
 
@@ -154,21 +204,66 @@ impl Norm {
     }
 }
 
-fn plain_view(text: &str) -> (View, Signals) {
-    let mut v = View {
-        text: String::with_capacity(text.len()),
-        starts: Vec::with_capacity(text.len()),
-        ends: Vec::with_capacity(text.len()),
-    };
+/// Builds the plain view of `text` into `v` and returns the signals.
+///
+/// ASCII bytes take a fast path that is the general path below specialised
+/// to them, so the view is the same byte for byte: no ASCII character is an
+/// invisible code point, a fullwidth form or a lookalike (`invisible`,
+/// `fullwidth` and `homoglyph` only list code points ≥ U+00AD), an ASCII
+/// character lowercases to one ASCII byte, and `char::is_whitespace` is
+/// asked of the same character. The test `ascii_fast_path_is_the_general_path`
+/// checks the first claim for all 128 of them.
+fn plain_view(text: &str, v: &mut View, ranges: bool) -> Signals {
+    v.reset(ranges, text.len());
     let mut sig = Signals::default();
     // Per word: saw an ASCII letter / a folded lookalike.
     let (mut ascii_letter, mut folded) = (false, false);
-    for (i, c) in text.char_indices() {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii() {
+            let c = char::from(b);
+            if c.is_whitespace() {
+                if ascii_letter && folded {
+                    sig.mixed_script += 1;
+                }
+                (ascii_letter, folded) = (false, false);
+                if !v.text.is_empty() && !v.ends_with_space() {
+                    v.push(' ', i, i + 1);
+                }
+                i += 1;
+            } else {
+                // A run of ASCII bytes that are not whitespace, each one
+                // pushed as its lowercase with its own one-byte range:
+                // copied and lowercased at once.
+                let run = bytes[i..]
+                    .iter()
+                    .position(|&b| !b.is_ascii() || char::from(b).is_whitespace())
+                    .map_or(bytes.len(), |n| i + n);
+                ascii_letter |= bytes[i..run].iter().any(u8::is_ascii_alphabetic);
+                let at = v.text.len();
+                v.text.push_str(&text[i..run]);
+                if let Some(added) = v.text.get_mut(at..) {
+                    added.make_ascii_lowercase();
+                }
+                if v.mapped {
+                    v.map.extend((i..run).map(|k| (to_u32(k), to_u32(k + 1))));
+                }
+                i = run;
+            }
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
         let end = i + c.len_utf8();
+        let start = i;
+        i = end;
         if let Some(counts) = invisible(c) {
             if counts {
                 if sig.invisible == 0 {
-                    sig.invisible_span.0 = i;
+                    sig.invisible_span.0 = start;
                 }
                 sig.invisible += 1;
                 sig.invisible_span.1 = end;
@@ -177,7 +272,7 @@ fn plain_view(text: &str) -> (View, Signals) {
             let cp = u32::from(c);
             if (0xE0020..=0xE007E).contains(&cp) {
                 if let Some(a) = char::from_u32(cp - 0xE0000) {
-                    v.push(a.to_ascii_lowercase(), i, end);
+                    v.push(a.to_ascii_lowercase(), start, end);
                 }
             }
             continue;
@@ -188,27 +283,27 @@ fn plain_view(text: &str) -> (View, Signals) {
                 sig.mixed_script += 1;
             }
             (ascii_letter, folded) = (false, false);
-            if !v.text.is_empty() && !v.text.ends_with(' ') {
-                v.push(' ', i, end);
+            if !v.text.is_empty() && !v.ends_with_space() {
+                v.push(' ', start, end);
             }
             continue;
         }
         if let Some(a) = homoglyph(c) {
             folded = true;
-            v.push(a, i, end);
+            v.push(a, start, end);
         } else if c.is_ascii() {
             ascii_letter |= c.is_ascii_alphabetic();
-            v.push(c.to_ascii_lowercase(), i, end);
+            v.push(c.to_ascii_lowercase(), start, end);
         } else {
             for l in c.to_lowercase() {
-                v.push(l, i, end);
+                v.push(l, start, end);
             }
         }
     }
     if ascii_letter && folded {
         sig.mixed_script += 1;
     }
-    (v, sig)
+    sig
 }
 
 fn leet(c: char) -> char {
@@ -224,43 +319,74 @@ fn leet(c: char) -> char {
     }
 }
 
-fn word_view(plain: &View) -> View {
-    let mut w = View {
-        text: String::with_capacity(plain.text.len()),
-        starts: Vec::with_capacity(plain.text.len()),
-        ends: Vec::with_capacity(plain.text.len()),
-    };
-    // (char, original start, original end) of the current token.
-    let mut token: Vec<(char, u32, u32)> = Vec::new();
-    let flush = |token: &mut Vec<(char, u32, u32)>, w: &mut View| {
-        let letters = token.iter().any(|(c, ..)| c.is_alphabetic());
-        // `@`/`$` alone are separators, not letters.
-        if letters {
-            if !w.text.is_empty() && !w.text.ends_with(' ') {
-                w.push(' ', token[0].1 as usize, token[0].1 as usize);
-            }
-            for &(c, s, e) in token.iter() {
-                w.push(leet(c), s as usize, e as usize);
-            }
-        } else if token.iter().any(|(c, ..)| c.is_alphanumeric()) {
-            if !w.text.is_empty() && !w.text.ends_with(' ') {
-                w.push(' ', token[0].1 as usize, token[0].1 as usize);
-            }
-            for &(c, s, e) in token.iter().filter(|(c, ..)| c.is_alphanumeric()) {
-                w.push(c, s as usize, e as usize);
-            }
-        }
-        token.clear();
-    };
-    for (j, c) in plain.text.char_indices() {
-        if c.is_alphanumeric() || c == '@' || c == '$' {
-            token.push((c, plain.starts[j], plain.ends[j]));
+fn token_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '@' || c == '$'
+}
+
+/// Builds the word view of `plain` into `w`: tokens are the runs of
+/// [`token_char`]s, read in place in the plain text (no per-token buffer).
+/// ASCII bytes are classified as bytes (for an ASCII character,
+/// `is_alphanumeric` is `is_ascii_alphanumeric`).
+fn word_view(plain: &View, out: &mut View) {
+    out.reset(plain.mapped, plain.text.len());
+    let text = plain.text.as_str();
+    let bytes = text.as_bytes();
+    let mut start: Option<usize> = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        let (token, len) = if bytes[at].is_ascii() {
+            let b = bytes[at];
+            (b.is_ascii_alphanumeric() || b == b'@' || b == b'$', 1)
         } else {
-            flush(&mut token, &mut w);
+            let ch = text[at..].chars().next().unwrap_or(' ');
+            (token_char(ch), ch.len_utf8())
+        };
+        if token {
+            start.get_or_insert(at);
+        } else if let Some(s) = start.take() {
+            flush_token(plain, s, at, out);
+        }
+        at += len;
+    }
+    if let Some(s) = start {
+        flush_token(plain, s, text.len(), out);
+    }
+}
+
+/// Appends the token `plain.text[s..e]` to the word view: with its
+/// leetspeak undone if it holds a letter, else its digits only (`@`/`$`
+/// alone are separators, not letters); nothing if it holds neither.
+fn flush_token(plain: &View, s: usize, e: usize, w: &mut View) {
+    let token = &plain.text[s..e];
+    let range = |j: usize| plain.map.get(j).copied().unwrap_or_default();
+    let ascii = token.is_ascii();
+    let letters = if ascii {
+        token.bytes().any(|b| b.is_ascii_alphabetic())
+    } else {
+        token.chars().any(char::is_alphabetic)
+    };
+    if !letters && !token.chars().any(char::is_alphanumeric) {
+        return;
+    }
+    if !w.text.is_empty() && !w.ends_with_space() {
+        let first = range(s).0;
+        w.push_range(' ', (first, first));
+    }
+    if ascii && letters {
+        // Every byte kept (`leet` maps ASCII to ASCII), each with its range.
+        w.text.extend(token.bytes().map(|b| leet(char::from(b))));
+        if let Some(ranges) = plain.map.get(s..e).filter(|_| w.mapped) {
+            w.map.extend_from_slice(ranges);
+        }
+        return;
+    }
+    for (k, c) in token.char_indices() {
+        if letters {
+            w.push_range(leet(c), range(s + k));
+        } else if c.is_alphanumeric() {
+            w.push_range(c, range(s + k));
         }
     }
-    flush(&mut token, &mut w);
-    w
 }
 
 /// Longest back-to-back repetition of a period of up to this many bytes.
@@ -287,6 +413,7 @@ fn repetition(b: &[u8]) -> usize {
 
 /// A decoded run of a field: the original range of the encoded text, its
 /// encoding, and the views of what it decodes to.
+#[cfg(test)]
 pub struct Decoded {
     pub start: usize,
     pub end: usize,
@@ -296,25 +423,32 @@ pub struct Decoded {
 
 /// Decodes the base64 / hex / URL-encoded runs of `text` that hold readable
 /// text, recursively up to `depth`, keeping at most `max` of them. Ranges are
-/// those of the outermost encoded run in `text`.
+/// those of the outermost encoded run in `text`. Both views of each, built
+/// eagerly: the matcher builds them one at a time from [`decoded_texts`].
+#[cfg(test)]
 pub fn decoded_runs(text: &str, depth: usize, max: usize) -> Vec<Decoded> {
+    decoded_texts(text, depth, max)
+        .into_iter()
+        .map(|r| Decoded {
+            start: r.start,
+            end: r.end,
+            encoding: r.encoding,
+            norm: Norm::new(&r.text),
+        })
+        .collect()
+}
+
+/// The decoded texts of [`decoded_runs`], in the same order, without views.
+pub fn decoded_texts(text: &str, depth: usize, max: usize) -> Vec<decode::Run> {
     let mut out = Vec::new();
     if depth == 0 {
         return out;
     }
     for run in decode::runs(text, max) {
-        let inner = decoded_runs(&run.text, depth - 1, max);
-        out.push(Decoded {
-            start: run.start,
-            end: run.end,
-            encoding: run.encoding,
-            norm: Norm::new(&run.text),
-        });
-        out.extend(inner.into_iter().map(|d| Decoded {
-            start: run.start,
-            end: run.end,
-            ..d
-        }));
+        let inner = decoded_texts(&run.text, depth - 1, max);
+        let (start, end) = (run.start, run.end);
+        out.push(run);
+        out.extend(inner.into_iter().map(|d| decode::Run { start, end, ..d }));
         if out.len() >= max {
             out.truncate(max);
             break;
@@ -378,7 +512,7 @@ fn push_mapped(out: &mut String, map: &mut Vec<(u32, u32)>, c: char, s: usize, e
 /// the transformed text's byte → original range map.
 pub fn rebase(norm: &mut Norm, map: &[(u32, u32)]) {
     for v in [&mut norm.plain, &mut norm.word] {
-        for (s, e) in v.starts.iter_mut().zip(v.ends.iter_mut()) {
+        for (s, e) in &mut v.map {
             let (os, _) = map.get(*s as usize).copied().unwrap_or_default();
             let last = (*e as usize).saturating_sub(1);
             let (_, oe) = map.get(last).copied().unwrap_or((os, os));
@@ -463,4 +597,174 @@ pub fn compose(inner: &[(u32, u32)], outer: &[(u32, u32)]) -> Vec<(u32, u32)> {
             (os, oe)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The views as they were built before buffers were reused and ASCII
+    /// took a fast path: one `char` at a time, fresh vectors, a token
+    /// buffer. The reference the new builders must equal byte for byte,
+    /// ranges included.
+    /// Plain text and ranges, word text and ranges, signals.
+    type Views = (String, Vec<(u32, u32)>, String, Vec<(u32, u32)>, Signals);
+
+    fn reference(text: &str) -> Views {
+        let mut p: Vec<(char, u32, u32)> = Vec::new();
+        let mut sig = Signals::default();
+        let (mut ascii_letter, mut folded) = (false, false);
+        let ends_space = |p: &Vec<(char, u32, u32)>| p.last().is_some_and(|x| x.0 == ' ');
+        let r = |i: usize, e: usize| (to_u32(i), to_u32(e));
+        for (i, c) in text.char_indices() {
+            let end = i + c.len_utf8();
+            if let Some(counts) = invisible(c) {
+                if counts {
+                    if sig.invisible == 0 {
+                        sig.invisible_span.0 = i;
+                    }
+                    sig.invisible += 1;
+                    sig.invisible_span.1 = end;
+                }
+                let cp = u32::from(c);
+                if (0xE0020..=0xE007E).contains(&cp) {
+                    if let Some(a) = char::from_u32(cp - 0xE0000) {
+                        p.push((a.to_ascii_lowercase(), r(i, end).0, r(i, end).1));
+                    }
+                }
+                continue;
+            }
+            let c = fullwidth(c).unwrap_or(c);
+            if c.is_whitespace() {
+                if ascii_letter && folded {
+                    sig.mixed_script += 1;
+                }
+                (ascii_letter, folded) = (false, false);
+                if !p.is_empty() && !ends_space(&p) {
+                    p.push((' ', r(i, end).0, r(i, end).1));
+                }
+                continue;
+            }
+            if let Some(a) = homoglyph(c) {
+                folded = true;
+                p.push((a, r(i, end).0, r(i, end).1));
+            } else if c.is_ascii() {
+                ascii_letter |= c.is_ascii_alphabetic();
+                p.push((c.to_ascii_lowercase(), r(i, end).0, r(i, end).1));
+            } else {
+                for l in c.to_lowercase() {
+                    p.push((l, r(i, end).0, r(i, end).1));
+                }
+            }
+        }
+        if ascii_letter && folded {
+            sig.mixed_script += 1;
+        }
+        // Word view from the plain characters.
+        let mut w: Vec<(char, u32, u32)> = Vec::new();
+        let mut token: Vec<(char, u32, u32)> = Vec::new();
+        let flush = |token: &mut Vec<(char, u32, u32)>, w: &mut Vec<(char, u32, u32)>| {
+            let letters = token.iter().any(|(c, ..)| c.is_alphabetic());
+            let any = token.iter().any(|(c, ..)| c.is_alphanumeric());
+            if (letters || any) && w.last().is_some_and(|x| x.0 != ' ') {
+                w.push((' ', token[0].1, token[0].1));
+            }
+            for &(c, s, e) in token.iter() {
+                if letters {
+                    w.push((leet(c), s, e));
+                } else if c.is_alphanumeric() {
+                    w.push((c, s, e));
+                }
+            }
+            token.clear();
+        };
+        for &(c, s, e) in &p {
+            if c.is_alphanumeric() || c == '@' || c == '$' {
+                token.push((c, s, e));
+            } else {
+                flush(&mut token, &mut w);
+            }
+        }
+        flush(&mut token, &mut w);
+        let spell = |v: &[(char, u32, u32)]| {
+            let text: String = v.iter().map(|x| x.0).collect();
+            let map = v
+                .iter()
+                .flat_map(|&(c, s, e)| std::iter::repeat_n((s, e), c.len_utf8()))
+                .collect();
+            (text, map)
+        };
+        let (pt, pm) = spell(&p);
+        let (wt, wm) = spell(&w);
+        (pt, pm, wt, wm, sig)
+    }
+
+    fn check(n: &mut Norm, text: &str) {
+        let (pt, pm, wt, wm, sig) = reference(text);
+        n.build(text, Want::ALL);
+        assert_eq!(n.plain.text, pt, "{text:?}");
+        assert_eq!(n.plain.map, pm, "{text:?}");
+        assert_eq!(n.word.text, wt, "{text:?}");
+        assert_eq!(n.word.map, wm, "{text:?}");
+        assert_eq!(n.signals, sig, "{text:?}");
+        let fresh = Norm::new(text);
+        assert_eq!(
+            (fresh.plain.text, fresh.word.text),
+            (pt.clone(), wt.clone())
+        );
+        // Without the word view or the ranges, the plain text is the same.
+        n.build(
+            text,
+            Want {
+                word: false,
+                ranges: false,
+            },
+        );
+        assert_eq!(n.plain.text, pt);
+        assert!(n.word.text.is_empty() && n.plain.map.is_empty() && n.word.map.is_empty());
+        assert_eq!(n.signals, sig);
+    }
+
+    /// The ASCII fast path rests on this: no ASCII character is invisible,
+    /// a fullwidth form or a lookalike.
+    #[test]
+    fn ascii_fast_path_is_the_general_path() {
+        for b in 0u8..128 {
+            let c = char::from(b);
+            assert_eq!(invisible(c), None, "{b}");
+            assert_eq!(fullwidth(c), None, "{b}");
+            assert_eq!(homoglyph(c), None, "{b}");
+        }
+        let mut n = Norm::default();
+        let all: String = (0u8..128).map(char::from).collect();
+        check(&mut n, &all);
+        check(
+            &mut n,
+            "Ｉgn\u{200b}ore   PREV-10US\tinstructions \u{E0041}\u{E0042} $@ 5@1e",
+        );
+        check(&mut n, "İstanbul ß ΑΒΓ о\u{0456} 1gn0r3 @ $ 42 x\u{3000}y");
+        check(&mut n, "");
+        check(&mut n, "   ");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Views built in reused buffers equal the reference, text after
+        /// text, with every range.
+        #[test]
+        fn views_equal_the_reference(
+            texts in proptest::collection::vec("\\PC{0,80}", 1..6),
+            raw in proptest::collection::vec(any::<char>(), 0..80),
+        ) {
+            let mut n = Norm::default();
+            for t in &texts {
+                check(&mut n, t);
+            }
+            let raw: String = raw.into_iter().collect();
+            check(&mut n, &raw);
+        }
+    }
 }
