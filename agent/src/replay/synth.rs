@@ -228,7 +228,7 @@ pub fn records_mixed(
     g.out
 }
 
-/// One agent session of `turns` calls to one API (OpenAI chat when
+/// One agent session of `turns` calls to one API (`OpenAI` chat when
 /// `anthropic` is false), each request replaying the whole history before
 /// it, as [`records`] makes them; the last call is the heavy case of a
 /// long conversation (the decoder benchmarks use it). TLS records only, on

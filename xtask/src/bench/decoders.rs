@@ -112,6 +112,10 @@ pub fn run(args: &DecodersArgs) -> anyhow::Result<()> {
 
 /// The Markdown table. calls/s only for the LLM groups, where each
 /// iteration decodes one call.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "byte counts of benchmark inputs are far below 2^52"
+)]
 fn table(rows: &[Row]) -> String {
     let mut s =
         String::from("| decoder | input | bytes | MB/s | calls/s |\n|---|---|---:|---:|---:|\n");

@@ -92,6 +92,15 @@ enum BenchWhat {
     Decoders(decoders::DecodersArgs),
 }
 
+impl BenchWhat {
+    fn run(&self) -> anyhow::Result<()> {
+        match self {
+            BenchWhat::Ship(ship) => ship::run(ship),
+            BenchWhat::Decoders(d) => decoders::run(d),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Workload {
     Https,
@@ -174,10 +183,8 @@ struct Env {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    match &args.what {
-        Some(BenchWhat::Ship(ship)) => return ship::run(ship),
-        Some(BenchWhat::Decoders(d)) => return decoders::run(d),
-        None => {}
+    if let Some(what) = &args.what {
+        return what.run();
     }
     if !util::is_root() {
         bail!("bench loads eBPF programs: run it as root");

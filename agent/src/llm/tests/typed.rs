@@ -7,7 +7,8 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::super::{decode_lenient, decode_lenient_by_value, Decoded};
+use super::super::route::Api;
+use super::super::{decode_lenient, decode_lenient_by_value, fast, Decoded};
 use crate::capture::records::Record;
 use crate::http::testutil::{exchanges, fixture, fixture_names, run};
 use crate::http::{Direction, Exchange, HttpParser, Limits};
@@ -77,8 +78,15 @@ fn long_conversations_decode_the_same_both_ways() {
     for anthropic in [false, true] {
         let exs = synth_exchanges(30, anthropic);
         assert_eq!(exs.len(), 30);
+        let api = if anthropic {
+            Api::Anthropic
+        } else {
+            Api::OpenAiChat
+        };
         for (i, ex) in exs.iter().enumerate() {
             same_both_ways(ex, &format!("synth anthropic={anthropic} call {i}"));
+            // The typed way is the one taken (not a fallback).
+            assert!(fast::request(api, &ex.request.body).is_some(), "call {i}");
         }
         // The last request holds the whole history.
         let call = decode_lenient(&exs[29]).call.expect("a call");
@@ -163,6 +171,7 @@ fn a_full_anthropic_request_decodes_the_same_both_ways() {
     let body = serde_json::to_vec(&full_anthropic_request()).expect("json");
     let ex = with_body_of("llm/anthropic_messages_plain.cap", &body);
     same_both_ways(&ex, "full anthropic");
+    assert!(fast::request(Api::Anthropic, &body).is_some());
     let call = decode_lenient(&ex).call.expect("a call");
     assert_eq!(call.tools, ["read"]);
     assert_eq!(call.messages.len(), 7);
@@ -173,6 +182,7 @@ fn a_full_request_decodes_the_same_both_ways() {
     let body = serde_json::to_vec(&full_request()).expect("json");
     let ex = with_body(&body);
     same_both_ways(&ex, "full");
+    assert!(fast::request(Api::OpenAiChat, &body).is_some());
     let call = decode_lenient(&ex).call.expect("a call");
     assert_eq!(call.messages.len(), 5);
     assert_eq!(call.tools, ["f", "c", "bare", "legacy"]);
@@ -317,9 +327,9 @@ proptest! {
 
     /// Any bytes cut out of, or spliced into, the full request.
     #[test]
-    fn damaged_requests_decode_the_same_both_ways(at in 0.0f64..1.0, len in 0usize..8, junk in prop::collection::vec(any::<u8>(), 0..4)) {
+    fn damaged_requests_decode_the_same_both_ways(at in 0usize..100_000, len in 0usize..8, junk in prop::collection::vec(any::<u8>(), 0..4)) {
         let mut body = serde_json::to_vec(&full_request()).expect("json");
-        let start = ((body.len() as f64) * at) as usize;
+        let start = at % (body.len() + 1);
         let end = (start + len).min(body.len());
         body.splice(start..end, junk);
         same_both_ways(&with_body(&body), &String::from_utf8_lossy(&body));
