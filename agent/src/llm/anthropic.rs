@@ -14,8 +14,10 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::fast::{Named, Obj, Present, Str, StrOr, S};
 use super::{
     array_at, compact, compact_text, event_json, push_capped, push_opt, str_at, system_prompt,
     tool_call, u64_at, StreamEnd, MAX_TOOL_CALLS,
@@ -91,6 +93,152 @@ fn push_message(m: &Value, messages: &mut Vec<Message>) {
         messages.push(Message {
             role,
             content: texts.join("\n"),
+            tool_calls,
+            ..Message::default()
+        });
+    }
+}
+
+/// A messages request body, typed (see `fast.rs`): the fields
+/// [`fill_request`] reads, nothing else.
+#[derive(Deserialize)]
+pub(super) struct MessagesRequest<'a> {
+    #[serde(default, borrow)]
+    model: Str<'a>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default, borrow)]
+    metadata: Option<Obj<Metadata<'a>>>,
+    #[serde(default, borrow)]
+    system: Option<StrOr<'a, Obj<TextBlock<'a>>>>,
+    #[serde(default, borrow)]
+    messages: Option<Vec<Obj<TypedMessage<'a>>>>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<Obj<Named<'a>>>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Metadata<'a> {
+    #[serde(default, borrow)]
+    user_id: Str<'a>,
+}
+
+/// A block of which only text is kept (system, tool results).
+#[derive(Deserialize)]
+pub(super) struct TextBlock<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(default, borrow)]
+    text: Str<'a>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct TypedMessage<'a> {
+    #[serde(default, borrow)]
+    role: Str<'a>,
+    #[serde(default, borrow)]
+    content: Option<StrOr<'a, Obj<TypedBlock<'a>>>>,
+}
+
+/// A content block: text, tool_use, tool_result (others are skipped).
+#[derive(Deserialize)]
+pub(super) struct TypedBlock<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(default, borrow)]
+    text: Str<'a>,
+    #[serde(default, borrow)]
+    id: Str<'a>,
+    #[serde(default, borrow)]
+    name: Str<'a>,
+    #[serde(default)]
+    input: Present,
+    #[serde(default, borrow)]
+    content: Option<StrOr<'a, Obj<TextBlock<'a>>>>,
+    #[serde(default, borrow)]
+    tool_use_id: Str<'a>,
+    #[serde(default)]
+    is_error: Option<bool>,
+}
+
+fn string_of(s: Str<'_>) -> String {
+    s.map_or_else(String::new, S::into_string)
+}
+
+/// [`flatten_text`] of a typed string or block list.
+fn typed_text(v: StrOr<'_, Obj<TextBlock<'_>>>) -> String {
+    match v {
+        StrOr::Text(s) => s.into_string(),
+        StrOr::List(blocks) => blocks
+            .iter()
+            .filter(|b| b.0.kind.as_ref().is_none_or(|t| t.as_str() == "text"))
+            .filter_map(|b| b.0.text.as_ref().map(S::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+/// [`fill_request`] from the typed body: the same call.
+pub(super) fn fill_typed_request(r: MessagesRequest<'_>, call: &mut LlmCall) {
+    call.model = r.model.map(S::into_string);
+    call.stream = r.stream.unwrap_or(false);
+    call.api_user = r.metadata.and_then(|m| m.0.user_id).map(S::into_string);
+    if let Some(system) = r.system {
+        call.system = Some(system_prompt(typed_text(system)));
+    }
+    for Obj(m) in r.messages.unwrap_or_default() {
+        push_typed_message(m, &mut call.messages);
+    }
+    for Obj(t) in r.tools.unwrap_or_default() {
+        if let Some(name) = t.name {
+            call.tools.push(name.into_string());
+        }
+    }
+}
+
+/// [`push_message`] of a typed message.
+fn push_typed_message(m: TypedMessage<'_>, messages: &mut Vec<Message>) {
+    let role = string_of(m.role);
+    let blocks = match m.content {
+        Some(StrOr::Text(s)) => {
+            messages.push(Message {
+                role,
+                content: s.into_string(),
+                ..Message::default()
+            });
+            return;
+        }
+        Some(StrOr::List(blocks)) => blocks,
+        None => Vec::new(),
+    };
+    let mut texts: Vec<S<'_>> = Vec::new();
+    let mut tool_calls = Vec::new();
+    let mut results = 0;
+    for Obj(b) in blocks {
+        match b.kind.as_ref().map(S::as_str) {
+            Some("text") => texts.push(b.text.unwrap_or(S(std::borrow::Cow::Borrowed("")))),
+            Some("tool_use") => tool_calls.push(crate::event::ToolCallSpec {
+                id: string_of(b.id),
+                name: string_of(b.name),
+                arguments: b.input.0.map_or_else(|| "{}".to_owned(), |v| compact(&v)),
+            }),
+            Some("tool_result") => {
+                results += 1;
+                messages.push(Message {
+                    role: "tool".to_owned(),
+                    content: b.content.map(typed_text).unwrap_or_default(),
+                    tool_call_id: b.tool_use_id.map(S::into_string),
+                    tool_calls: Vec::new(),
+                    is_error: Some(b.is_error.unwrap_or(false)),
+                });
+            }
+            _ => {}
+        }
+    }
+    if !texts.is_empty() || !tool_calls.is_empty() || results == 0 {
+        messages.push(Message {
+            role,
+            content: texts.iter().map(S::as_str).collect::<Vec<_>>().join("\n"),
             tool_calls,
             ..Message::default()
         });

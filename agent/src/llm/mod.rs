@@ -33,6 +33,7 @@
 mod anthropic;
 mod bedrock;
 mod embeddings;
+mod fast;
 mod gemini;
 mod ollama;
 mod openai;
@@ -131,17 +132,38 @@ pub fn decode(ex: &Exchange) -> Result<Option<LlmCall>, LlmError> {
 /// problems to count.
 pub fn decode_lenient(ex: &Exchange) -> Decoded {
     let mut problems = Vec::new();
-    let call = decode_inner(ex, &mut problems);
+    let call = decode_inner(ex, true, &mut problems);
     Decoded { call, problems }
 }
 
-fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> {
+/// [`decode_lenient`] without the typed request decoding (`fast.rs`):
+/// every request body read as a `Value`, as before it. The tests check
+/// both ways give the same; the decoder benchmarks measure both.
+#[doc(hidden)]
+pub fn decode_lenient_by_value(ex: &Exchange) -> Decoded {
+    let mut problems = Vec::new();
+    let call = decode_inner(ex, false, &mut problems);
+    Decoded { call, problems }
+}
+
+fn decode_inner(ex: &Exchange, typed: bool, problems: &mut Vec<LlmError>) -> Option<LlmCall> {
     let req = &ex.request;
     // HTTP/2 picked up mid-way may not know the method; a body says POST.
     let method_unknown = req.headers_unknown && req.method.is_empty() && !req.body.is_empty();
     // A WebSocket exchange is one message on a `GET` upgrade.
     if !req.method.eq_ignore_ascii_case("POST") && !method_unknown && !ex.websocket {
         return None;
+    }
+    // The APIs with typed request decoding (`fast.rs`), when the body
+    // takes it; the others, and bodies it does not take, as a `Value`.
+    let fast = (typed && !ex.websocket)
+        .then(|| route::by_path(&req.path))
+        .flatten()
+        .and_then(|api| Some((api, fast::request(api, &req.body)?)));
+    if let Some((api, typed)) = fast {
+        let mut call = new_call(ex, api);
+        typed.fill(&mut call);
+        return Some(finish_call(ex, api, call, problems));
     }
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
     let by_path = if ex.websocket {
@@ -166,6 +188,31 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
         };
     }
 
+    let mut call = new_call(ex, api);
+    match parsed {
+        Ok(v) if v.is_object() => fill_request(api, &v, &mut call),
+        // A cut body does not parse; that is truncation, already marked.
+        _ if req.body_truncated => {}
+        Ok(_) => {
+            problems.push(LlmError::RequestNotObject {
+                provider: api.family(),
+            });
+            return None;
+        }
+        Err(source) => {
+            problems.push(LlmError::BadRequestJson {
+                provider: api.family(),
+                source,
+            });
+            return None;
+        }
+    }
+    Some(finish_call(ex, api, call, problems))
+}
+
+/// The call's fields that come from the exchange rather than the body.
+fn new_call(ex: &Exchange, api: Api) -> LlmCall {
+    let req = &ex.request;
     let server = route::server_of(req);
     let mut call = LlmCall {
         transport: ex.websocket.then(|| "websocket".to_owned()),
@@ -187,24 +234,18 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
         // The body names no model: the path does.
         call.model = route::model_from_path(&req.path);
     }
-    match parsed {
-        Ok(v) if v.is_object() => fill_request(api, &v, &mut call),
-        // A cut body does not parse; that is truncation, already marked.
-        _ if req.body_truncated => {}
-        Ok(_) => {
-            problems.push(LlmError::RequestNotObject {
-                provider: api.family(),
-            });
-            return None;
-        }
-        Err(source) => {
-            problems.push(LlmError::BadRequestJson {
-                provider: api.family(),
-                source,
-            });
-            return None;
-        }
-    }
+    call
+}
+
+/// What follows the request body: the stream flag of the APIs that say it
+/// in the method, the model from the path, the response.
+fn finish_call(
+    ex: &Exchange,
+    api: Api,
+    mut call: LlmCall,
+    problems: &mut Vec<LlmError>,
+) -> LlmCall {
+    let req = &ex.request;
     match api {
         // Gemini and Bedrock say it in the method, not in the body.
         Api::Gemini { stream }
@@ -219,7 +260,7 @@ fn decode_inner(ex: &Exchange, problems: &mut Vec<LlmError>) -> Option<LlmCall> 
     if let Some(resp) = &ex.response {
         decode_response(ex, resp, api, &mut call, problems);
     }
-    Some(call)
+    call
 }
 
 /// What a WebSocket message is.

@@ -20,8 +20,10 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::fast::{Content, Named, Obj, Str, StrOr, S};
 use super::{
     array_at, compact, event_json, push_capped, push_opt, str_at, system_prompt, tool_call, u64_at,
     StreamEnd, MAX_TOOL_CALLS,
@@ -81,6 +83,140 @@ pub(super) fn fill_request(v: &Value, call: &mut LlmCall) {
     for f in array_at(v, "functions") {
         if let Some(name) = str_at(f, "name") {
             call.tools.push(name.to_owned());
+        }
+    }
+}
+
+/// A chat request body, typed (see `fast.rs`): the fields
+/// [`fill_request`] reads, nothing else.
+#[derive(Deserialize)]
+pub(super) struct ChatRequest<'a> {
+    #[serde(default, borrow)]
+    model: Str<'a>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default, borrow)]
+    user: Str<'a>,
+    #[serde(default, borrow)]
+    safety_identifier: Str<'a>,
+    #[serde(default, borrow)]
+    messages: Option<Vec<Obj<ChatMessage<'a>>>>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<Obj<ToolDecl<'a>>>>,
+    #[serde(default, borrow)]
+    functions: Option<Vec<Obj<Named<'a>>>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChatMessage<'a> {
+    #[serde(default, borrow)]
+    role: Str<'a>,
+    #[serde(default, borrow)]
+    content: Option<Content<'a>>,
+    #[serde(default, borrow)]
+    tool_call_id: Str<'a>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<Obj<TypedToolCall<'a>>>>,
+    #[serde(default, borrow)]
+    function_call: Option<Obj<TypedFunction<'a>>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct TypedToolCall<'a> {
+    #[serde(default, borrow)]
+    id: Str<'a>,
+    #[serde(default, borrow)]
+    function: Option<Obj<TypedFunction<'a>>>,
+}
+
+/// `{"name","arguments"}`; arguments given as anything but a string (or
+/// null) fail the typed parse (the walk serialises them).
+#[derive(Deserialize)]
+pub(super) struct TypedFunction<'a> {
+    #[serde(default, borrow)]
+    name: Str<'a>,
+    #[serde(default, borrow)]
+    arguments: Str<'a>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ToolDecl<'a> {
+    #[serde(default, borrow)]
+    function: Option<Obj<Named<'a>>>,
+    #[serde(default, borrow)]
+    custom: Option<Obj<Named<'a>>>,
+    #[serde(default, borrow)]
+    name: Str<'a>,
+}
+
+fn string_of(s: Str<'_>) -> String {
+    s.map_or_else(String::new, S::into_string)
+}
+
+fn typed_spec(id: Str<'_>, f: Option<TypedFunction<'_>>) -> ToolCallSpec {
+    let (name, arguments) = f.map_or((None, None), |f| (f.name, f.arguments));
+    ToolCallSpec {
+        id: string_of(id),
+        name: string_of(name),
+        arguments: string_of(arguments),
+    }
+}
+
+/// [`fill_request`] from the typed body: the same call.
+pub(super) fn fill_typed_request(r: ChatRequest<'_>, call: &mut LlmCall) {
+    call.model = r.model.map(S::into_string);
+    call.stream = r.stream.unwrap_or(false);
+    call.api_user = r.user.or(r.safety_identifier).map(S::into_string);
+
+    let mut system = Vec::new();
+    for Obj(m) in r.messages.unwrap_or_default() {
+        let role = string_of(m.role);
+        let content = match m.content {
+            Some(StrOr::Text(s)) => s.into_string(),
+            Some(StrOr::List(parts)) => parts
+                .iter()
+                .filter_map(|p| p.0.as_ref().map(S::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => String::new(),
+        };
+        if role == "system" || role == "developer" {
+            system.push(content.clone());
+        }
+        let mut tool_calls: Vec<ToolCallSpec> = m
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|Obj(tc)| typed_spec(tc.id, tc.function.map(|f| f.0)))
+            .collect();
+        if let Some(Obj(fc)) = m.function_call {
+            tool_calls.push(typed_spec(None, Some(fc)));
+        }
+        call.messages.push(Message {
+            role,
+            content,
+            tool_call_id: m.tool_call_id.map(S::into_string),
+            tool_calls,
+            is_error: None,
+        });
+    }
+    if !system.is_empty() {
+        call.system = Some(system_prompt(system.join("\n")));
+    }
+
+    for Obj(t) in r.tools.unwrap_or_default() {
+        let name = t
+            .function
+            .and_then(|f| f.0.name)
+            .or_else(|| t.custom.and_then(|c| c.0.name))
+            .or(t.name);
+        if let Some(name) = name {
+            call.tools.push(name.into_string());
+        }
+    }
+    for Obj(f) in r.functions.unwrap_or_default() {
+        if let Some(name) = f.name {
+            call.tools.push(name.into_string());
         }
     }
 }

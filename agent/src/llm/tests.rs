@@ -659,4 +659,5 @@ mod gemini;
 mod ollama;
 mod props;
 mod responses;
+mod typed;
 mod unknown_headers;

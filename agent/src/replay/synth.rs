@@ -228,6 +228,37 @@ pub fn records_mixed(
     g.out
 }
 
+/// One agent session of `turns` calls to one API (`OpenAI` chat when
+/// `anthropic` is false), each request replaying the whole history before
+/// it, as [`records`] makes them; the last call is the heavy case of a
+/// long conversation (the decoder benchmarks use it). TLS records only, on
+/// one connection.
+pub fn conversation(turns: usize, anthropic: bool) -> Vec<Record> {
+    let mut g = Gen {
+        out: Vec::new(),
+        t: 1_000_000_000_000,
+        seq: 0,
+    };
+    let agent = 2000;
+    let mut history: Vec<(String, String)> = Vec::new();
+    for k in 0..turns {
+        let user = format!(
+            "Step {k}: look at the repository and continue with the task. {}",
+            "The test suite reports one failure in the parser module; find out why. "
+                .repeat(1 + k % 3)
+        );
+        if anthropic {
+            anthropic_call(&mut g, agent, k, &history, &user);
+            history.push((user, tool_output("/etc/hosts", k)));
+        } else {
+            openai_call(&mut g, agent, k, &history, &user);
+            history.push((user, tool_output("ls -la /tmp", k)));
+        }
+        g.advance_ms(200);
+    }
+    g.out
+}
+
 /// What a tool returned, as sent back in the next request: a few hundred
 /// bytes to a few KB.
 fn tool_output(what: &str, k: usize) -> String {

@@ -23,8 +23,10 @@
 //! falls on both sides. Ratios are medians of "with" over medians of
 //! "without". The daemon always runs scoped (`--pid`): never host-wide here.
 //!
-//! `cargo xtask bench ship` measures shipping instead (see [`ship`]).
+//! `cargo xtask bench ship` measures shipping instead (see [`ship`]), and
+//! `cargo xtask bench decoders` the decoders' throughput (see [`decoders`]).
 
+mod decoders;
 mod procs;
 mod report;
 mod ship;
@@ -44,7 +46,8 @@ use crate::util;
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
-    /// `ship`: the shipping figures instead (see `cargo xtask bench ship --help`).
+    /// `ship`: the shipping figures instead (see `cargo xtask bench ship --help`);
+    /// `decoders`: the decoders' throughput.
     #[command(subcommand)]
     what: Option<BenchWhat>,
     /// Rounds; each runs every workload with and without the daemon.
@@ -84,6 +87,18 @@ enum BenchWhat {
     /// the time from a side effect to its finding being searchable at the
     /// collector (root); appended to docs/benchmarks.md.
     Ship(ship::ShipArgs),
+    /// Criterion benchmarks per decoder (HTTP/1.1, HTTP/2, WebSocket, SSE,
+    /// each LLM provider, MCP); prints a Markdown table of MB/s and calls/s.
+    Decoders(decoders::DecodersArgs),
+}
+
+impl BenchWhat {
+    fn run(&self) -> anyhow::Result<()> {
+        match self {
+            BenchWhat::Ship(ship) => ship::run(ship),
+            BenchWhat::Decoders(d) => decoders::run(d),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -168,8 +183,8 @@ struct Env {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchWhat::Ship(ship)) = &args.what {
-        return ship::run(ship);
+    if let Some(what) = &args.what {
+        return what.run();
     }
     if !util::is_root() {
         bail!("bench loads eBPF programs: run it as root");
