@@ -185,7 +185,7 @@ fn exchange(ex: &Exchange) {
                 });
                 let _ = join.hold(key.clone(), c.id.clone(), ev, 0);
             }
-            let _ = join.answer(&key, &m.answers, true);
+            let _ = join.answer(&key, &m.answers, true, 0);
             assert!(join.is_empty());
         }
     }

@@ -285,10 +285,10 @@ fn legacy_posts_are_joined_to_their_answers_on_the_stream() {
             arguments: c.arguments.clone(),
             ..ToolCall::default()
         });
-        assert!(join.hold(key(&m), c.id.clone(), ev, 1).is_none());
+        assert!(join.hold(key(&m), c.id.clone(), ev, 1).is_empty());
     }
     let stream = mcp("mcp_legacy_sse_session_stream");
-    let out = join.answer(&key(&stream), &stream.answers, true);
+    let out = join.answer(&key(&stream), &stream.answers, true, 2);
     assert_eq!(out.len(), 2);
     assert!(join.is_empty());
     assert_eq!((join.joined, join.released_unanswered), (2, 0));

@@ -68,7 +68,7 @@ impl Pipeline {
             match &join_key {
                 Some(key) if unanswered => {
                     let now = self.now();
-                    if let Some(ev) = self.mcp_join.hold(key.clone(), call.id, ev, now) {
+                    for ev in self.mcp_join.hold(key.clone(), call.id, ev, now) {
                         self.emit(ev);
                     }
                 }
@@ -78,7 +78,8 @@ impl Pipeline {
         if let Some(key) = &join_key {
             let stream_ended = ex.request.method.eq_ignore_ascii_case("GET");
             if stream_ended || !m.answers.is_empty() {
-                for ev in self.mcp_join.answer(key, &m.answers, stream_ended) {
+                let now = self.now();
+                for ev in self.mcp_join.answer(key, &m.answers, stream_ended, now) {
                     self.emit(ev);
                 }
             }
