@@ -8,7 +8,6 @@ use std::{
     fmt::Write as _,
     fs,
     path::Path,
-    process::Command,
     time::{Duration, SystemTime},
 };
 
@@ -16,7 +15,7 @@ use anyhow::{bail, Context as _};
 use serde_json::Value;
 
 use super::report;
-use crate::util::{self, output};
+use crate::util;
 
 #[derive(clap::Args)]
 pub struct DecodersArgs {
@@ -77,14 +76,7 @@ pub fn run(args: &DecodersArgs) -> anyhow::Result<()> {
         );
     }
     rows.sort_by(|a, b| (&a.group, &a.input).cmp(&(&b.group, &b.input)));
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
-    let rev = output(
-        Command::new("git")
-            .arg("-C")
-            .arg(util::root())
-            .args(["describe", "--always", "--dirty"]),
-    )
-    .unwrap_or_else(|| "unknown".into());
+    let (date, rev) = report::stamp();
     let mut s = String::new();
     writeln!(
         s,

@@ -44,15 +44,22 @@ pub(super) fn machine() -> String {
     )
 }
 
-pub(super) fn report(args: &BenchArgs, results: &[(Workload, Results)]) -> anyhow::Result<String> {
+/// The UTC date and the git revision (`describe --dirty`) a section of
+/// docs/benchmarks.md is stamped with.
+pub(super) fn stamp() -> (String, String) {
     let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
     let rev = output(
         Command::new("git")
-            .args(["-C"])
+            .arg("-C")
             .arg(util::root())
             .args(["describe", "--always", "--dirty"]),
     )
     .unwrap_or_else(|| "unknown".into());
+    (date, rev)
+}
+
+pub(super) fn report(args: &BenchArgs, results: &[(Workload, Results)]) -> anyhow::Result<String> {
+    let (date, rev) = stamp();
     let python = output(
         Command::new(
             args.python

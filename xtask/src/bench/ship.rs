@@ -3,12 +3,12 @@
 //! measured by the `ship` bench of the aitrail crate (agent/benches/ship.rs,
 //! whose doc says how) and appended to docs/benchmarks.md.
 
-use std::{fmt::Write as _, process::Command};
+use std::fmt::Write as _;
 
 use anyhow::{bail, Context as _};
 
 use super::report;
-use crate::util::{self, output};
+use crate::util;
 
 #[derive(clap::Args)]
 pub struct ShipArgs {
@@ -61,14 +61,7 @@ pub fn run(args: &ShipArgs) -> anyhow::Result<()> {
         bail!("the ship bench failed ({})", out.status);
     }
     let figures = String::from_utf8_lossy(&out.stdout);
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
-    let rev = output(
-        Command::new("git")
-            .arg("-C")
-            .arg(util::root())
-            .args(["describe", "--always", "--dirty"]),
-    )
-    .unwrap_or_else(|| "unknown".into());
+    let (date, rev) = report::stamp();
     let mut cmdline: Vec<String> = std::env::args().skip(1).collect();
     cmdline.insert(0, "cargo xtask".into());
     let mut s = String::new();
