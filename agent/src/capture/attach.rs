@@ -289,11 +289,20 @@ impl Attacher {
     /// first, then the rest in a fixed order: the order is the same on every
     /// run, and a library in use is not left to the end of ~30 links.
     pub fn attach_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        let mut libraries: Vec<TlsTarget> =
-            self.targets.all().filter(|t| t.library).cloned().collect();
-        let mapped = targets::mapped_files(pid);
-        let key = |t: &TlsTarget| (!mapped.contains(&t.id), t.stack, t.path.clone());
-        libraries.sort_by_cached_key(key);
+        // Only those not attached yet: at an exec after the fork, usually
+        // none, and then /proc/PID/maps is not read.
+        let linked = self.links.get(&pid);
+        let mut libraries: Vec<TlsTarget> = self
+            .targets
+            .all()
+            .filter(|t| t.library && !linked.is_some_and(|m| m.contains_key(&t.id)))
+            .cloned()
+            .collect();
+        if libraries.len() > 1 {
+            let mapped = targets::mapped_files(pid);
+            let key = |t: &TlsTarget| (!mapped.contains(&t.id), t.stack, t.path.clone());
+            libraries.sort_by_cached_key(key);
+        }
         for t in &libraries {
             if !self.attach_target(ebpf, pid, t) {
                 return;
