@@ -116,6 +116,20 @@ const TICK_NS: u64 = 500_000_000;
 const MCP_SSE_MAX_HELD: usize = 4096;
 const MCP_SSE_HOLD_NS: u64 = 600 * 1_000_000_000;
 
+/// The connection streams the configuration bounds.
+pub fn streams_of(cfg: &Config) -> Streams {
+    let limits = Limits {
+        max_body_bytes: cfg.pipeline.max_body_bytes,
+        max_ws_message_bytes: cfg.pipeline.max_ws_message_bytes,
+        ..Limits::default()
+    };
+    Streams::new(
+        limits,
+        cfg.pipeline.max_connections,
+        cfg.pipeline.max_buffered_bytes,
+    )
+}
+
 impl Pipeline {
     pub fn new(
         cfg: &Config,
@@ -126,18 +140,9 @@ impl Pipeline {
         // Events go out in parcels, after each batch of records (run).
         sinks.hold_until_flush();
         let env = Envelope::new();
-        let limits = Limits {
-            max_body_bytes: cfg.pipeline.max_body_bytes,
-            max_ws_message_bytes: cfg.pipeline.max_ws_message_bytes,
-            ..Limits::default()
-        };
         Self {
             procs: ProcTable::new(),
-            streams: Streams::new(
-                limits,
-                cfg.pipeline.max_connections,
-                cfg.pipeline.max_buffered_bytes,
-            ),
+            streams: streams_of(cfg),
             corr: Correlator::new(
                 env.clone(),
                 cfg.pipeline

@@ -55,8 +55,11 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 pub use self::recording::{Reader, Recorder, RecordingError, RecordingHeader};
 use crate::{
     capture::records::{self, Record},
+    config::Config,
+    http::HttpOutput,
     pipeline::{Pipeline, RunSummary},
     sinks::SinkError,
+    streams::StreamOutput,
 };
 
 /// A recording read into memory.
@@ -134,6 +137,57 @@ pub fn run(pipeline: Pipeline, raw: &[Vec<u8>]) -> Result<ReplaySummary, SinkErr
 }
 
 /// CPU time used by this process so far (all threads, user and system).
+/// What [`decode_only`] decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeSummary {
+    pub tls_bytes: u64,
+    pub exchanges: u64,
+    pub llm_calls: u64,
+    pub mcp_exchanges: u64,
+}
+
+/// The records through decode only: connection streams, HTTP/1, HTTP/2,
+/// SSE and WebSocket framing, then the MCP and LLM decoders, as the
+/// pipeline runs them, and nothing after (no correlation, detection,
+/// redaction or output). The stage issue 3's throughput goal names,
+/// measured on its own by `aitrail replay --bench`.
+pub fn decode_only(cfg: &Config, raw: &[Vec<u8>]) -> DecodeSummary {
+    let mut streams = crate::pipeline::streams_of(cfg);
+    let mut sum = DecodeSummary::default();
+    let mut outs = Vec::new();
+    let mut last_ns = 0;
+    for b in raw {
+        let Ok(r) = records::decode(b) else { continue };
+        last_ns = r.header().ktime_ns;
+        match &r {
+            Record::Tls(c) => {
+                sum.tls_bytes += c.data.len() as u64;
+                streams.on_chunk(c, &mut outs);
+            }
+            Record::Exit(_) => streams.close_process(r.tgid(), last_ns, &mut outs),
+            _ => {}
+        }
+        decode_outputs(&mut outs, &mut sum);
+    }
+    streams.finish_all(last_ns, &mut outs);
+    decode_outputs(&mut outs, &mut sum);
+    sum
+}
+
+fn decode_outputs(outs: &mut Vec<StreamOutput>, sum: &mut DecodeSummary) {
+    for (_, out) in outs.drain(..) {
+        let HttpOutput::Exchange(ex) = out else {
+            continue;
+        };
+        sum.exchanges += 1;
+        if crate::mcp::decode(&ex).is_some() {
+            sum.mcp_exchanges += 1;
+        } else if matches!(crate::llm::decode(&ex), Ok(Some(_))) {
+            sum.llm_calls += 1;
+        }
+    }
+}
+
 pub fn cpu_time() -> Duration {
     // SAFETY: getrusage writes into the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

@@ -394,6 +394,26 @@ fn the_redaction_cache_changes_no_event_of_a_replay() {
     assert!(hits.is_some_and(|h| h > 1000), "{health}");
 }
 
+/// `replay --bench`'s "through decode alone" does the pipeline's decoding
+/// work: the same plaintext, the same LLM calls.
+#[test]
+fn decoding_alone_finds_the_calls_the_pipeline_finds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs: Vec<Vec<u8>> = synth::records_mixed(24, 0, &all_captures())
+        .iter()
+        .map(records::encode)
+        .collect();
+    let out = dir.path().join("out.ndjson");
+    let s = run(pipeline(&out, &header()), &recs).expect("replay");
+    let cfg = FileConfig::default().validate().expect("config");
+    let d = decode_only(&cfg, &recs);
+    assert_eq!(d.tls_bytes, s.pipeline.tls_bytes);
+    assert_eq!(d.llm_calls, s.pipeline.llm_calls);
+    assert!(d.llm_calls > 24 + 50, "{d:?}");
+    assert!(d.mcp_exchanges > 5, "{d:?}");
+    assert!(d.exchanges >= d.llm_calls + d.mcp_exchanges, "{d:?}");
+}
+
 #[test]
 fn fixtures_mixed_in_replay_as_calls_of_every_provider() {
     let dir = tempfile::tempdir().expect("tempdir");
