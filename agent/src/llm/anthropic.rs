@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::fast::{Named, Obj, Present, Str, StrOr, S};
+use super::fast::{Named, Obj, Present, Str, StrOr, Valid, S};
 use super::{
     array_at, compact, compact_text, event_json, push_capped, push_opt, str_at, system_prompt,
     tool_call, u64_at, StreamEnd, MAX_TOOL_CALLS,
@@ -301,13 +301,28 @@ enum Block {
     Other,
 }
 
-pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd {
+pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall, typed: bool) -> StreamEnd {
     let mut end = StreamEnd::default();
     let mut blocks: BTreeMap<u64, Block> = BTreeMap::new();
     let mut stop_reason: Option<String> = None;
     for (i, ev) in events.iter().enumerate() {
-        if ev.data.trim().is_empty() {
+        let data = ev.data.trim();
+        if data.is_empty() {
             continue;
+        }
+        // Deltas, most of a stream, read the typed way; any other event
+        // goes the `Value` way, which also reports bad JSON.
+        if typed
+            && ev
+                .event
+                .as_deref()
+                .is_none_or(|e| e == "content_block_delta")
+        {
+            if let Some(d) = typed_delta(data) {
+                let index = d.index.unwrap_or(0);
+                add_delta(&mut blocks, index, &d.parts(), &mut end.capped);
+                continue;
+            }
         }
         let Some(v) = event_json(events, i, end.ended, &mut end) else {
             continue;
@@ -351,12 +366,8 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
             }
             "content_block_delta" => {
                 let index = u64_at(&v, "index").unwrap_or(0);
-                if !blocks.contains_key(&index) && blocks.len() >= MAX_TOOL_CALLS {
-                    end.capped = true;
-                    continue;
-                }
-                let delta = v.get("delta").unwrap_or(&Value::Null);
-                apply_delta(blocks.entry(index), delta, &mut end.capped);
+                let delta = BlockDelta::of(v.get("delta").unwrap_or(&Value::Null));
+                add_delta(&mut blocks, index, &delta, &mut end.capped);
             }
             "message_delta" => {
                 if let Some(r) = v.get("delta").and_then(|d| str_at(d, "stop_reason")) {
@@ -381,10 +392,16 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
             _ => {}
         }
     }
-    let out = &mut call.output;
+    add_blocks(blocks, &mut call.output, &mut end.capped);
+    set_stop_reason(&mut call.output, stop_reason.as_deref());
+    end
+}
+
+/// The answer the stream's blocks make, in index order.
+fn add_blocks(blocks: BTreeMap<u64, Block>, out: &mut Output, capped: &mut bool) {
     for block in blocks.into_values() {
         match block {
-            Block::Text(t) => push_capped(&mut out.text, &t, &mut end.capped),
+            Block::Text(t) => push_capped(&mut out.text, &t, capped),
             Block::ToolUse {
                 id,
                 name,
@@ -398,26 +415,30 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
                 };
                 out.tool_calls.push(tool_call(&id, &name, arguments));
             }
-            Block::Thinking(t) => join_reasoning(&mut out.reasoning, &t, &mut end.capped),
+            Block::Thinking(t) => join_reasoning(&mut out.reasoning, &t, capped),
             Block::Other => {}
         }
     }
-    set_stop_reason(out, stop_reason.as_deref());
-    end
 }
 
 /// Applies a `content_block_delta`; a delta whose block start was not
-/// seen (lost) starts the block from the delta's type.
-fn apply_delta(
-    entry: std::collections::btree_map::Entry<'_, u64, Block>,
-    delta: &Value,
+/// seen (lost) starts the block from the delta's type. Not past
+/// [`MAX_TOOL_CALLS`] blocks.
+fn add_delta(
+    blocks: &mut BTreeMap<u64, Block>,
+    index: u64,
+    delta: &BlockDelta<'_>,
     capped: &mut bool,
 ) {
-    let text = |key| str_at(delta, key).unwrap_or_default();
-    match str_at(delta, "type") {
+    if !blocks.contains_key(&index) && blocks.len() >= MAX_TOOL_CALLS {
+        *capped = true;
+        return;
+    }
+    let entry = blocks.entry(index);
+    match delta.kind {
         Some("text_delta") => {
             if let Block::Text(t) = entry.or_insert_with(|| Block::Text(String::new())) {
-                push_capped(t, text("text"), capped);
+                push_capped(t, delta.text, capped);
             }
         }
         Some("input_json_delta") => {
@@ -428,17 +449,82 @@ fn apply_delta(
                 partial_json: String::new(),
             });
             if let Block::ToolUse { partial_json, .. } = block {
-                push_capped(partial_json, text("partial_json"), capped);
+                push_capped(partial_json, delta.partial_json, capped);
             }
         }
         Some("thinking_delta") => {
             if let Block::Thinking(t) = entry.or_insert_with(|| Block::Thinking(String::new())) {
-                push_capped(t, text("thinking"), capped);
+                push_capped(t, delta.thinking, capped);
             }
         }
         // signature_delta, citations_delta: nothing we report.
         _ => {}
     }
+}
+
+/// What a `content_block_delta` carries, however the event was read
+/// (a missing or non-string text is empty).
+#[derive(Default)]
+struct BlockDelta<'v> {
+    kind: Option<&'v str>,
+    text: &'v str,
+    partial_json: &'v str,
+    thinking: &'v str,
+}
+
+impl<'v> BlockDelta<'v> {
+    fn of(delta: &'v Value) -> Self {
+        let text = |key| str_at(delta, key).unwrap_or_default();
+        BlockDelta {
+            kind: str_at(delta, "type"),
+            text: text("text"),
+            partial_json: text("partial_json"),
+            thinking: text("thinking"),
+        }
+    }
+}
+
+/// A `content_block_delta` event, typed (see `fast.rs`, whose rules it
+/// follows); None for any other event or shape.
+#[derive(Deserialize)]
+pub(super) struct TypedDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: S<'a>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    delta: Option<Obj<TypedBlockDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct TypedBlockDelta<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Str<'a>,
+    #[serde(default, borrow)]
+    text: Str<'a>,
+    #[serde(default, borrow)]
+    partial_json: Str<'a>,
+    #[serde(default, borrow)]
+    thinking: Str<'a>,
+}
+
+impl TypedDelta<'_> {
+    fn parts(&self) -> BlockDelta<'_> {
+        self.delta
+            .as_ref()
+            .map_or_else(BlockDelta::default, |Obj(t)| BlockDelta {
+                kind: t.kind.as_ref().map(S::as_str),
+                text: t.text.as_ref().map_or("", S::as_str),
+                partial_json: t.partial_json.as_ref().map_or("", S::as_str),
+                thinking: t.thinking.as_ref().map_or("", S::as_str),
+            })
+    }
+}
+
+pub(super) fn typed_delta(data: &str) -> Option<TypedDelta<'_>> {
+    serde_json::from_str::<Valid>(data).ok()?;
+    let Obj(d) = serde_json::from_str::<Obj<TypedDelta<'_>>>(data).ok()?;
+    (d.kind.as_str() == "content_block_delta").then_some(d)
 }
 
 fn join_reasoning(reasoning: &mut Option<String>, text: &str, capped: &mut bool) {

@@ -498,7 +498,7 @@ pub(super) fn fill_invoke_stream(vendor: Vendor, body: &[u8], call: &mut LlmCall
     let mut end = match vendor {
         Vendor::Anthropic => {
             let model = call.model.clone();
-            let end = anthropic::fill_stream(&inner, call);
+            let end = anthropic::fill_stream(&inner, call, false);
             call.model = model.or(call.model.take());
             end
         }

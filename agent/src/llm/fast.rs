@@ -111,7 +111,7 @@ impl<'de> de::Visitor<'de> for ValidVisitor {
 
 /// A `T` that must be a JSON object: derived structs also take an array
 /// of their fields in order, which the `Value` walk does not.
-pub(super) struct Obj<T>(pub(super) T);
+pub(crate) struct Obj<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -131,13 +131,13 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
 
 /// A JSON string, borrowed from the body when it holds no escape (serde's
 /// own `Cow<str>` always copies).
-pub(super) struct S<'b>(pub(super) Cow<'b, str>);
+pub(crate) struct S<'b>(pub(crate) Cow<'b, str>);
 
 /// An optional string: null and absent are None.
-pub(super) type Str<'b> = Option<S<'b>>;
+pub(crate) type Str<'b> = Option<S<'b>>;
 
 impl S<'_> {
-    pub(super) fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
     /// The owned text (no copy when it had to be unescaped).

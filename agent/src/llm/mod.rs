@@ -33,7 +33,7 @@
 mod anthropic;
 mod bedrock;
 mod embeddings;
-mod fast;
+pub(crate) mod fast;
 mod gemini;
 mod ollama;
 mod openai;
@@ -136,8 +136,8 @@ pub fn decode_lenient(ex: &Exchange) -> Decoded {
     Decoded { call, problems }
 }
 
-/// [`decode_lenient`] without the typed request decoding (`fast.rs`):
-/// every request body read as a `Value`, as before it. The tests check
+/// [`decode_lenient`] without the typed decoding (`fast.rs`): every
+/// request body and stream event read as a `Value`, as before it. The tests check
 /// both ways give the same; the decoder benchmarks measure both.
 #[doc(hidden)]
 pub fn decode_lenient_by_value(ex: &Exchange) -> Decoded {
@@ -160,10 +160,10 @@ fn decode_inner(ex: &Exchange, typed: bool, problems: &mut Vec<LlmError>) -> Opt
         .then(|| route::by_path(&req.path))
         .flatten()
         .and_then(|api| Some((api, fast::request(api, &req.body)?)));
-    if let Some((api, typed)) = fast {
+    if let Some((api, request)) = fast {
         let mut call = new_call(ex, api);
-        typed.fill(&mut call);
-        return Some(finish_call(ex, api, call, problems));
+        request.fill(&mut call);
+        return Some(finish_call(ex, api, call, typed, problems));
     }
     let parsed: Result<Value, serde_json::Error> = serde_json::from_slice(&req.body);
     let by_path = if ex.websocket {
@@ -207,7 +207,7 @@ fn decode_inner(ex: &Exchange, typed: bool, problems: &mut Vec<LlmError>) -> Opt
             return None;
         }
     }
-    Some(finish_call(ex, api, call, problems))
+    Some(finish_call(ex, api, call, typed, problems))
 }
 
 /// The call's fields that come from the exchange rather than the body.
@@ -243,6 +243,7 @@ fn finish_call(
     ex: &Exchange,
     api: Api,
     mut call: LlmCall,
+    typed: bool,
     problems: &mut Vec<LlmError>,
 ) -> LlmCall {
     let req = &ex.request;
@@ -258,7 +259,7 @@ fn finish_call(
     }
 
     if let Some(resp) = &ex.response {
-        decode_response(ex, resp, api, &mut call, problems);
+        decode_response(ex, resp, api, &mut call, typed, problems);
     }
     call
 }
@@ -363,6 +364,7 @@ fn decode_response(
     resp: &Response,
     api: Api,
     call: &mut LlmCall,
+    typed: bool,
     problems: &mut Vec<LlmError>,
 ) {
     call.status = Some(resp.status);
@@ -390,8 +392,8 @@ fn decode_response(
         let end = if framing == Framing::Sse {
             let events = sse::parse_sse(&resp.body);
             match api {
-                Api::OpenAiChat => openai::fill_stream(&events, call),
-                Api::Anthropic => anthropic::fill_stream(&events, call),
+                Api::OpenAiChat => openai::fill_stream(&events, call, typed),
+                Api::Anthropic => anthropic::fill_stream(&events, call, typed),
                 Api::Responses => responses_stream::fill_stream(&events, call),
                 Api::Gemini { .. } => gemini::fill_stream(&events, call),
                 // Not a format these APIs stream in: read what parses.
@@ -513,7 +515,12 @@ fn error_message(v: &Value) -> Option<String> {
         Value::Array(items) => items.first()?,
         _ => v,
     };
-    let err = v.get("error")?;
+    error_text(v.get("error")?)
+}
+
+/// The text of an `error` member: a string, `code`/`status`/`type` and
+/// `message` of an object, or its JSON; None for null.
+fn error_text(err: &Value) -> Option<String> {
     let text = match err {
         Value::Null => return None,
         Value::String(s) => s.clone(),

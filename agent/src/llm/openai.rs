@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::fast::{Content, Named, Obj, Str, StrOr, S};
+use super::fast::{Content, Named, Obj, Present, Str, StrOr, Valid, S};
 use super::{
     array_at, compact, event_json, push_capped, push_opt, str_at, system_prompt, tool_call, u64_at,
     StreamEnd, MAX_TOOL_CALLS,
@@ -264,10 +264,9 @@ fn filtered_is_refusal(out: &mut Output) {
     }
 }
 
-pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd {
+pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall, typed: bool) -> StreamEnd {
     let mut end = StreamEnd::default();
     let mut tools: BTreeMap<u64, ToolCallSpec> = BTreeMap::new();
-    let out = &mut call.output;
     for (i, ev) in events.iter().enumerate() {
         let data = ev.data.trim();
         if data == "[DONE]" {
@@ -277,65 +276,230 @@ pub(super) fn fill_stream(events: &[SseEvent], call: &mut LlmCall) -> StreamEnd 
         if data.is_empty() {
             continue;
         }
+        // Most chunks read the typed way; any other goes the `Value` way,
+        // which also reports bad JSON.
+        if let Some(chunk) = typed.then(|| typed_chunk(data)).flatten() {
+            add_typed_chunk(chunk, call, &mut tools, &mut end);
+            continue;
+        }
         // Only `[DONE]` proves nothing follows: a cut after the
         // finish_reason chunk (usage chunk, `[DONE]`) is still a cut.
         let Some(chunk) = event_json(events, i, end.ended, &mut end) else {
             continue;
         };
-        if let Some(msg) = super::error_message(&chunk) {
-            // A mid-stream error ends the stream.
-            call.error = Some(msg);
-            end.ended = true;
-        }
-        if call.model.is_none() {
-            call.model = str_at(&chunk, "model").map(str::to_owned);
-        }
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            call.usage = usage_of(usage);
-        }
-        for choice in array_at(&chunk, "choices") {
-            // Only the first choice (n > 1 is rare, and one answer is
-            // what an agent acts on).
-            if u64_at(choice, "index").unwrap_or(0) != 0 {
-                continue;
-            }
-            if let Some(reason) = str_at(choice, "finish_reason") {
-                out.finish_reason = Some(reason.to_owned());
-            }
-            let Some(delta) = choice.get("delta") else {
-                continue;
-            };
-            let capped = &mut end.capped;
-            if let Some(s) = str_at(delta, "content") {
-                push_capped(&mut out.text, s, capped);
-            }
-            if let Some(s) = str_at(delta, "refusal") {
-                push_opt(&mut out.refusal, s, capped);
-            }
-            if let Some(s) =
-                str_at(delta, "reasoning_content").or_else(|| str_at(delta, "reasoning"))
-            {
-                push_opt(&mut out.reasoning, s, capped);
-            }
-            for (pos, tc) in array_at(delta, "tool_calls").iter().enumerate() {
-                let index = u64_at(tc, "index").unwrap_or(pos as u64);
-                if let Some(spec) = tool_slot(&mut tools, index, capped) {
-                    merge_fragment(spec, tc.get("id"), tc.get("function"), capped);
-                }
-            }
-            if let Some(fc) = delta.get("function_call").filter(|f| f.is_object()) {
-                if let Some(spec) = tool_slot(&mut tools, LEGACY_FUNCTION_INDEX, capped) {
-                    merge_fragment(spec, None, Some(fc), capped);
-                }
-            }
-        }
+        add_chunk(&chunk, call, &mut tools, &mut end);
     }
+    let out = &mut call.output;
     out.tool_calls = tools.into_values().collect();
     filtered_is_refusal(out);
     // A finish_reason says the answer is complete even if `[DONE]` was
     // not captured.
     end.ended |= out.finish_reason.is_some();
     end
+}
+
+/// One chunk, walked as a `Value`.
+fn add_chunk(
+    chunk: &Value,
+    call: &mut LlmCall,
+    tools: &mut BTreeMap<u64, ToolCallSpec>,
+    end: &mut StreamEnd,
+) {
+    if let Some(msg) = super::error_message(chunk) {
+        // A mid-stream error ends the stream.
+        call.error = Some(msg);
+        end.ended = true;
+    }
+    if call.model.is_none() {
+        call.model = str_at(chunk, "model").map(str::to_owned);
+    }
+    if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+        call.usage = usage_of(usage);
+    }
+    for choice in array_at(chunk, "choices") {
+        // Only the first choice (n > 1 is rare, and one answer is
+        // what an agent acts on).
+        if u64_at(choice, "index").unwrap_or(0) != 0 {
+            continue;
+        }
+        let finish_reason = str_at(choice, "finish_reason");
+        let Some(delta) = choice.get("delta") else {
+            add_delta(
+                &mut call.output,
+                tools,
+                finish_reason,
+                None,
+                &mut end.capped,
+            );
+            continue;
+        };
+        let parts = DeltaParts {
+            content: str_at(delta, "content"),
+            refusal: str_at(delta, "refusal"),
+            reasoning: str_at(delta, "reasoning_content").or_else(|| str_at(delta, "reasoning")),
+            tool_calls: array_at(delta, "tool_calls"),
+            function_call: delta.get("function_call"),
+        };
+        add_delta(
+            &mut call.output,
+            tools,
+            finish_reason,
+            Some(parts),
+            &mut end.capped,
+        );
+    }
+}
+
+/// What a chunk's first choice carries, however the chunk was read.
+struct DeltaParts<'v> {
+    content: Option<&'v str>,
+    refusal: Option<&'v str>,
+    reasoning: Option<&'v str>,
+    tool_calls: &'v [Value],
+    function_call: Option<&'v Value>,
+}
+
+/// Adds a chunk's first choice to the answer: the one place both ways of
+/// reading a chunk meet, so they cannot differ in what they make of it.
+fn add_delta(
+    out: &mut Output,
+    tools: &mut BTreeMap<u64, ToolCallSpec>,
+    finish_reason: Option<&str>,
+    delta: Option<DeltaParts<'_>>,
+    capped: &mut bool,
+) {
+    if let Some(reason) = finish_reason {
+        out.finish_reason = Some(reason.to_owned());
+    }
+    let Some(d) = delta else { return };
+    if let Some(s) = d.content {
+        push_capped(&mut out.text, s, capped);
+    }
+    if let Some(s) = d.refusal {
+        push_opt(&mut out.refusal, s, capped);
+    }
+    if let Some(s) = d.reasoning {
+        push_opt(&mut out.reasoning, s, capped);
+    }
+    for (pos, tc) in d.tool_calls.iter().enumerate() {
+        let index = u64_at(tc, "index").unwrap_or(pos as u64);
+        if let Some(spec) = tool_slot(tools, index, capped) {
+            merge_fragment(spec, tc.get("id"), tc.get("function"), capped);
+        }
+    }
+    if let Some(fc) = d.function_call.filter(|f| f.is_object()) {
+        if let Some(spec) = tool_slot(tools, LEGACY_FUNCTION_INDEX, capped) {
+            merge_fragment(spec, None, Some(fc), capped);
+        }
+    }
+}
+
+/// A streamed chunk, typed (see `fast.rs`, whose rules it follows: valid
+/// JSON first, strict types, objects where objects are due, no key twice;
+/// anything else goes the `Value` way). The hot fields are read borrowed;
+/// `error`, `usage` and tool-call fragments, rare or small, are kept as
+/// `Value`s and read by the same code as the walk's.
+#[derive(Deserialize)]
+pub(super) struct Chunk<'a> {
+    #[serde(default)]
+    error: Present,
+    #[serde(default, borrow)]
+    model: Str<'a>,
+    #[serde(default)]
+    usage: Present,
+    #[serde(default, borrow)]
+    choices: Option<Vec<Obj<ChunkChoice<'a>>>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    finish_reason: Str<'a>,
+    #[serde(default, borrow)]
+    delta: Option<Obj<ChunkDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkDelta<'a> {
+    #[serde(default, borrow)]
+    content: Str<'a>,
+    #[serde(default, borrow)]
+    refusal: Str<'a>,
+    #[serde(default, borrow)]
+    reasoning_content: Str<'a>,
+    #[serde(default, borrow)]
+    reasoning: Str<'a>,
+    #[serde(default)]
+    tool_calls: Present,
+    #[serde(default)]
+    function_call: Present,
+}
+
+pub(super) fn typed_chunk(data: &str) -> Option<Chunk<'_>> {
+    serde_json::from_str::<Valid>(data).ok()?;
+    serde_json::from_str::<Obj<Chunk<'_>>>(data)
+        .ok()
+        .map(|Obj(c)| c)
+}
+
+/// [`add_chunk`] for a typed chunk: the same steps in the same order.
+fn add_typed_chunk(
+    chunk: Chunk<'_>,
+    call: &mut LlmCall,
+    tools: &mut BTreeMap<u64, ToolCallSpec>,
+    end: &mut StreamEnd,
+) {
+    if let Some(msg) = chunk.error.0.as_ref().and_then(super::error_text) {
+        call.error = Some(msg);
+        end.ended = true;
+    }
+    if call.model.is_none() {
+        call.model = chunk.model.map(S::into_string);
+    }
+    if let Some(usage) = chunk.usage.0.as_ref().filter(|u| u.is_object()) {
+        call.usage = usage_of(usage);
+    }
+    for Obj(choice) in chunk.choices.into_iter().flatten() {
+        if choice.index.unwrap_or(0) != 0 {
+            continue;
+        }
+        let finish_reason = choice.finish_reason.as_ref().map(S::as_str);
+        let Some(Obj(d)) = &choice.delta else {
+            add_delta(
+                &mut call.output,
+                tools,
+                finish_reason,
+                None,
+                &mut end.capped,
+            );
+            continue;
+        };
+        let parts = DeltaParts {
+            content: d.content.as_ref().map(S::as_str),
+            refusal: d.refusal.as_ref().map(S::as_str),
+            reasoning: d
+                .reasoning_content
+                .as_ref()
+                .or(d.reasoning.as_ref())
+                .map(S::as_str),
+            tool_calls: d
+                .tool_calls
+                .0
+                .as_ref()
+                .and_then(Value::as_array)
+                .map_or(&[], Vec::as_slice),
+            function_call: d.function_call.0.as_ref(),
+        };
+        add_delta(
+            &mut call.output,
+            tools,
+            finish_reason,
+            Some(parts),
+            &mut end.capped,
+        );
+    }
 }
 
 /// The tool call at `index`, unless [`MAX_TOOL_CALLS`] are already held.

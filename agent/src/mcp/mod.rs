@@ -48,6 +48,7 @@ use serde_json::Value;
 use crate::event::{McpInfo, Role, Server};
 use crate::http::sse;
 use crate::http::{Exchange, Request, Response};
+use crate::llm::fast::{Obj, Str, S};
 use crate::llm::route::server_of;
 
 /// Most bytes kept of one call's arguments, and of its result text.
@@ -210,6 +211,9 @@ pub fn decode(ex: &Exchange) -> Option<McpExchange> {
     if !req.method.eq_ignore_ascii_case("POST") && !method_unknown {
         return None;
     }
+    if !headers_say && !may_be_mcp(&req.body) {
+        return None;
+    }
     let messages = match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Array(items)) => items,
         Ok(v @ Value::Object(_)) => vec![v],
@@ -225,16 +229,7 @@ pub fn decode(ex: &Exchange) -> Option<McpExchange> {
             return Some(m);
         }
     };
-    let jsonrpc = !messages.is_empty()
-        && messages
-            .iter()
-            .all(|v| v.get("jsonrpc").and_then(Value::as_str) == Some("2.0"));
-    let mcp_method = messages.iter().any(|v| {
-        v.get("method")
-            .and_then(Value::as_str)
-            .is_some_and(is_mcp_method)
-    });
-    if !(headers_say || (jsonrpc && mcp_method)) {
+    if !(headers_say || is_mcp_jsonrpc(&messages)) {
         return None;
     }
     let mut m = exchange(ex, transport_of(req));
@@ -258,6 +253,67 @@ pub fn decode(ex: &Exchange) -> Option<McpExchange> {
         }
     }
     Some(m)
+}
+
+/// Messages that are all JSON-RPC 2.0, at least one with a method of
+/// MCP's.
+fn is_mcp_jsonrpc(messages: &[Value]) -> bool {
+    let jsonrpc = !messages.is_empty()
+        && messages
+            .iter()
+            .all(|v| v.get("jsonrpc").and_then(Value::as_str) == Some("2.0"));
+    jsonrpc
+        && messages.iter().any(|v| {
+            v.get("method")
+                .and_then(Value::as_str)
+                .is_some_and(is_mcp_method)
+        })
+}
+
+/// The two fields of a JSON-RPC message that tell MCP's from others'.
+#[derive(serde::Deserialize)]
+struct Head<'b> {
+    #[serde(default, borrow)]
+    jsonrpc: Str<'b>,
+    #[serde(default, borrow)]
+    method: Str<'b>,
+}
+
+impl Head<'_> {
+    fn is_jsonrpc(&self) -> bool {
+        self.jsonrpc.as_ref().map(S::as_str) == Some("2.0")
+    }
+    fn has_mcp_method(&self) -> bool {
+        self.method
+            .as_ref()
+            .is_some_and(|m| is_mcp_method(m.as_str()))
+    }
+}
+
+/// False when a body no MCP header vouches for is surely not MCP's, as
+/// the full decode below would find: it is not a JSON object or array, or
+/// it reads, field types all as expected, as messages that are not all
+/// JSON-RPC 2.0 or carry no MCP method. True otherwise (the full decode
+/// decides). Every request an agent sends to a model passes here, and this
+/// reads two fields without building the body's tree: only what may be
+/// MCP pays for the `Value` parse. A field of another type, a key given
+/// twice, or JSON this skim cannot read all say "may be", so the answer
+/// never differs from the full decode's.
+fn may_be_mcp(body: &[u8]) -> bool {
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match first {
+        Some(b'{') => serde_json::from_slice::<Obj<Head>>(body)
+            .map_or(true, |Obj(h)| h.is_jsonrpc() && h.has_mcp_method()),
+        Some(b'[') => serde_json::from_slice::<Vec<Obj<Head>>>(body).map_or(true, |batch| {
+            !batch.is_empty()
+                && batch.iter().all(|Obj(h)| h.is_jsonrpc())
+                && batch.iter().any(|Obj(h)| h.has_mcp_method())
+        }),
+        // A scalar or not JSON: the full decode returns None for either.
+        _ => false,
+    }
 }
 
 /// The session of the endpoint an HTTP+SSE stream's first event names

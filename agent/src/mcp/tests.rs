@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 
 use super::{
-    decode, JoinKey, McpCall, McpExchange, SseJoin, Transport, MAX_MESSAGES, MAX_TEXT_BYTES,
+    decode, is_mcp_jsonrpc, may_be_mcp, JoinKey, McpCall, McpExchange, SseJoin, Transport,
+    MAX_MESSAGES, MAX_TEXT_BYTES,
 };
 use crate::event::Role;
 use crate::http::testutil::{exchanges, fixture, fixture_names, only_exchange, run};
@@ -438,8 +439,114 @@ fn jsonish() -> impl Strategy<Value = String> {
     proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
 }
 
+/// What the full decode finds of a body no header vouches for: whether
+/// it is JSON-RPC of MCP's.
+fn value_says_mcp(body: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Array(items)) => is_mcp_jsonrpc(&items),
+        Ok(v @ serde_json::Value::Object(_)) => is_mcp_jsonrpc(&[v]),
+        _ => false,
+    }
+}
+
+#[test]
+fn the_skim_says_maybe_to_every_mcp_body_and_no_to_llm_requests() {
+    for name in fixture_names("mcp") {
+        for ex in exchanges(&run(&fixture(&name), Limits::default())) {
+            let body = &ex.request.body;
+            if value_says_mcp(body) {
+                assert!(may_be_mcp(body), "{name}");
+            }
+        }
+    }
+    let mut llm_requests = 0;
+    for name in fixture_names("llm") {
+        for ex in exchanges(&run(&fixture(&name), Limits::default())) {
+            // What the skim is for: a model's request costs no tree
+            // (unless it is not JSON, which the full decode then reports).
+            let body = &ex.request.body;
+            if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
+                assert!(!may_be_mcp(body), "{name}");
+                llm_requests += 1;
+            }
+        }
+    }
+    assert!(llm_requests >= 40, "{llm_requests}");
+    for (body, maybe) in [
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#, true),
+        (" \r\n\t[{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}]", true),
+        // Escaped key and value: the skim reads them as the full decode does.
+        (
+            r#"{"json\u0072pc":"2\u002e0","method":"tools\/list"}"#,
+            true,
+        ),
+        (r#"{"jsonrpc":"2.0","method":"eth_call"}"#, false),
+        (r#"{"jsonrpc":"1.0","method":"tools/call"}"#, false),
+        (
+            r#"[{"jsonrpc":"2.0","method":"tools/call"},{"method":"ping"}]"#,
+            false,
+        ),
+        ("[]", false),
+        ("\"tools/call\"", false),
+        ("\u{feff}{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}", false),
+        // Not the types the skim reads, or a key twice: "may be", and
+        // the full decode decides.
+        (r#"{"jsonrpc":2.0,"method":"tools/call"}"#, true),
+        (r#"{"jsonrpc":"1.0","jsonrpc":"2.0","method":"ping"}"#, true),
+        (r#"[{"jsonrpc":"2.0","method":"ping"},7]"#, true),
+    ] {
+        assert_eq!(may_be_mcp(body.as_bytes()), maybe, "{body}");
+        if !maybe {
+            assert!(!value_says_mcp(body.as_bytes()), "{body}");
+        }
+    }
+}
+
+/// JSON-RPC messages with every field varied: the skim's subject.
+fn jsonrpc_body() -> impl Strategy<Value = String> {
+    let version = prop_oneof![
+        Just(r#""jsonrpc":"2.0","#),
+        Just(r#""jsonrpc":"1.0","#),
+        Just(r#""jsonrpc":2,"#),
+        Just(r#""jsonrpc":null,"#),
+        Just(r#""json\u0072pc":"2.0","#),
+        Just(""),
+    ];
+    let method = prop_oneof![
+        Just(r#""method":"tools/call","#),
+        Just(r#""method":"initialize","#),
+        Just(r#""method":"eth_call","#),
+        Just(r#""method":["ping"],"#),
+        Just(r#""method":null,"#),
+        Just(r#""method":"ping","method":"x","#),
+        Just(""),
+    ];
+    let rest = prop_oneof![
+        Just(r#""id":1"#),
+        Just(r#""id":1,"params":{"name":"a","arguments":{"b":[1,2,{"c":"\u00e9"}]}}"#),
+        Just(r#""result":{"content":[]}"#),
+        Just(r#""id":"#),
+    ];
+    let message = (version, method, rest).prop_map(|(v, m, r)| format!("{{{v}{m}{r}}}"));
+    prop_oneof![
+        message.clone(),
+        proptest::collection::vec(message, 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+        jsonish(),
+    ]
+    .prop_map(|b| format!(" {b}"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The skim says "not MCP" only of bodies the full decode finds are
+    /// not MCP's.
+    #[test]
+    fn the_skim_never_turns_away_what_the_full_decode_takes(body in jsonrpc_body()) {
+        if !may_be_mcp(body.as_bytes()) {
+            prop_assert!(!value_says_mcp(body.as_bytes()), "{}", body);
+        }
+    }
 
     /// Any bodies, JSON-like or raw, with or without MCP headers, as JSON
     /// or SSE: decoding returns, within its bounds.

@@ -1,14 +1,15 @@
-//! The typed request decoding (`fast.rs`) gives the call the `Value` walk
-//! gives, byte for byte, and the same problems: on every capture fixture,
-//! on the synthesised long conversations, and on request bodies bent out
-//! of shape (wrong types, duplicated keys, arrays for objects, invalid
-//! JSON in fields the typed structs skip).
+//! The typed decoding (`fast.rs`: request bodies, and the stream events
+//! of OpenAI chat and Anthropic) gives the call the `Value` walk gives,
+//! byte for byte, and the same problems: on every capture fixture, on the
+//! synthesised long conversations, and on request bodies and stream events
+//! bent out of shape (wrong types, duplicated keys, arrays for objects,
+//! invalid JSON in fields the typed structs skip).
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::super::route::Api;
-use super::super::{decode_lenient, decode_lenient_by_value, fast, Decoded};
+use super::super::{anthropic, decode_lenient, decode_lenient_by_value, fast, openai, Decoded};
 use crate::capture::records::Record;
 use crate::http::testutil::{exchanges, fixture, fixture_names, run};
 use crate::http::{Direction, Exchange, HttpParser, Limits};
@@ -294,8 +295,161 @@ fn replace_at(v: &mut Value, path: &[String], new: Value) {
     }
 }
 
+/// A streamed chat answer using every field the stream decoder reads.
+fn chat_chunks() -> Vec<Value> {
+    let chunk = |choice: Value| {
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+               "model": "gpt-4o", "system_fingerprint": "fp_1", "choices": [choice]})
+    };
+    vec![
+        chunk(
+            json!({"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null}, "logprobs": null, "finish_reason": null}),
+        ),
+        chunk(json!({"index": 0, "delta": {"content": "Hel\"lo\n"}, "finish_reason": null})),
+        chunk(json!({"index": 0, "delta": {"reasoning_content": "think"}})),
+        chunk(json!({"index": 0, "delta": {"reasoning": "more"}})),
+        chunk(json!({"index": 1, "delta": {"content": "other choice"}})),
+        chunk(json!({"index": 0, "delta": {"refusal": "no"}})),
+        chunk(
+            json!({"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "run", "arguments": ""}}]}}),
+        ),
+        chunk(
+            json!({"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"cmd\":"}}]}}),
+        ),
+        chunk(
+            json!({"index": 0, "delta": {"function_call": {"name": "legacy", "arguments": "{}"}}}),
+        ),
+        chunk(json!({"index": 0, "delta": {}, "finish_reason": "tool_calls"})),
+        json!({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+               "completion_tokens_details": {"reasoning_tokens": 2}}}),
+        json!({"error": {"code": "server_error", "message": "boom"}}),
+    ]
+}
+
+/// A streamed Anthropic answer using every event the decoder reads.
+fn anthropic_events() -> Vec<Value> {
+    vec![
+        json!({"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi \u{e9}"}}),
+        json!({"type": "content_block_delta", "index": 3, "delta": {"type": "text_delta", "text": "no start"}}),
+        json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}}),
+        json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"path\":"}}),
+        json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "\"/etc\"}"}}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 7}}),
+        json!({"type": "message_stop"}),
+    ]
+}
+
+/// A stream fixture's exchange with its response body made of `events`
+/// (`data:` lines, with the `event:` names Anthropic sends when `named`).
+fn with_stream(name: &str, events: &[Value], named: bool) -> Exchange {
+    let mut body = Vec::new();
+    for e in events {
+        if named {
+            if let Some(t) = e.get("type").and_then(Value::as_str) {
+                body.extend_from_slice(format!("event: {t}\n").as_bytes());
+            }
+        }
+        body.extend_from_slice(b"data: ");
+        body.extend_from_slice(&serde_json::to_vec(e).expect("json"));
+        body.extend_from_slice(b"\n\n");
+    }
+    if !named {
+        body.extend_from_slice(b"data: [DONE]\n\n");
+    }
+    let mut ex = exchanges(&run(&fixture(name), Limits::default()))
+        .pop()
+        .expect("an exchange");
+    ex.response.as_mut().expect("a response").body = body;
+    ex
+}
+
+#[test]
+fn full_streams_decode_the_same_both_ways() {
+    // The typed way is the one taken (not a fallback) for every chunk,
+    // and for every Anthropic delta.
+    for c in chat_chunks() {
+        let text = serde_json::to_string(&c).expect("json");
+        assert!(openai::typed_chunk(&text).is_some(), "{text}");
+    }
+    let deltas = anthropic_events()
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("json"))
+        .filter(|t| anthropic::typed_delta(t).is_some())
+        .count();
+    assert_eq!(deltas, 6);
+    let ex = with_stream("llm/openai_chat_stream.cap", &chat_chunks(), false);
+    same_both_ways(&ex, "chat");
+    let call = decode_lenient(&ex).call.expect("a call");
+    assert_eq!(call.output.text, "Hel\"lo\n");
+    assert_eq!(call.output.tool_calls.len(), 2);
+    assert_eq!(call.error.as_deref(), Some("server_error: boom"));
+    let ex = with_stream(
+        "llm/anthropic_messages_stream.cap",
+        &anthropic_events(),
+        true,
+    );
+    same_both_ways(&ex, "anthropic");
+    let call = decode_lenient(&ex).call.expect("a call");
+    assert!(
+        call.output.text.starts_with("Hi \u{e9}"),
+        "{}",
+        call.output.text
+    );
+    assert_eq!(call.output.reasoning.as_deref(), Some("hmm"));
+    assert_eq!(call.output.tool_calls[0].arguments, r#"{"path":"/etc"}"#);
+}
+
+/// One event of `events` with one of its values replaced.
+fn bend(
+    mut events: Vec<Value>,
+    which: prop::sample::Index,
+    pick: prop::sample::Index,
+    new: Value,
+) -> Vec<Value> {
+    let i = which.index(events.len());
+    let mut all = Vec::new();
+    paths(&events[i], &mut Vec::new(), &mut all);
+    let path = pick.get(&all).clone();
+    replace_at(&mut events[i], &path, new);
+    events
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any value of a streamed chat answer replaced: both ways agree.
+    #[test]
+    fn bent_chat_streams_decode_the_same_both_ways(which in any::<prop::sample::Index>(), pick in any::<prop::sample::Index>(), new in any_value()) {
+        let events = bend(chat_chunks(), which, pick, new);
+        same_both_ways(&with_stream("llm/openai_chat_stream.cap", &events, false), &format!("{events:?}"));
+    }
+
+    /// The same for Anthropic.
+    #[test]
+    fn bent_anthropic_streams_decode_the_same_both_ways(which in any::<prop::sample::Index>(), pick in any::<prop::sample::Index>(), new in any_value()) {
+        let events = bend(anthropic_events(), which, pick, new);
+        same_both_ways(&with_stream("llm/anthropic_messages_stream.cap", &events, true), &format!("{events:?}"));
+    }
+
+    /// Any bytes cut out of, or spliced into, either stream.
+    #[test]
+    fn damaged_streams_decode_the_same_both_ways(anthropic in any::<bool>(), at in 0usize..100_000, len in 0usize..8, junk in prop::collection::vec(any::<u8>(), 0..4)) {
+        let mut ex = if anthropic {
+            with_stream("llm/anthropic_messages_stream.cap", &anthropic_events(), true)
+        } else {
+            with_stream("llm/openai_chat_stream.cap", &chat_chunks(), false)
+        };
+        let body = &mut ex.response.as_mut().expect("a response").body;
+        let start = at % (body.len() + 1);
+        let end = (start + len).min(body.len());
+        body.splice(start..end, junk);
+        same_both_ways(&ex, "damaged");
+    }
 
     /// Any value of the full request replaced by any other value: both
     /// ways agree.
