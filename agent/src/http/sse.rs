@@ -7,6 +7,8 @@
 //! is still returned: a stream cut by a close or a gap should keep what it
 //! had, and the caller decides from its end marker whether it finished.
 
+use std::borrow::Cow;
+
 /// One dispatched event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -19,7 +21,10 @@ pub struct SseEvent {
 /// Parses a whole SSE body. Total: any bytes give a (possibly empty) list;
 /// invalid UTF-8 is replaced.
 pub fn parse_sse(body: &[u8]) -> Vec<SseEvent> {
-    let text = String::from_utf8_lossy(body);
+    // Valid UTF-8 (nearly always) is checked by the fast validator and
+    // borrowed; only invalid bytes pay for the replacing copy.
+    let text =
+        std::str::from_utf8(body).map_or_else(|_| String::from_utf8_lossy(body), Cow::Borrowed);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut events = Vec::new();
     let mut event: Option<String> = None;
@@ -80,7 +85,7 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
         if rest.is_empty() {
             return None;
         }
-        let Some(i) = rest.find(['\r', '\n']) else {
+        let Some(i) = memchr::memchr2(b'\r', b'\n', rest.as_bytes()) else {
             let line = rest;
             rest = "";
             return Some(line);
