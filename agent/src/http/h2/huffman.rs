@@ -5,8 +5,9 @@
 //! a test). So a decoder needs, per length, only the first code and how
 //! many symbols have that length: reading a string bit by bit, the bits so
 //! far are a complete code exactly when they fall inside that range. The
-//! tables are computed at compile time from the RFC's table below; no
-//! 4 KiB state machine, and the RFC table stays the single source.
+//! common short codes are read ten bits at a time through a 2 KiB lookup
+//! table. All tables are computed at compile time from the RFC's table
+//! below, which stays the single source.
 
 /// `(code, length in bits)` per symbol 0..=256, copied from RFC 7541
 /// Appendix B (256 is EOS).
@@ -330,43 +331,157 @@ pub enum HuffmanError {
     BadPadding,
 }
 
-/// Decodes a Huffman-coded string, appending to `out`.
-pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
-    let t = &TABLE;
-    let mut code: u32 = 0;
-    let mut len: usize = 0;
-    for &byte in input {
-        for shift in (0..8).rev() {
-            code = (code << 1) | u32::from((byte >> shift) & 1);
-            len += 1;
-            if len > MAX_LEN {
-                return Err(HuffmanError::BadCode);
+/// Bits the lookup table reads at once: every code of up to this length
+/// (the 79 commonest symbols, all of `a-z0-9` among them) is decoded with
+/// one lookup; longer ones by the canonical ranges.
+const LOOKUP: u32 = 10;
+const LOOKUP_MASK: u64 = (1 << LOOKUP) - 1;
+
+/// `(symbol, length)` of the code the next [`LOOKUP`] bits start with;
+/// length 0 when that code is longer.
+static FAST: [(u8, u8); 1 << LOOKUP] = fast_table();
+
+const fn fast_table() -> [(u8, u8); 1 << LOOKUP] {
+    let mut t = [(0u8, 0u8); 1 << LOOKUP];
+    let mut sym = 0;
+    // EOS (256) is 30 bits long: never in this table.
+    while sym < 256 {
+        let (code, len) = CODES[sym];
+        if len as u32 <= LOOKUP {
+            let spare = LOOKUP - len as u32;
+            let first = (code << spare) as usize;
+            let mut i = 0;
+            while i < 1 << spare {
+                #[expect(clippy::cast_possible_truncation, reason = "sym < 256")]
+                let s = sym as u8;
+                t[first + i] = (s, len);
+                i += 1;
             }
-            let n = u32::from(t.count[len]);
-            if n == 0 || code < t.first[len] || code - t.first[len] >= n {
-                continue;
-            }
-            let index = usize::from(t.offset[len]) + (code - t.first[len]) as usize;
-            let sym = t.symbols[index];
-            if sym == EOS {
-                return Err(HuffmanError::Eos);
-            }
-            // Symbols other than EOS are bytes.
-            out.push(u8::try_from(sym).unwrap_or(0));
-            code = 0;
-            len = 0;
         }
+        sym += 1;
+    }
+    t
+}
+
+/// Decodes a Huffman-coded string, appending to `out`.
+///
+/// The bits are read into a 64-bit window; the next [`LOOKUP`] bits index
+/// [`FAST`], and a longer code is found in the canonical ranges. At the
+/// end, fewer bits than a lookup are padded with ones (what the padding
+/// must be anyway), and a code is taken only if it ends within the real
+/// bits. The result is the bit-at-a-time reading's (a test compares them
+/// on any bytes).
+pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
+    out.reserve(input.len() * 8 / 5);
+    let mut acc: u64 = 0;
+    let mut bits: u32 = 0;
+    let mut rest = input;
+    loop {
+        // Keep at least 57 bits while input lasts (more than any code).
+        while bits <= 56 {
+            let Some((&b, r)) = rest.split_first() else {
+                break;
+            };
+            acc = (acc << 8) | u64::from(b);
+            bits += 8;
+            rest = r;
+        }
+        let (sym, len) = if bits >= LOOKUP {
+            let (sym, len) = FAST[((acc >> (bits - LOOKUP)) & LOOKUP_MASK) as usize];
+            if len != 0 {
+                (u16::from(sym), u32::from(len))
+            } else {
+                match long_code(acc, bits)? {
+                    Some(code) => code,
+                    None => break,
+                }
+            }
+        } else {
+            // The input is all read: pad with ones.
+            let pad = LOOKUP - bits;
+            let index = ((acc << pad) | ((1 << pad) - 1)) & LOOKUP_MASK;
+            let (sym, len) = FAST[index as usize];
+            if len == 0 || u32::from(len) > bits {
+                break;
+            }
+            (u16::from(sym), u32::from(len))
+        };
+        if sym == EOS {
+            return Err(HuffmanError::Eos);
+        }
+        // Symbols other than EOS are bytes.
+        out.push(u8::try_from(sym).unwrap_or(0));
+        bits -= len;
     }
     // Padding: the most significant bits of EOS (all ones), under 8 bits.
-    if len > 7 || code != (1 << len) - 1 {
+    let ones = (1u64 << bits) - 1;
+    if bits > 7 || acc & ones != ones {
         return Err(HuffmanError::BadPadding);
     }
     Ok(())
 }
 
+/// The code longer than [`LOOKUP`] bits at the top of the window's `bits`
+/// bits: `(symbol, length)`, or None when the window ends first.
+fn long_code(acc: u64, bits: u32) -> Result<Option<(u16, u32)>, HuffmanError> {
+    let t = &TABLE;
+    // Up to MAX_LEN (30) bits.
+    for l in (LOOKUP + 1)..=30 {
+        let len = l as usize;
+        if l > bits {
+            return Ok(None);
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "masked to len <= 30 bits")]
+        let code = ((acc >> (bits - l)) & ((1 << l) - 1)) as u32;
+        let n = u32::from(t.count[len]);
+        if n != 0 && code >= t.first[len] && code - t.first[len] < n {
+            let index = usize::from(t.offset[len]) + (code - t.first[len]) as usize;
+            return Ok(Some((t.symbols[index], l)));
+        }
+    }
+    Err(HuffmanError::BadCode)
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The bit-at-a-time reading the table-driven [`decode`] replaced: the
+    /// reference it is compared with.
+    fn decode_bitwise(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
+        let t = &TABLE;
+        let mut code: u32 = 0;
+        let mut len: usize = 0;
+        for &byte in input {
+            for shift in (0..8).rev() {
+                code = (code << 1) | u32::from((byte >> shift) & 1);
+                len += 1;
+                if len > MAX_LEN {
+                    return Err(HuffmanError::BadCode);
+                }
+                let n = u32::from(t.count[len]);
+                if n == 0 || code < t.first[len] || code - t.first[len] >= n {
+                    continue;
+                }
+                let index = usize::from(t.offset[len]) + (code - t.first[len]) as usize;
+                let sym = t.symbols[index];
+                if sym == EOS {
+                    return Err(HuffmanError::Eos);
+                }
+                // Symbols other than EOS are bytes.
+                out.push(u8::try_from(sym).unwrap_or(0));
+                code = 0;
+                len = 0;
+            }
+        }
+        // Padding: the most significant bits of EOS (all ones), under 8 bits.
+        if len > 7 || code != (1 << len) - 1 {
+            return Err(HuffmanError::BadPadding);
+        }
+        Ok(())
+    }
 
     /// Encoder for tests only: the decoder must invert it for every byte.
     #[expect(
@@ -432,6 +547,45 @@ mod tests {
         // `0` (5 bits 00000) then padding with a zero bit.
         assert_eq!(decode(&[0x02], &mut out), Err(HuffmanError::BadPadding));
         assert!(decode(&[], &mut out).is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any bytes: the same result, the same output, either way.
+        #[test]
+        fn decodes_any_bytes_as_the_bitwise_reading(input in prop::collection::vec(any::<u8>(), 0..40)) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            prop_assert_eq!(decode(&input, &mut a), decode_bitwise(&input, &mut b));
+            prop_assert_eq!(a, b);
+        }
+
+        /// Encoded text, possibly cut or with a byte changed: the same.
+        #[test]
+        fn decodes_bent_codes_as_the_bitwise_reading(
+            text in prop::collection::vec(any::<u8>(), 0..60),
+            cut in 0usize..80,
+            flip in any::<(usize, u8)>(),
+        ) {
+            let mut input = encode(&text);
+            input.truncate(cut.min(input.len()).max(input.len().saturating_sub(cut % 3)));
+            if !input.is_empty() && flip.1 != 0 {
+                let i = flip.0 % input.len();
+                input[i] ^= flip.1;
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            prop_assert_eq!(decode(&input, &mut a), decode_bitwise(&input, &mut b));
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn every_byte_round_trips_alone() {
+        for byte in 0..=255u8 {
+            let mut out = Vec::new();
+            decode(&encode(&[byte]), &mut out).unwrap();
+            assert_eq!(out, [byte]);
+        }
     }
 
     fn hex(s: &str) -> Vec<u8> {
