@@ -224,7 +224,9 @@ const MAX_HEADERS: usize = 256;
 
 /// Parses a complete head (`buf` ends with the empty line).
 pub(crate) fn parse_head(buf: &[u8], kind: Kind) -> Result<Head, HttpError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+    // On the stack (8 KiB): a heap array per head was a malloc and a free
+    // for every request and response.
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let malformed = |source| HttpError::MalformedHead {
         kind: kind.name(),
         source,
