@@ -300,6 +300,14 @@ impl Head<'_> {
 /// twice, or JSON this skim cannot read all say "may be", so the answer
 /// never differs from the full decode's.
 fn may_be_mcp(body: &[u8]) -> bool {
+    // A key that reads "jsonrpc" is written with those bytes or with a
+    // `\u` escape (no other escape gives a letter): without either, no
+    // message here is JSON-RPC, and finding that costs a byte search.
+    if memchr::memmem::find(body, b"jsonrpc").is_none()
+        && memchr::memmem::find(body, b"\\u").is_none()
+    {
+        return false;
+    }
     let first = body
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
