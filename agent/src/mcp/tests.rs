@@ -482,7 +482,10 @@ fn the_skim_says_maybe_to_every_mcp_body_and_no_to_llm_requests() {
         ),
         (r#"{"jsonrpc":"2.0","method":"eth_call"}"#, false),
         // Neither the key's bytes nor an escape: no JSON-RPC.
-        (r#"{"model":"m","messages":[{"role":"user","content":"tools/call"}]}"#, false),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"tools/call"}]}"#,
+            false,
+        ),
         (r#"{"json\"rpc":"2.0","method":"ping"}"#, false),
         (r#"{"jsonrpc":"1.0","method":"tools/call"}"#, false),
         (
